@@ -1,0 +1,3 @@
+from faultplane.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The operator API: validation and authorisation at the edge, then the scheduler."""

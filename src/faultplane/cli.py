@@ -1,0 +1,154 @@
+"""The `faultplane` command: the control server, the local mesh, the demo, operator calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+
+from faultplane import logs
+from faultplane.client import api_address, fault_stub
+from faultplane.control import ControlServer, ServerConfig
+from faultplane.display import sidecars_table
+from faultplane.mesh import MeshError, load_mesh
+from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
+from faultplane.meshrun.launcher import HOST, MeshRun
+from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
+
+DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        sys.exit(args.handler(args) or 0)
+    except MeshError as exc:
+        sys.exit(f"faultplane: bad mesh: {exc}")
+    except grpc.RpcError as exc:
+        sys.exit(f"faultplane: {exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faultplane", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the control server")
+    serve.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
+    serve.add_argument("--xds-port", type=int, help="default: the mesh's control.xds_port")
+    serve.add_argument("--api-port", type=int, help="default: the mesh's control.api_port")
+    serve.add_argument("--metrics-port", type=int, help="default: the mesh's control.metrics_port")
+    serve.add_argument("--fault-slots", type=int, default=DEFAULT_FAULT_SLOTS)
+    serve.set_defaults(handler=cmd_serve)
+
+    mesh = commands.add_parser("mesh", help="the local demo mesh")
+    mesh_commands = mesh.add_subparsers(required=True, metavar="ACTION")
+    up = mesh_commands.add_parser("up", help="start the mesh and run until SIGTERM/SIGINT")
+    up.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
+    up.add_argument("--state-file", type=Path, default=Path("faultplane-mesh.json"))
+    up.add_argument("--run-dir", type=Path, help="logs and rendered configs (default: a temp dir)")
+    up.add_argument("--declared-ports", action="store_true", help="use mesh.yaml's ports")
+    up.set_defaults(handler=cmd_mesh_up)
+    boot = mesh_commands.add_parser("bootstraps", help="render each pod's Envoy bootstrap")
+    boot.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
+    boot.add_argument("--out", type=Path, required=True)
+    boot.set_defaults(handler=cmd_mesh_bootstraps)
+
+    demo = commands.add_parser("demo", help="bring the mesh up, drive traffic, tear it down")
+    demo.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
+    demo.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    demo.set_defaults(handler=cmd_demo)
+
+    sidecars = commands.add_parser("sidecars", help="list sidecars and their xDS state")
+    add_api_argument(sidecars)
+    sidecars.add_argument("--service", default="")
+    sidecars.add_argument("--json", action="store_true")
+    sidecars.set_defaults(handler=cmd_sidecars)
+    return parser
+
+
+def add_api_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", help="operator API address (default: $FAULTPLANE_API)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    mesh = load_mesh(args.mesh)
+    config = ServerConfig(
+        mesh=mesh,
+        xds_port=args.xds_port if args.xds_port is not None else mesh.control.xds_port,
+        api_port=args.api_port if args.api_port is not None else mesh.control.api_port,
+        metrics_port=args.metrics_port
+        if args.metrics_port is not None
+        else mesh.control.metrics_port,
+        fault_slots=args.fault_slots,
+    )
+
+    async def run() -> None:
+        server = ControlServer(config)
+        await server.start()
+        await _until_signalled()
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def cmd_mesh_up(args: argparse.Namespace) -> None:
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="faultplane-mesh-"))
+
+    async def run() -> None:
+        async with MeshRun(args.mesh, run_dir, declared_ports=args.declared_ports) as mesh:
+            mesh.write_state(args.state_file)
+            print(f"mesh up: {len(mesh.pods)} sidecars, API {mesh.api_address}, "
+                  f"state in {args.state_file}, logs in {run_dir}", flush=True)  # fmt: skip
+            await _until_signalled()
+        print("mesh down", flush=True)
+
+    asyncio.run(run())
+
+
+def cmd_mesh_bootstraps(args: argparse.Namespace) -> None:
+    mesh = load_mesh(args.mesh)
+    template = template_beside(args.mesh)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for pod in mesh.pods:
+        rendered = render_bootstrap(template, pod, HOST, mesh.control.xds_port)
+        (args.out / f"{pod.name}.yaml").write_text(rendered)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from faultplane.demo import run_demo
+
+    return asyncio.run(run_demo(args.mesh, args.duration, args.json))
+
+
+def cmd_sidecars(args: argparse.Namespace) -> None:
+    with grpc.insecure_channel(api_address(args.api)) as channel:
+        reply = fault_stub(channel).ListSidecars(
+            pb.ListSidecarsRequest(service=args.service), timeout=10
+        )
+    if args.json:
+        print(json.dumps(json_format.MessageToDict(reply)["sidecars"] if reply.sidecars else []))
+    else:
+        print(sidecars_table(reply.sidecars))
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

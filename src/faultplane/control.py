@@ -1,0 +1,108 @@
+"""The control server: ADS for sidecars, the operator API, health, reflection, metrics.
+
+One process, two gRPC servers on separate ports, so that sidecar traffic and operator
+traffic can be firewalled and scaled apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+import prometheus_client
+import structlog
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from faultplane.api.service import FaultService
+from faultplane.mesh import Mesh
+from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
+from faultplane.xds.cache import SnapshotCache
+from faultplane.xds.registry import SidecarRegistry
+from faultplane.xds.resources import DEFAULT_FAULT_SLOTS, SidecarLayout
+from faultplane.xds.server import AdsServer
+from faultplane.xds.source import MeshSource
+
+log = structlog.get_logger("faultplane.control")
+
+HOST = "127.0.0.1"
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+FAULT_SERVICE = faultplane_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    mesh: Mesh
+    xds_port: int = 0  # 0: pick a free port
+    api_port: int = 0
+    metrics_port: int | None = 0  # None: no metrics endpoint
+    fault_slots: int = DEFAULT_FAULT_SLOTS
+
+
+class ControlServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.cache = SnapshotCache()
+        self.registry = SidecarRegistry()
+        self.source = MeshSource(config.mesh, self.cache, SidecarLayout(config.fault_slots))
+        self.xds_port = 0
+        self.api_port = 0
+        self.metrics_port: int | None = None
+        self._xds_server: grpc.aio.Server | None = None
+        self._api_server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._metrics_http: object | None = None
+
+    async def start(self) -> None:
+        self._xds_server = grpc.aio.server(
+            options=[("grpc.max_concurrent_streams", 1 << 20), ("grpc.so_reuseport", 0)]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            AdsServer(self.cache, self.registry, self.source), self._xds_server
+        )
+        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{self.config.xds_port}")
+
+        self._api_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        faultplane_pb2_grpc.add_FaultServiceServicer_to_server(
+            FaultService(self.registry), self._api_server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._api_server)
+        reflection.enable_server_reflection(
+            (FAULT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._api_server
+        )
+        self.api_port = self._api_server.add_insecure_port(f"{HOST}:{self.config.api_port}")
+
+        if self.config.metrics_port is not None:
+            server, _thread = prometheus_client.start_http_server(
+                self.config.metrics_port, addr=HOST
+            )
+            self._metrics_http = server
+            self.metrics_port = server.server_port
+
+        await self._xds_server.start()
+        await self._api_server.start()
+        for service in ("", FAULT_SERVICE, ADS_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "control server started",
+            xds=f"{HOST}:{self.xds_port}",
+            api=f"{HOST}:{self.api_port}",
+            metrics=f"{HOST}:{self.metrics_port}" if self.metrics_port else None,
+            pods=len(self.config.mesh.pods),
+            instance=self.cache.instance,
+        )
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self._health.enter_graceful_shutdown()
+        servers = [s for s in (self._api_server, self._xds_server) if s is not None]
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()  # type: ignore[attr-defined]
+            self._metrics_http.server_close()  # type: ignore[attr-defined]
+        log.info("control server stopped")
+
+    async def wait_for_termination(self) -> None:
+        assert self._xds_server is not None
+        await self._xds_server.wait_for_termination()

@@ -1,0 +1,1 @@
+"""Running the demo mesh on one machine: app processes, real Envoy sidecars, load."""

@@ -1,0 +1,149 @@
+"""The ADS gRPC service: speaks state-of-the-world xDS and nothing else.
+
+Each stream runs one loop that handles, in arrival order, Envoy's requests, changes of
+the sidecar's desired resources, and lease (TTL) re-sends. What to send is decided by
+`StreamState`; what a sidecar should have by the cache; this module only moves bytes and
+records evidence in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import grpc
+import structlog
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from faultplane.xds import types
+from faultplane.xds.cache import SnapshotCache
+from faultplane.xds.registry import SidecarRegistry
+from faultplane.xds.stream import StreamState, Verdict
+
+log = structlog.get_logger("faultplane.xds")
+
+_CHANGED = object()
+_CLOSED = object()
+
+
+class ResourceSource(Protocol):
+    """Fills the cache for a sidecar the first time it connects."""
+
+    def ensure(self, node: base_pb2.Node) -> None: ...
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        registry: SidecarRegistry,
+        source: ResourceSource,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cache = cache
+        self._registry = registry
+        self._source = source
+        self._clock = clock
+
+    async def StreamAggregatedResources(  # noqa: N802 (gRPC method name)
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        events: asyncio.Queue[object] = asyncio.Queue()
+        reader = asyncio.create_task(_read_requests(request_iterator, events))
+        try:
+            first = await events.get()
+            if not isinstance(first, discovery_pb2.DiscoveryRequest):
+                return
+            if not first.node.id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "node.id: required on the first request"
+                )
+            await self._serve(first, events, context)
+        finally:
+            reader.cancel()
+
+    async def _serve(
+        self,
+        first: discovery_pb2.DiscoveryRequest,
+        events: asyncio.Queue[object],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        node = first.node
+        self._source.ensure(node)
+        self._registry.connected(node)
+        cancel_watch = self._cache.watch(node.id, lambda: events.put_nowait(_CHANGED))
+        stream = StreamState()
+        bound = log.bind(node=node.id)
+        bound.info("sidecar connected", cluster=node.cluster)
+        try:
+            event: object = first
+            while event is not _CLOSED:
+                if isinstance(event, discovery_pb2.DiscoveryRequest):
+                    self._on_request(node.id, stream, event, bound)
+                await self._send_due(node.id, stream, context)
+                event = await self._next_event(node.id, stream, events)
+        finally:
+            cancel_watch()
+            self._registry.disconnected(node.id)
+            bound.info("sidecar disconnected")
+
+    def _on_request(
+        self,
+        node_id: str,
+        stream: StreamState,
+        request: discovery_pb2.DiscoveryRequest,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        outcome = stream.on_request(request)
+        short = types.short_name(outcome.type_url)
+        if outcome.verdict is Verdict.ACK and outcome.response is not None:
+            self._registry.record_ack(node_id, outcome.type_url, outcome.response, self._clock())
+        elif outcome.verdict is Verdict.NACK and outcome.response is not None:
+            self._registry.record_nack(
+                node_id, outcome.type_url, outcome.response, outcome.error or "", self._clock()
+            )
+            bound.warning(
+                "sidecar rejected config",
+                type=short,
+                version=outcome.response.version,
+                error=outcome.error,
+            )
+        elif outcome.verdict is Verdict.STALE:
+            bound.debug("stale nonce", type=short, nonce=request.response_nonce)
+
+    async def _send_due(
+        self, node_id: str, stream: StreamState, context: grpc.aio.ServicerContext
+    ) -> None:
+        snapshot = self._cache.get(node_id) or {}
+        for response, sent in stream.due_responses(snapshot, self._clock()):
+            self._registry.record_sent(node_id, response.type_url, sent)
+            await context.write(response)
+
+    async def _next_event(
+        self, node_id: str, stream: StreamState, events: asyncio.Queue[object]
+    ) -> object:
+        heartbeat = stream.next_heartbeat(self._cache.get(node_id) or {})
+        if heartbeat is None:
+            return await events.get()
+        try:
+            return await asyncio.wait_for(events.get(), max(0.0, heartbeat - self._clock()))
+        except TimeoutError:
+            return _CHANGED
+
+
+async def _read_requests(
+    request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+    events: asyncio.Queue[object],
+) -> None:
+    try:
+        async for request in request_iterator:
+            events.put_nowait(request)
+    except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        pass
+    finally:
+        events.put_nowait(_CLOSED)
