@@ -135,7 +135,7 @@ def load_mesh(path: str | Path) -> Mesh:
         doc = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise MeshError(f"{path}: cannot read mesh file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MeshError(f"{path}: not valid YAML: {exc}") from exc
     try:
         return parse_mesh(doc)
@@ -274,13 +274,13 @@ def _parse_load(body: Any, services: dict[str, Service]) -> LoadSpec | None:
     service = body.get("service")
     if service not in services:
         raise MeshError(f"load.service: unknown service {service!r}")
-    method = body.get("method", "POST")
+    method = body.get("method", LoadSpec.method)
     if method not in ("GET", "POST", "PUT"):
         raise MeshError("load.method: must be GET, POST or PUT")
-    path = body.get("path", "/")
+    path = body.get("path", LoadSpec.path)
     if not isinstance(path, str) or not path.startswith("/"):
         raise MeshError("load.path: must start with '/'")
-    rate = body.get("rate_per_second", 20)
+    rate = body.get("rate_per_second", LoadSpec.rate_per_second)
     if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= 10_000:
         raise MeshError("load.rate_per_second: must be a number in (0, 10000]")
     return LoadSpec(service=service, method=method, path=path, rate_per_second=float(rate))

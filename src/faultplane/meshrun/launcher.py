@@ -44,13 +44,18 @@ class MeshRun:
         declared_ports: bool = False,
         server_args: tuple[str, ...] = (),
         load: bool = True,
+        mesh: Mesh | None = None,
+        spawn_server: bool = True,
     ) -> None:
+        """`mesh` overrides the file's model (ports included); without `spawn_server` the
+        control server is expected to be running already on the mesh's control ports."""
         self.mesh_file = mesh_file
         self.run_dir = run_dir
         self.declared_ports = declared_ports
         self.server_args = server_args
         self.with_load = load
-        self.mesh: Mesh | None = None
+        self.mesh: Mesh | None = mesh
+        self.spawn_server = spawn_server
         self.server: Child | None = None
         self.pods: list[PodProcesses] = []
         self.loadgen: Child | None = None
@@ -75,15 +80,16 @@ class MeshRun:
 
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        mesh = load_mesh(self.mesh_file)
         allocate = PortAllocator()
-        if not self.declared_ports:
+        mesh = self.mesh or load_mesh(self.mesh_file)
+        if self.mesh is None and not self.declared_ports:
             mesh = mesh.with_ports(allocate)
         self.mesh = mesh
         resolved = self.run_dir / "mesh.yaml"
         resolved.write_text(yaml.safe_dump(mesh.to_dict(), sort_keys=False))
 
-        await self._start_server(resolved)
+        if self.spawn_server:
+            await self._start_server(resolved)
         await self._start_pods(mesh)
         if self.with_load and mesh.load is not None:
             await self._start_load(mesh, allocate())
@@ -102,20 +108,20 @@ class MeshRun:
         return self.server
 
     async def wait_server_healthy(self) -> None:
-        assert self.server is not None
+        children = [self.server] if self.server is not None else []
         await wait_until(
-            lambda: _grpc_serving(self.api_address), START_TIMEOUT, "control server", [self.server]
+            lambda: _grpc_serving(self.api_address), START_TIMEOUT, "control server", children
         )
 
     def state(self) -> dict[str, Any]:
         """What `mesh up` writes to its state file: every address and PID of the mesh."""
-        assert self.mesh is not None and self.server is not None
+        assert self.mesh is not None
         control = self.mesh.control
         return {
             "api": self.api_address,
             "xds": f"{HOST}:{control.xds_port}",
             "metrics": f"{HOST}:{control.metrics_port}",
-            "server_pid": self.server.pid,
+            "server_pid": self.server.pid if self.server else None,
             "loadgen": f"{HOST}:{self.loadgen_port}" if self.loadgen_port else None,
             "loadgen_pid": self.loadgen.pid if self.loadgen else None,
             "run_dir": str(self.run_dir),
@@ -136,7 +142,10 @@ class MeshRun:
         }
 
     def write_state(self, path: Path) -> None:
-        path.write_text(json.dumps(self.state(), indent=2) + "\n")
+        """Atomically, so a reader never sees half a file."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.state(), indent=2) + "\n")
+        partial.replace(path)
 
     async def load_stats(self, stop: bool = False) -> dict[str, Any]:
         """The load generator's counts; with `stop`, after it stopped and drained."""

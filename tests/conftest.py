@@ -1,0 +1,39 @@
+"""Shared fixtures: the demo mesh on free ports, an in-process control server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from faultplane.control import ControlServer, ServerConfig
+from faultplane.mesh import Mesh, load_mesh
+from faultplane.meshrun.ports import PortAllocator
+
+ROOT = Path(__file__).resolve().parent.parent
+MESH_FILE = ROOT / "envoy-configs" / "mesh.yaml"
+
+
+@pytest.fixture
+def mesh() -> Mesh:
+    """The demo mesh with every port replaced by a free loopback port."""
+    return load_mesh(MESH_FILE).with_ports(PortAllocator())
+
+
+@pytest.fixture
+async def control(mesh: Mesh) -> AsyncIterator[ControlServer]:
+    """A control server in this process, on the mesh's control ports, without metrics."""
+    server = ControlServer(
+        ServerConfig(
+            mesh=mesh,
+            xds_port=mesh.control.xds_port,
+            api_port=mesh.control.api_port,
+            metrics_port=None,
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
