@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format
 
 from faultplane import logs
-from faultplane.client import api_address, fault_stub
+from faultplane.commands import UsageError, add_commands
 from faultplane.control import ControlServer, ServerConfig
-from faultplane.display import sidecars_table
 from faultplane.mesh import MeshError, load_mesh
 from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
 from faultplane.meshrun.launcher import HOST, MeshRun
-from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
 
 DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
@@ -33,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(args.handler(args) or 0)
     except MeshError as exc:
         sys.exit(f"faultplane: bad mesh: {exc}")
+    except UsageError as exc:
+        print(f"faultplane: {exc}", file=sys.stderr)
+        sys.exit(2)
     except grpc.RpcError as exc:
         sys.exit(f"faultplane: {exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
     except KeyboardInterrupt:
@@ -52,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-port", type=int, help="default: the mesh's control.api_port")
     serve.add_argument("--metrics-port", type=int, help="default: the mesh's control.metrics_port")
     serve.add_argument("--fault-slots", type=int, default=DEFAULT_FAULT_SLOTS)
+    serve.add_argument(
+        "--deadman-ttl",
+        type=float,
+        default=10.0,
+        help="seconds a switched-on fault survives the control server's death (default 10)",
+    )
+    serve.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for a sidecar's ACK before an injection fails (default 10)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     mesh = commands.add_parser("mesh", help="the local demo mesh")
@@ -73,16 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="end with one JSON summary line")
     demo.set_defaults(handler=cmd_demo)
 
-    sidecars = commands.add_parser("sidecars", help="list sidecars and their xDS state")
-    add_api_argument(sidecars)
-    sidecars.add_argument("--service", default="")
-    sidecars.add_argument("--json", action="store_true")
-    sidecars.set_defaults(handler=cmd_sidecars)
+    add_commands(commands)
     return parser
-
-
-def add_api_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", help="operator API address (default: $FAULTPLANE_API)")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -95,6 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if args.metrics_port is not None
         else mesh.control.metrics_port,
         fault_slots=args.fault_slots,
+        deadman_ttl=args.deadman_ttl,
+        ack_timeout=args.ack_timeout,
     )
 
     async def run() -> None:
@@ -133,17 +138,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from faultplane.demo import run_demo
 
     return asyncio.run(run_demo(args.mesh, args.duration, args.json))
-
-
-def cmd_sidecars(args: argparse.Namespace) -> None:
-    with grpc.insecure_channel(api_address(args.api)) as channel:
-        reply = fault_stub(channel).ListSidecars(
-            pb.ListSidecarsRequest(service=args.service), timeout=10
-        )
-    if args.json:
-        print(json.dumps(json_format.MessageToDict(reply)["sidecars"] if reply.sidecars else []))
-    else:
-        print(sidecars_table(reply.sidecars))
 
 
 async def _until_signalled() -> None:

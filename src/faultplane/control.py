@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from faultplane.api.service import FaultService
 from faultplane.mesh import Mesh
+from faultplane.scheduler.scheduler import Scheduler
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
@@ -39,6 +40,11 @@ class ServerConfig:
     api_port: int = 0
     metrics_port: int | None = 0  # None: no metrics endpoint
     fault_slots: int = DEFAULT_FAULT_SLOTS
+    # Faults switched on are leased to the sidecars for this long and re-sent every third
+    # of it: if the control server dies, every fault is off within this many seconds.
+    deadman_ttl: float = 10.0
+    # How long a push may wait for a sidecar's ACK before the injection fails.
+    ack_timeout: float = 10.0
 
 
 class ControlServer:
@@ -46,7 +52,14 @@ class ControlServer:
         self.config = config
         self.cache = SnapshotCache()
         self.registry = SidecarRegistry()
-        self.source = MeshSource(config.mesh, self.cache, SidecarLayout(config.fault_slots))
+        self.source = MeshSource(
+            config.mesh,
+            self.cache,
+            self.registry,
+            SidecarLayout(config.fault_slots),
+            config.deadman_ttl,
+        )
+        self.scheduler = Scheduler(self.source, ack_timeout=config.ack_timeout)
         self.xds_port = 0
         self.api_port = 0
         self.metrics_port: int | None = None
@@ -56,17 +69,18 @@ class ControlServer:
         self._metrics_http: object | None = None
 
     async def start(self) -> None:
+        config = self.config
         self._xds_server = grpc.aio.server(
             options=[("grpc.max_concurrent_streams", 1 << 20), ("grpc.so_reuseport", 0)]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AdsServer(self.cache, self.registry, self.source), self._xds_server
         )
-        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{self.config.xds_port}")
+        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{config.xds_port}")
 
         self._api_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         faultplane_pb2_grpc.add_FaultServiceServicer_to_server(
-            FaultService(self.registry), self._api_server
+            FaultService(self.registry, self.scheduler, config.mesh), self._api_server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._api_server)
         reflection.enable_server_reflection(
@@ -96,6 +110,7 @@ class ControlServer:
 
     async def stop(self, grace: float = 1.0) -> None:
         await self._health.enter_graceful_shutdown()
+        await self.scheduler.close()
         servers = [s for s in (self._api_server, self._xds_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
         if self._metrics_http is not None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from faultplane.v1 import faultplane_pb2 as pb
 
@@ -36,3 +40,73 @@ def sidecars_table(sidecars: Sequence[pb.Sidecar]) -> str:
         )
     headers = ["SIDECAR", "SERVICE", "LABELS", "CONNECTED", *(t.upper() for t in xds_types)]
     return table([*headers, "LAST NACK"], rows)
+
+
+def _when(stamp: Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S") if stamp.seconds else "-"
+
+
+def fault_summary(request: pb.InjectionRequest) -> str:
+    fault = request.fault
+    if fault.type == "latency":
+        if fault.HasField("fixed_ms"):
+            what = f"latency {fault.fixed_ms:g}ms"
+        elif fault.HasField("p99_ms"):
+            what = f"latency p50 {fault.p50_ms:g}ms p99 {fault.p99_ms:g}ms"
+        else:
+            what = f"latency {fault.p50_ms:g}ms"
+    elif fault.type == "abort":
+        what = (
+            f"abort http {fault.http_status}"
+            if fault.HasField("http_status")
+            else f"abort grpc {fault.grpc_status}"
+        )
+    else:
+        what = f"bandwidth {fault.kbps}kbps"
+    if fault.HasField("percentage"):
+        what += f" on {fault.percentage:g}%"
+    scope = f" -> {request.target.upstream}" if request.target.upstream else " inbound"
+    return what + scope
+
+
+def injections_table(injections: Sequence[pb.Injection]) -> str:
+    rows = [
+        [
+            inj.id,
+            pb.State.Name(inj.state),
+            inj.request.target.service,
+            fault_summary(inj.request),
+            str(len(inj.targets)),
+            inj.owner,
+            _when(inj.ended_at) if inj.ended_at.seconds else _when(inj.ends_at),
+        ]
+        for inj in injections
+    ]
+    return table(["ID", "STATE", "SERVICE", "FAULT", "PODS", "OWNER", "ENDS/ENDED"], rows)
+
+
+def injection_detail(injection: pb.Injection) -> str:
+    request = injection.request
+    lines = [
+        f"injection   {injection.id}",
+        f"state       {pb.State.Name(injection.state)} ({injection.reason})",
+        f"owner       {injection.owner}",
+        f"hypothesis  {request.hypothesis}",
+        f"fault       {fault_summary(request)}, {request.duration_seconds:g}s",
+        f"target      {request.target.service} [{request.target.selector}] "
+        f"max {request.target.max_pods}: {', '.join(injection.targets)}",
+        f"steady      {request.steady_state.slo} >= {request.steady_state.min:g} "
+        f"(abort after {request.steady_state.abort_after:g}s)",
+        f"times       created {_when(injection.created_at)}, active {_when(injection.activated_at)}"
+        f", ends {_when(injection.ends_at)}, ended {_when(injection.ended_at)}",
+        "transitions:",
+    ]
+    for change in injection.transitions:
+        answers = Counter(f"{e.type} {e.outcome}" for e in change.evidence)
+        evidence = ", ".join(f"{n} {what}" for what, n in sorted(answers.items()))
+        lines.append(
+            f"  {_when(change.at)}  {pb.State.Name(change.from_state)} -> "
+            f"{pb.State.Name(change.to_state)}  {change.reason}"
+            + (f"  [{evidence}]" if evidence else "")
+        )
+    return "\n".join(lines)

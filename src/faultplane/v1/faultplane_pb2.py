@@ -25,25 +25,71 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61ultplane/v1/faultplane.proto\x12\rfaultplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x13ListSidecarsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"@\n\x14ListSidecarsResponse\x12(\n\x08sidecars\x18\x01 \x03(\x0b\x32\x16.faultplane.v1.Sidecar\"\xa6\x02\n\x07Sidecar\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".faultplane.v1.Sidecar.LabelsEntry\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x15\n\radmin_address\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x03xds\x18\x08 \x03(\x0b\x32\x1c.faultplane.v1.XdsTypeStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\rXdsTypeStatus\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cversion_sent\x18\x02 \x01(\t\x12\x15\n\rversion_acked\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eversion_nacked\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12-\n\tnacked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2g\n\x0c\x46\x61ultService\x12W\n\x0cListSidecars\x12\".faultplane.v1.ListSidecarsRequest\x1a#.faultplane.v1.ListSidecarsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61ultplane/v1/faultplane.proto\x12\rfaultplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\x10InjectionRequest\x12%\n\x06target\x18\x01 \x01(\x0b\x32\x15.faultplane.v1.Target\x12#\n\x05\x66\x61ult\x18\x02 \x01(\x0b\x32\x14.faultplane.v1.Fault\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x30\n\x0csteady_state\x18\x04 \x01(\x0b\x32\x1a.faultplane.v1.SteadyState\x12\x12\n\nhypothesis\x18\x05 \x01(\t\x12\r\n\x05owner\x18\x06 \x01(\t\"t\n\x06Target\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\x12\x10\n\x08max_pods\x18\x03 \x01(\r\x12\x10\n\x08upstream\x18\x04 \x01(\t\x12#\n\x05match\x18\x05 \x01(\x0b\x32\x14.faultplane.v1.Match\"\x91\x01\n\x05Match\x12\x13\n\x0bpath_prefix\x18\x01 \x01(\t\x12\x32\n\x07headers\x18\x02 \x03(\x0b\x32!.faultplane.v1.Match.HeadersEntry\x12\x0f\n\x07methods\x18\x03 \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb9\x02\n\x05\x46\x61ult\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x15\n\x08\x66ixed_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06p50_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06p99_ms\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0bhttp_status\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x18\n\x0bgrpc_status\x18\x06 \x01(\rH\x04\x88\x01\x01\x12\x11\n\x04kbps\x18\x07 \x01(\x04H\x05\x88\x01\x01\x12\x17\n\npercentage\x18\x08 \x01(\x01H\x06\x88\x01\x01\x12\x17\n\nmax_active\x18\t \x01(\rH\x07\x88\x01\x01\x42\x0b\n\t_fixed_msB\t\n\x07_p50_msB\t\n\x07_p99_msB\x0e\n\x0c_http_statusB\x0e\n\x0c_grpc_statusB\x07\n\x05_kbpsB\r\n\x0b_percentageB\r\n\x0b_max_active\"Z\n\x0bSteadyState\x12\x0b\n\x03slo\x18\x01 \x01(\t\x12\x10\n\x03min\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0b\x61\x62ort_after\x18\x03 \x01(\x01\x12\x0f\n\x07\x63ompare\x18\x04 \x01(\tB\x06\n\x04_min\"\x9c\x03\n\tInjection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x07request\x18\x02 \x01(\x0b\x32\x1f.faultplane.v1.InjectionRequest\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.faultplane.v1.State\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x0f\n\x07targets\x18\x06 \x03(\t\x12\x0f\n\x07matched\x18\x07 \x03(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0btransitions\x18\x0c \x03(\x0b\x32\x19.faultplane.v1.Transition\"\xc8\x01\n\nTransition\x12(\n\nfrom_state\x18\x01 \x01(\x0e\x32\x14.faultplane.v1.State\x12&\n\x08to_state\x18\x02 \x01(\x0e\x32\x14.faultplane.v1.State\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x30\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x1e.faultplane.v1.SidecarEvidence\"\x89\x01\n\x0fSidecarEvidence\x12\x0f\n\x07sidecar\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\rInjectionPlan\x12\x0f\n\x07targets\x18\x01 \x03(\t\x12\x0f\n\x07matched\x18\x02 \x03(\t\x12,\n\x08sidecars\x18\x03 \x03(\x0b\x32\x1a.faultplane.v1.SidecarPlan\"\xb9\x01\n\x0bSidecarPlan\x12\x0f\n\x07sidecar\x18\x01 \x01(\t\x12\x19\n\x11route_config_json\x18\x02 \x01(\t\x12\x14\n\x0croute_config\x18\x03 \x01(\t\x12\x38\n\x07runtime\x18\x04 \x03(\x0b\x32\'.faultplane.v1.SidecarPlan.RuntimeEntry\x1a.\n\x0cRuntimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"!\n\x13GetInjectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"u\n\x15ListInjectionsRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.faultplane.v1.State\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x16ListInjectionsResponse\x12,\n\ninjections\x18\x01 \x03(\x0b\x32\x18.faultplane.v1.Injection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x15\x41\x62ortInjectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x19\x41\x62ortAllInjectionsRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"G\n\x1a\x41\x62ortAllInjectionsResponse\x12)\n\x07\x61\x62orted\x18\x01 \x03(\x0b\x32\x18.faultplane.v1.Injection\"$\n\x16WatchInjectionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"l\n\x0eInjectionEvent\x12+\n\tinjection\x18\x01 \x01(\x0b\x32\x18.faultplane.v1.Injection\x12-\n\ntransition\x18\x02 \x01(\x0b\x32\x19.faultplane.v1.Transition\"&\n\x13ListSidecarsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"@\n\x14ListSidecarsResponse\x12(\n\x08sidecars\x18\x01 \x03(\x0b\x32\x16.faultplane.v1.Sidecar\"\xa6\x02\n\x07Sidecar\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".faultplane.v1.Sidecar.LabelsEntry\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12\x15\n\radmin_address\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x03xds\x18\x08 \x03(\x0b\x32\x1c.faultplane.v1.XdsTypeStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\rXdsTypeStatus\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cversion_sent\x18\x02 \x01(\t\x12\x15\n\rversion_acked\x18\x03 \x01(\t\x12,\n\x08\x61\x63ked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eversion_nacked\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12-\n\tnacked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*u\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\x0b\n\x07\x41\x42ORTED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x14\n\x10PENDING_APPROVAL\x10\x06\x32\xca\x05\n\x0c\x46\x61ultService\x12L\n\x0f\x43reateInjection\x12\x1f.faultplane.v1.InjectionRequest\x1a\x18.faultplane.v1.Injection\x12N\n\rPlanInjection\x12\x1f.faultplane.v1.InjectionRequest\x1a\x1c.faultplane.v1.InjectionPlan\x12L\n\x0cGetInjection\x12\".faultplane.v1.GetInjectionRequest\x1a\x18.faultplane.v1.Injection\x12]\n\x0eListInjections\x12$.faultplane.v1.ListInjectionsRequest\x1a%.faultplane.v1.ListInjectionsResponse\x12P\n\x0e\x41\x62ortInjection\x12$.faultplane.v1.AbortInjectionRequest\x1a\x18.faultplane.v1.Injection\x12i\n\x12\x41\x62ortAllInjections\x12(.faultplane.v1.AbortAllInjectionsRequest\x1a).faultplane.v1.AbortAllInjectionsResponse\x12Y\n\x0fWatchInjections\x12%.faultplane.v1.WatchInjectionsRequest\x1a\x1d.faultplane.v1.InjectionEvent0\x01\x12W\n\x0cListSidecars\x12\".faultplane.v1.ListSidecarsRequest\x1a#.faultplane.v1.ListSidecarsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faultplane.v1.faultplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MATCH_HEADERSENTRY']._loaded_options = None
+  _globals['_MATCH_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_SIDECARPLAN_RUNTIMEENTRY']._loaded_options = None
+  _globals['_SIDECARPLAN_RUNTIMEENTRY']._serialized_options = b'8\001'
   _globals['_SIDECAR_LABELSENTRY']._loaded_options = None
   _globals['_SIDECAR_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_LISTSIDECARSREQUEST']._serialized_start=82
-  _globals['_LISTSIDECARSREQUEST']._serialized_end=120
-  _globals['_LISTSIDECARSRESPONSE']._serialized_start=122
-  _globals['_LISTSIDECARSRESPONSE']._serialized_end=186
-  _globals['_SIDECAR']._serialized_start=189
-  _globals['_SIDECAR']._serialized_end=483
-  _globals['_SIDECAR_LABELSENTRY']._serialized_start=438
-  _globals['_SIDECAR_LABELSENTRY']._serialized_end=483
-  _globals['_XDSTYPESTATUS']._serialized_start=486
-  _globals['_XDSTYPESTATUS']._serialized_end=697
-  _globals['_FAULTSERVICE']._serialized_start=699
-  _globals['_FAULTSERVICE']._serialized_end=802
+  _globals['_STATE']._serialized_start=3194
+  _globals['_STATE']._serialized_end=3311
+  _globals['_INJECTIONREQUEST']._serialized_start=83
+  _globals['_INJECTIONREQUEST']._serialized_end=288
+  _globals['_TARGET']._serialized_start=290
+  _globals['_TARGET']._serialized_end=406
+  _globals['_MATCH']._serialized_start=409
+  _globals['_MATCH']._serialized_end=554
+  _globals['_MATCH_HEADERSENTRY']._serialized_start=508
+  _globals['_MATCH_HEADERSENTRY']._serialized_end=554
+  _globals['_FAULT']._serialized_start=557
+  _globals['_FAULT']._serialized_end=870
+  _globals['_STEADYSTATE']._serialized_start=872
+  _globals['_STEADYSTATE']._serialized_end=962
+  _globals['_INJECTION']._serialized_start=965
+  _globals['_INJECTION']._serialized_end=1377
+  _globals['_TRANSITION']._serialized_start=1380
+  _globals['_TRANSITION']._serialized_end=1580
+  _globals['_SIDECAREVIDENCE']._serialized_start=1583
+  _globals['_SIDECAREVIDENCE']._serialized_end=1720
+  _globals['_INJECTIONPLAN']._serialized_start=1722
+  _globals['_INJECTIONPLAN']._serialized_end=1817
+  _globals['_SIDECARPLAN']._serialized_start=1820
+  _globals['_SIDECARPLAN']._serialized_end=2005
+  _globals['_SIDECARPLAN_RUNTIMEENTRY']._serialized_start=1959
+  _globals['_SIDECARPLAN_RUNTIMEENTRY']._serialized_end=2005
+  _globals['_GETINJECTIONREQUEST']._serialized_start=2007
+  _globals['_GETINJECTIONREQUEST']._serialized_end=2040
+  _globals['_LISTINJECTIONSREQUEST']._serialized_start=2042
+  _globals['_LISTINJECTIONSREQUEST']._serialized_end=2159
+  _globals['_LISTINJECTIONSRESPONSE']._serialized_start=2161
+  _globals['_LISTINJECTIONSRESPONSE']._serialized_end=2256
+  _globals['_ABORTINJECTIONREQUEST']._serialized_start=2258
+  _globals['_ABORTINJECTIONREQUEST']._serialized_end=2309
+  _globals['_ABORTALLINJECTIONSREQUEST']._serialized_start=2311
+  _globals['_ABORTALLINJECTIONSREQUEST']._serialized_end=2354
+  _globals['_ABORTALLINJECTIONSRESPONSE']._serialized_start=2356
+  _globals['_ABORTALLINJECTIONSRESPONSE']._serialized_end=2427
+  _globals['_WATCHINJECTIONSREQUEST']._serialized_start=2429
+  _globals['_WATCHINJECTIONSREQUEST']._serialized_end=2465
+  _globals['_INJECTIONEVENT']._serialized_start=2467
+  _globals['_INJECTIONEVENT']._serialized_end=2575
+  _globals['_LISTSIDECARSREQUEST']._serialized_start=2577
+  _globals['_LISTSIDECARSREQUEST']._serialized_end=2615
+  _globals['_LISTSIDECARSRESPONSE']._serialized_start=2617
+  _globals['_LISTSIDECARSRESPONSE']._serialized_end=2681
+  _globals['_SIDECAR']._serialized_start=2684
+  _globals['_SIDECAR']._serialized_end=2978
+  _globals['_SIDECAR_LABELSENTRY']._serialized_start=2933
+  _globals['_SIDECAR_LABELSENTRY']._serialized_end=2978
+  _globals['_XDSTYPESTATUS']._serialized_start=2981
+  _globals['_XDSTYPESTATUS']._serialized_end=3192
+  _globals['_FAULTSERVICE']._serialized_start=3314
+  _globals['_FAULTSERVICE']._serialized_end=4028
 # @@protoc_insertion_point(module_scope)

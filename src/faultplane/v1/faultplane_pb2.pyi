@@ -2,12 +2,258 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATE_UNSPECIFIED: _ClassVar[State]
+    PENDING: _ClassVar[State]
+    ACTIVE: _ClassVar[State]
+    COMPLETED: _ClassVar[State]
+    ABORTED: _ClassVar[State]
+    FAILED: _ClassVar[State]
+    PENDING_APPROVAL: _ClassVar[State]
+STATE_UNSPECIFIED: State
+PENDING: State
+ACTIVE: State
+COMPLETED: State
+ABORTED: State
+FAILED: State
+PENDING_APPROVAL: State
+
+class InjectionRequest(_message.Message):
+    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STEADY_STATE_FIELD_NUMBER: _ClassVar[int]
+    HYPOTHESIS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    fault: Fault
+    duration_seconds: float
+    steady_state: SteadyState
+    hypothesis: str
+    owner: str
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("service", "selector", "max_pods", "upstream", "match")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_PODS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    selector: str
+    max_pods: int
+    upstream: str
+    match: Match
+    def __init__(self, service: _Optional[str] = ..., selector: _Optional[str] = ..., max_pods: _Optional[int] = ..., upstream: _Optional[str] = ..., match: _Optional[_Union[Match, _Mapping]] = ...) -> None: ...
+
+class Match(_message.Message):
+    __slots__ = ("path_prefix", "headers", "methods")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    path_prefix: str
+    headers: _containers.ScalarMap[str, str]
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path_prefix: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Fault(_message.Message):
+    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STATUS_FIELD_NUMBER: _ClassVar[int]
+    KBPS_FIELD_NUMBER: _ClassVar[int]
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    fixed_ms: float
+    p50_ms: float
+    p99_ms: float
+    http_status: int
+    grpc_status: int
+    kbps: int
+    percentage: float
+    max_active: int
+    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ...) -> None: ...
+
+class SteadyState(_message.Message):
+    __slots__ = ("slo", "min", "abort_after", "compare")
+    SLO_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    ABORT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
+    slo: str
+    min: float
+    abort_after: float
+    compare: str
+    def __init__(self, slo: _Optional[str] = ..., min: _Optional[float] = ..., abort_after: _Optional[float] = ..., compare: _Optional[str] = ...) -> None: ...
+
+class Injection(_message.Message):
+    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request: InjectionRequest
+    state: State
+    reason: str
+    owner: str
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    matched: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    activated_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    transitions: _containers.RepeatedCompositeFieldContainer[Transition]
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("from_state", "to_state", "at", "reason", "evidence")
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    from_state: State
+    to_state: State
+    at: _timestamp_pb2.Timestamp
+    reason: str
+    evidence: _containers.RepeatedCompositeFieldContainer[SidecarEvidence]
+    def __init__(self, from_state: _Optional[_Union[State, str]] = ..., to_state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[SidecarEvidence, _Mapping]]] = ...) -> None: ...
+
+class SidecarEvidence(_message.Message):
+    __slots__ = ("sidecar", "type", "version", "outcome", "error", "at")
+    SIDECAR_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    sidecar: str
+    type: str
+    version: str
+    outcome: str
+    error: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, sidecar: _Optional[str] = ..., type: _Optional[str] = ..., version: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InjectionPlan(_message.Message):
+    __slots__ = ("targets", "matched", "sidecars")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    SIDECARS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    matched: _containers.RepeatedScalarFieldContainer[str]
+    sidecars: _containers.RepeatedCompositeFieldContainer[SidecarPlan]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ...) -> None: ...
+
+class SidecarPlan(_message.Message):
+    __slots__ = ("sidecar", "route_config_json", "route_config", "runtime")
+    class RuntimeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SIDECAR_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    sidecar: str
+    route_config_json: str
+    route_config: str
+    runtime: _containers.ScalarMap[str, float]
+    def __init__(self, sidecar: _Optional[str] = ..., route_config_json: _Optional[str] = ..., route_config: _Optional[str] = ..., runtime: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GetInjectionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListInjectionsRequest(_message.Message):
+    __slots__ = ("states", "service", "page_size", "page_token")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[State]
+    service: str
+    page_size: int
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[State, str]]] = ..., service: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListInjectionsResponse(_message.Message):
+    __slots__ = ("injections", "next_page_token")
+    INJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    injections: _containers.RepeatedCompositeFieldContainer[Injection]
+    next_page_token: str
+    def __init__(self, injections: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AbortInjectionRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AbortAllInjectionsRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class AbortAllInjectionsResponse(_message.Message):
+    __slots__ = ("aborted",)
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    aborted: _containers.RepeatedCompositeFieldContainer[Injection]
+    def __init__(self, aborted: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ...) -> None: ...
+
+class WatchInjectionsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class InjectionEvent(_message.Message):
+    __slots__ = ("injection", "transition")
+    INJECTION_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    injection: Injection
+    transition: Transition
+    def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ...) -> None: ...
 
 class ListSidecarsRequest(_message.Message):
     __slots__ = ("service",)

@@ -34,6 +34,41 @@ class FaultServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateInjection = channel.unary_unary(
+                '/faultplane.v1.FaultService/CreateInjection',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+                _registered_method=True)
+        self.PlanInjection = channel.unary_unary(
+                '/faultplane.v1.FaultService/PlanInjection',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
+                _registered_method=True)
+        self.GetInjection = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetInjection',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+                _registered_method=True)
+        self.ListInjections = channel.unary_unary(
+                '/faultplane.v1.FaultService/ListInjections',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsResponse.FromString,
+                _registered_method=True)
+        self.AbortInjection = channel.unary_unary(
+                '/faultplane.v1.FaultService/AbortInjection',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.AbortInjectionRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+                _registered_method=True)
+        self.AbortAllInjections = channel.unary_unary(
+                '/faultplane.v1.FaultService/AbortAllInjections',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.FromString,
+                _registered_method=True)
+        self.WatchInjections = channel.unary_stream(
+                '/faultplane.v1.FaultService/WatchInjections',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.WatchInjectionsRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionEvent.FromString,
+                _registered_method=True)
         self.ListSidecars = channel.unary_unary(
                 '/faultplane.v1.FaultService/ListSidecars',
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsRequest.SerializeToString,
@@ -43,6 +78,55 @@ class FaultServiceStub:
 
 class FaultServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreateInjection(self, request, context):
+        """Start a fault on the sidecars the target selects, for duration_seconds.
+        Returns the injection in PENDING: it becomes ACTIVE once every target ACKed it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanInjection(self, request, context):
+        """Dry run: the sidecars that would be faulted and the exact route and runtime changes.
+        Nothing is applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInjection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInjections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortInjection(self, request, context):
+        """Withdraw one live injection now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortAllInjections(self, request, context):
+        """Withdraw every live injection now: the one-click rollback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInjections(self, request, context):
+        """Every state change of every injection (or of one), as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListSidecars(self, request, context):
         """Sidecars known to the control server, with what each was sent, ACKed and NACKed.
@@ -54,6 +138,41 @@ class FaultServiceServicer:
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateInjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInjection,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.SerializeToString,
+            ),
+            'PlanInjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanInjection,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.SerializeToString,
+            ),
+            'GetInjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInjection,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.SerializeToString,
+            ),
+            'ListInjections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInjections,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsResponse.SerializeToString,
+            ),
+            'AbortInjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortInjection,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AbortInjectionRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.SerializeToString,
+            ),
+            'AbortAllInjections': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortAllInjections,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.SerializeToString,
+            ),
+            'WatchInjections': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInjections,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.WatchInjectionsRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionEvent.SerializeToString,
+            ),
             'ListSidecars': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSidecars,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsRequest.FromString,
@@ -69,6 +188,195 @@ def add_FaultServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FaultService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateInjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/CreateInjection',
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanInjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/PlanInjection',
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetInjection',
+            faultplane_dot_v1_dot_faultplane__pb2.GetInjectionRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInjections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ListInjections',
+            faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.ListInjectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortInjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/AbortInjection',
+            faultplane_dot_v1_dot_faultplane__pb2.AbortInjectionRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortAllInjections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/AbortAllInjections',
+            faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInjections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/faultplane.v1.FaultService/WatchInjections',
+            faultplane_dot_v1_dot_faultplane__pb2.WatchInjectionsRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListSidecars(request,

@@ -23,12 +23,18 @@ INTERN_LIMIT = 65_536
 
 @dataclass(frozen=True)
 class TypeSnapshot:
-    """One type's desired resources for one sidecar. `ttl_seconds` marks them as leased."""
+    """One type's desired resources for one sidecar.
+
+    `ttl_seconds` marks them as leased: Envoy drops them if not re-sent within the TTL.
+    `lease_until` (monotonic) caps every lease, so that leased content can never outlive
+    that moment, even if the control server dies just before.
+    """
 
     version: str
     generation: int
     resources: Mapping[str, any_pb2.Any]
     ttl_seconds: float | None = None
+    lease_until: float | None = None
 
 
 Snapshot = Mapping[str, TypeSnapshot]
@@ -73,11 +79,13 @@ class SnapshotCache:
         node_id: str,
         resources: Mapping[str, Mapping[str, Message]],
         ttl_seconds: Mapping[str, float] | None = None,
+        lease_until: float | None = None,
     ) -> dict[str, int]:
         """Make `resources` the desired state of `node_id`; returns the generation per type.
 
-        Types whose packed content and TTL are unchanged keep their version, so streams
+        Types whose packed content and lease are unchanged keep their version, so streams
         send nothing for them. Types absent from `resources` are left as they were.
+        `lease_until` applies to the types given a TTL.
         """
         ttl_seconds = ttl_seconds or {}
         current = self._snapshots.setdefault(node_id, {})
@@ -85,8 +93,13 @@ class SnapshotCache:
         for type_url, named in resources.items():
             packed = {name: self._interner.pack(msg) for name, msg in named.items()}
             ttl = ttl_seconds.get(type_url)
+            until = lease_until if ttl is not None else None
             old = current.get(type_url)
-            if old is not None and old.ttl_seconds == ttl and _same(old.resources, packed):
+            if (
+                old is not None
+                and (old.ttl_seconds, old.lease_until) == (ttl, until)
+                and _same(old.resources, packed)
+            ):
                 continue
             generation = next(self._generations)
             current[type_url] = TypeSnapshot(
@@ -94,6 +107,7 @@ class SnapshotCache:
                 generation=generation,
                 resources=packed,
                 ttl_seconds=ttl,
+                lease_until=until,
             )
             changed = True
         if changed:

@@ -48,7 +48,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._source = source
         self._clock = clock
 
-    async def StreamAggregatedResources(  # noqa: N802 (gRPC method name)
+    async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,

@@ -151,7 +151,7 @@ class StreamState:
             version_info=version,
             type_url=type_url,
             nonce=sent.nonce,
-            resources=_wrap(selected, version, desired.ttl_seconds),
+            resources=_wrap(selected, version, _lease_seconds(desired, now)),
         )
         return response, sent
 
@@ -172,6 +172,15 @@ class StreamState:
 def _lease_due(last: Sent | None, desired: TypeSnapshot, now: float) -> bool:
     ttl = desired.ttl_seconds
     return last is not None and ttl is not None and now >= last.sent_at + ttl / 3
+
+
+def _lease_seconds(desired: TypeSnapshot, now: float) -> float | None:
+    """The TTL to send: the configured one, shortened so it ends by `lease_until`."""
+    if desired.ttl_seconds is None:
+        return None
+    if desired.lease_until is None:
+        return desired.ttl_seconds
+    return max(0.001, min(desired.ttl_seconds, desired.lease_until - now))
 
 
 def _ttl(desired: TypeSnapshot | None) -> float | None:

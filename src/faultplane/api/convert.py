@@ -1,0 +1,63 @@
+"""Scheduler records to faultplane.v1 messages."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format, timestamp_pb2
+
+from faultplane.scheduler.model import Evidence, Injection, State, Transition
+from faultplane.v1 import faultplane_pb2 as pb
+
+
+def injection_message(injection: Injection) -> pb.Injection:
+    message = pb.Injection(
+        id=injection.id,
+        state=state_message(injection.state),
+        reason=injection.reason,
+        owner=injection.spec.owner,
+        targets=injection.targets,
+        matched=injection.matched,
+        created_at=timestamp(injection.created_at),
+        activated_at=timestamp(injection.activated_at),
+        ends_at=timestamp(injection.ends_at),
+        ended_at=timestamp(injection.ended_at),
+        transitions=[transition_message(t) for t in injection.transitions],
+    )
+    json_format.ParseDict(injection.document, message.request)
+    return message
+
+
+def transition_message(transition: Transition) -> pb.Transition:
+    return pb.Transition(
+        from_state=state_message(transition.from_state),
+        to_state=state_message(transition.to_state),
+        at=timestamp(transition.at),
+        reason=transition.reason,
+        evidence=[evidence_message(e) for e in transition.evidence],
+    )
+
+
+def evidence_message(evidence: Evidence) -> pb.SidecarEvidence:
+    return pb.SidecarEvidence(
+        sidecar=evidence.sidecar,
+        type=evidence.type,
+        version=evidence.version,
+        outcome=evidence.outcome,
+        error=evidence.error,
+        at=timestamp(evidence.at),
+    )
+
+
+def state_message(state: State | None) -> pb.State.ValueType:
+    return pb.STATE_UNSPECIFIED if state is None else pb.State.Value(state.value)
+
+
+def state_from_message(value: pb.State.ValueType) -> State:
+    return State(pb.State.Name(value))
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp

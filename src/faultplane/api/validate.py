@@ -1,0 +1,253 @@
+"""Turns an InjectionRequest into an InjectionSpec, or says exactly what is wrong.
+
+Every problem is reported with the field's path in the request document
+(`fault.p99_ms: must be greater than p50_ms (200)`), all of them at once, so an operator
+fixes a file in one go. A new fault type adds one `_KIND_PARSERS` entry here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from faultplane.mesh import Mesh
+from faultplane.selector import SelectorError, parse_selector
+from faultplane.spec import (
+    Abort,
+    Bandwidth,
+    FaultKind,
+    FaultSpec,
+    InjectionSpec,
+    Latency,
+    Match,
+    Scope,
+    SteadyStateSpec,
+    TargetSpec,
+)
+from faultplane.v1 import faultplane_pb2 as pb
+
+MAX_DURATION_SECONDS = 24 * 3600
+MAX_DELAY_MS = 10 * 60 * 1000
+MAX_PODS_LIMIT = 100_000
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_FAULT_FIELDS = ("fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps")
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be accepted; `problems` are (field path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
+
+
+@dataclass
+class _Problems:
+    found: list[tuple[str, str]]
+
+    def add(self, path: str, reason: str) -> None:
+        self.found.append((path, reason))
+
+
+def validate_request(
+    request: pb.InjectionRequest, mesh: Mesh, slos: Collection[str] | None
+) -> InjectionSpec:
+    """`slos`: the SLO catalogue's names, or None when no catalogue is configured."""
+    problems = _Problems([])
+    target = _target(request, mesh, problems)
+    fault = _fault(request, problems)
+    duration = _duration(request, problems)
+    steady_state = _steady_state(request, slos, problems)
+    hypothesis = _required_text(request.hypothesis, "hypothesis", problems)
+    owner = _required_text(request.owner, "owner", problems)
+    if problems.found:
+        raise InvalidRequest(problems.found)
+    assert target and fault and steady_state and duration is not None
+    return InjectionSpec(target, fault, duration, steady_state, hypothesis, owner)
+
+
+def _target(request: pb.InjectionRequest, mesh: Mesh, problems: _Problems) -> TargetSpec | None:
+    if not request.HasField("target"):
+        problems.add("target", "required")
+        return None
+    target = request.target
+    ok = True
+    service = mesh.services.get(target.service)
+    if not target.service:
+        problems.add("target.service", "required")
+        ok = False
+    elif service is None:
+        problems.add("target.service", f"unknown service {target.service!r}")
+        ok = False
+    try:
+        selector = parse_selector(target.selector)
+    except SelectorError as exc:
+        problems.add("target.selector", str(exc))
+        ok = False
+    if not 1 <= target.max_pods <= MAX_PODS_LIMIT:
+        problems.add("target.max_pods", f"required, between 1 and {MAX_PODS_LIMIT}")
+        ok = False
+    upstream = target.upstream or None
+    if upstream is not None and service is not None and upstream not in service.dependencies:
+        problems.add(
+            "target.upstream",
+            f"{upstream!r} is not a dependency of {target.service} "
+            f"(its dependencies: {', '.join(service.dependencies) or 'none'})",
+        )
+        ok = False
+    match = _match(target, problems)
+    if not ok or match is None:
+        return None
+    return TargetSpec(target.service, selector, target.max_pods, Scope(upstream, match))
+
+
+def _match(target: pb.Target, problems: _Problems) -> Match | None:
+    if not target.HasField("match"):
+        return Match()
+    match = target.match
+    ok = True
+    if match.path_prefix and not match.path_prefix.startswith("/"):
+        problems.add("target.match.path_prefix", "must start with '/'")
+        ok = False
+    for name in match.headers:
+        if not _HEADER_NAME.match(name) or name.startswith(":"):
+            problems.add(f"target.match.headers.{name}", "not a valid header name")
+            ok = False
+    methods = tuple(m.upper() for m in match.methods)
+    unknown = sorted(set(methods) - HTTP_METHODS)
+    if unknown:
+        problems.add("target.match.methods", f"unknown method(s) {', '.join(unknown)}")
+        ok = False
+    if not ok:
+        return None
+    headers = tuple(sorted((k.lower(), v) for k, v in match.headers.items()))
+    return Match(match.path_prefix, headers, tuple(sorted(set(methods))))
+
+
+def _fault(request: pb.InjectionRequest, problems: _Problems) -> FaultSpec | None:
+    if not request.HasField("fault"):
+        problems.add("fault", "required")
+        return None
+    fault = request.fault
+    parse = _KIND_PARSERS.get(fault.type)
+    if parse is None:
+        problems.add("fault.type", f"must be one of {', '.join(sorted(_KIND_PARSERS))}")
+        return None
+    allowed, parser = parse
+    for name in _FAULT_FIELDS:
+        if name not in allowed and fault.HasField(name):
+            problems.add(f"fault.{name}", f"not a field of a {fault.type} fault")
+    before = len(problems.found)
+    kind = parser(fault, problems)
+    percentage = fault.percentage if fault.HasField("percentage") else 100.0
+    if not (math.isfinite(percentage) and 0 < percentage <= 100):
+        problems.add("fault.percentage", "must be greater than 0 and at most 100")
+    if fault.HasField("max_active") and fault.max_active < 1:
+        problems.add("fault.max_active", "must be at least 1")
+    if kind is None or len(problems.found) > before:
+        return None
+    max_active = fault.max_active if fault.HasField("max_active") else None
+    return FaultSpec(kind, percentage, max_active)
+
+
+def _latency(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
+    fixed = fault.fixed_ms if fault.HasField("fixed_ms") else None
+    p50 = fault.p50_ms if fault.HasField("p50_ms") else None
+    p99 = fault.p99_ms if fault.HasField("p99_ms") else None
+    if fixed is not None and (p50 is not None or p99 is not None):
+        problems.add("fault.fixed_ms", "give fixed_ms, or p50_ms (and optionally p99_ms), not both")
+        return None
+    if fixed is None and p50 is None:
+        problems.add("fault.p50_ms", "a latency fault needs fixed_ms or p50_ms")
+        return None
+    for name, value in (("fixed_ms", fixed), ("p50_ms", p50), ("p99_ms", p99)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_DELAY_MS):
+            problems.add(f"fault.{name}", f"must be greater than 0 and at most {MAX_DELAY_MS}")
+            return None
+    if fixed is not None:
+        return Latency(fixed)
+    assert p50 is not None
+    if p99 is not None and p99 <= p50:
+        problems.add("fault.p99_ms", f"must be greater than p50_ms ({p50:g})")
+        return None
+    return Latency(p50, p99)
+
+
+def _abort(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
+    has_http, has_grpc = fault.HasField("http_status"), fault.HasField("grpc_status")
+    if has_http == has_grpc:
+        problems.add(
+            "fault.http_status", "an abort fault needs exactly one of http_status or grpc_status"
+        )
+        return None
+    if has_http and not 200 <= fault.http_status <= 599:
+        problems.add("fault.http_status", "must be between 200 and 599")
+        return None
+    if has_grpc and not 0 <= fault.grpc_status <= 16:
+        problems.add("fault.grpc_status", "must be between 0 and 16")
+        return None
+    return Abort(fault.http_status if has_http else None, fault.grpc_status if has_grpc else None)
+
+
+def _bandwidth(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
+    if not fault.HasField("kbps") or fault.kbps < 1:
+        problems.add("fault.kbps", "a bandwidth fault needs kbps of at least 1")
+        return None
+    return Bandwidth(fault.kbps)
+
+
+_KIND_PARSERS: dict[
+    str, tuple[frozenset[str], Callable[[pb.Fault, _Problems], FaultKind | None]]
+] = {
+    "latency": (frozenset({"fixed_ms", "p50_ms", "p99_ms"}), _latency),
+    "abort": (frozenset({"http_status", "grpc_status"}), _abort),
+    "bandwidth": (frozenset({"kbps"}), _bandwidth),
+}
+
+
+def _duration(request: pb.InjectionRequest, problems: _Problems) -> float | None:
+    duration = request.duration_seconds
+    if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_SECONDS):
+        problems.add(
+            "duration_seconds", f"required, greater than 0 and at most {MAX_DURATION_SECONDS}"
+        )
+        return None
+    return duration
+
+
+def _steady_state(
+    request: pb.InjectionRequest, slos: Collection[str] | None, problems: _Problems
+) -> SteadyStateSpec | None:
+    if not request.HasField("steady_state"):
+        problems.add("steady_state", "required: the SLO that must hold while the fault runs")
+        return None
+    steady = request.steady_state
+    before = len(problems.found)
+    if not steady.slo:
+        problems.add("steady_state.slo", "required")
+    elif slos is not None and steady.slo not in slos:
+        problems.add(
+            "steady_state.slo", f"unknown SLO {steady.slo!r} (known: {', '.join(sorted(slos))})"
+        )
+    if not steady.HasField("min") or not math.isfinite(steady.min):
+        problems.add("steady_state.min", "required: the lowest acceptable SLO value")
+    if not (math.isfinite(steady.abort_after) and steady.abort_after > 0):
+        problems.add("steady_state.abort_after", "required, in seconds, greater than 0")
+    if steady.compare not in ("", "control"):
+        problems.add("steady_state.compare", "must be empty or 'control'")
+    if len(problems.found) > before:
+        return None
+    return SteadyStateSpec(steady.slo, steady.min, steady.abort_after, steady.compare)
+
+
+def _required_text(value: str, path: str, problems: _Problems) -> str:
+    if not value.strip():
+        problems.add(path, "required")
+    elif len(value) > 4096:
+        problems.add(path, "at most 4096 characters")
+    return value.strip()

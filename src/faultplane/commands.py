@@ -1,0 +1,248 @@
+"""Operator commands: inject, plan, get, ls, abort, watch, sidecars.
+
+Each talks to the operator API at --api (or $FAULTPLANE_API). Tables by default,
+`--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from faultplane.client import api_address, fault_stub
+from faultplane.display import injection_detail, injections_table, sidecars_table
+from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.v1 import faultplane_pb2_grpc
+
+TERMINAL = {pb.COMPLETED, pb.ABORTED, pb.FAILED}
+RPC_TIMEOUT = 30.0
+
+
+class UsageError(Exception):
+    """Bad command-line input, reported without a traceback (exit 2)."""
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    inject = commands.add_parser("inject", help="start an injection from a JSON or YAML file")
+    _api(inject)
+    inject.add_argument("-f", "--file", type=Path, required=True)
+    inject.add_argument(
+        "--no-wait", action="store_true", help="return at once instead of waiting for ACTIVE"
+    )
+    inject.add_argument("--json", action="store_true")
+    inject.set_defaults(handler=cmd_inject)
+
+    plan = commands.add_parser("plan", help="dry run: the sidecars and changes, nothing applied")
+    _api(plan)
+    plan.add_argument("-f", "--file", type=Path, required=True)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=cmd_plan)
+
+    get = commands.add_parser("get", help="one injection, with its transitions and evidence")
+    _api(get)
+    get.add_argument("id")
+    get.add_argument("--json", action="store_true")
+    get.set_defaults(handler=cmd_get)
+
+    ls = commands.add_parser("ls", help="list injections, newest first")
+    _api(ls)
+    ls.add_argument("--state", action="append", default=[], choices=_state_names())
+    ls.add_argument("--service", default="")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_ls)
+
+    abort = commands.add_parser("abort", help="withdraw one injection, or --all of them")
+    _api(abort)
+    abort.add_argument("id", nargs="?")
+    abort.add_argument("--all", action="store_true", help="withdraw every live injection")
+    abort.add_argument("--reason", default="")
+    abort.add_argument("--json", action="store_true")
+    abort.set_defaults(handler=cmd_abort)
+
+    watch = commands.add_parser("watch", help="print state changes as they happen")
+    _api(watch)
+    watch.add_argument("id", nargs="?", default="")
+    watch.add_argument("--json", action="store_true")
+    watch.set_defaults(handler=cmd_watch)
+
+    sidecars = commands.add_parser("sidecars", help="list sidecars and their xDS state")
+    _api(sidecars)
+    sidecars.add_argument("--service", default="")
+    sidecars.add_argument("--json", action="store_true")
+    sidecars.set_defaults(handler=cmd_sidecars)
+
+
+def _api(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", help="operator API address (default: $FAULTPLANE_API)")
+
+
+def _state_names() -> list[str]:
+    return [name for name, _ in pb.State.items() if name != "STATE_UNSPECIFIED"]
+
+
+def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, faultplane_pb2_grpc.FaultServiceStub]:
+    channel = grpc.insecure_channel(api_address(args.api))
+    return channel, fault_stub(channel)
+
+
+def read_request(path: Path) -> pb.InjectionRequest:
+    """An InjectionRequest from a JSON or YAML document with the API's field names."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid JSON or YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise UsageError(f"{path}: must be a mapping with target, fault, duration_seconds, ...")
+    try:
+        return json_format.ParseDict(document, pb.InjectionRequest())
+    except json_format.ParseError as exc:
+        raise UsageError(f"{path}: {exc}") from exc
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(message: Message) -> None:
+    print(json.dumps(to_dict(message)), flush=True)
+
+
+def cmd_inject(args: argparse.Namespace) -> None:
+    request = read_request(args.file)
+    channel, stub = _stub(args)
+    with channel:
+        if args.no_wait:
+            injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
+        else:
+            injection = _create_and_wait(stub, request)
+    if args.json:
+        _print_json(injection)
+    else:
+        print(injection_detail(injection))
+
+
+def _create_and_wait(
+    stub: faultplane_pb2_grpc.FaultServiceStub, request: pb.InjectionRequest
+) -> pb.Injection:
+    """Create, then follow the injection until it leaves PENDING."""
+    events = stub.WatchInjections(pb.WatchInjectionsRequest())
+    try:
+        injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
+        current = stub.GetInjection(pb.GetInjectionRequest(id=injection.id), timeout=RPC_TIMEOUT)
+        if current.state != pb.PENDING:
+            return current
+        for event in events:
+            if event.injection.id == injection.id and event.injection.state != pb.PENDING:
+                return event.injection
+    finally:
+        events.cancel()
+    return injection
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    request = read_request(args.file)
+    channel, stub = _stub(args)
+    with channel:
+        plan = stub.PlanInjection(request, timeout=RPC_TIMEOUT)
+    if args.json:
+        _print_json(plan)
+        return
+    print(f"matched: {', '.join(plan.matched)}")
+    print(f"targets: {', '.join(plan.targets)}")
+    for sidecar in plan.sidecars:
+        print(f"\n{sidecar.sidecar}: route config {sidecar.route_config!r}")
+        print(json.dumps(json.loads(sidecar.route_config_json), indent=2))
+        for key, percent in sorted(sidecar.runtime.items()):
+            print(f"  runtime {key} = {percent:g} %")
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        injection = stub.GetInjection(pb.GetInjectionRequest(id=args.id), timeout=RPC_TIMEOUT)
+    if args.json:
+        _print_json(injection)
+    else:
+        print(injection_detail(injection))
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        injections = list(_all_injections(stub, args.state, args.service))
+    if args.json:
+        print(json.dumps([to_dict(inj) for inj in injections]), flush=True)
+    else:
+        print(injections_table(injections))
+
+
+def _all_injections(
+    stub: faultplane_pb2_grpc.FaultServiceStub, states: list[str], service: str
+) -> Iterator[pb.Injection]:
+    request = pb.ListInjectionsRequest(
+        states=[pb.State.Value(s) for s in states], service=service, page_size=200
+    )
+    while True:
+        page = stub.ListInjections(request, timeout=RPC_TIMEOUT)
+        yield from page.injections
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
+
+
+def cmd_abort(args: argparse.Namespace) -> None:
+    if args.all == bool(args.id):
+        raise UsageError("abort: give an injection id, or --all")
+    channel, stub = _stub(args)
+    with channel:
+        if args.all:
+            reply = stub.AbortAllInjections(
+                pb.AbortAllInjectionsRequest(reason=args.reason), timeout=RPC_TIMEOUT
+            )
+            aborted = list(reply.aborted)
+        else:
+            aborted = [
+                stub.AbortInjection(
+                    pb.AbortInjectionRequest(id=args.id, reason=args.reason), timeout=RPC_TIMEOUT
+                )
+            ]
+    if args.json:
+        print(json.dumps([to_dict(inj) for inj in aborted]), flush=True)
+    else:
+        print(injections_table(aborted) if aborted else "nothing live to abort")
+
+
+def cmd_watch(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        for event in stub.WatchInjections(pb.WatchInjectionsRequest(id=args.id)):
+            if args.json:
+                _print_json(event)
+                continue
+            change = event.transition
+            print(
+                f"{change.at.ToJsonString()}  {event.injection.id}  "
+                f"{pb.State.Name(change.from_state)} -> {pb.State.Name(change.to_state)}  "
+                f"{change.reason}",
+                flush=True,
+            )
+
+
+def cmd_sidecars(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        reply = stub.ListSidecars(pb.ListSidecarsRequest(service=args.service), timeout=RPC_TIMEOUT)
+    if args.json:
+        print(json.dumps([to_dict(s) for s in reply.sidecars]), flush=True)
+    else:
+        print(sidecars_table(reply.sidecars))

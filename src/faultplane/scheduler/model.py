@@ -1,0 +1,97 @@
+"""An injection as the scheduler owns it: its spec, targets, state and history.
+
+Every state change goes through `Injection.transition`, which enforces the state machine:
+
+    PENDING -> ACTIVE -> COMPLETED | ABORTED | FAILED
+    PENDING -> ABORTED | FAILED
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from faultplane.spec import InjectionSpec
+
+
+class State(enum.Enum):
+    PENDING = "PENDING"
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+    @property
+    def live(self) -> bool:
+        return self in (State.PENDING, State.ACTIVE)
+
+
+ALLOWED = {
+    State.PENDING: {State.ACTIVE, State.ABORTED, State.FAILED},
+    State.ACTIVE: {State.COMPLETED, State.ABORTED, State.FAILED},
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One sidecar's answer to one push: acked, nacked, timeout or disconnected."""
+
+    sidecar: str
+    type: str  # rds | rtds
+    version: str
+    outcome: str
+    error: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_state: State | None
+    to_state: State
+    at: float
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass
+class Injection:
+    id: str
+    spec: InjectionSpec
+    targets: tuple[str, ...]
+    matched: tuple[str, ...]
+    # The request as the operator wrote it (JSON field names), for display and records.
+    document: Mapping[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    state: State = State.PENDING
+    reason: str = "accepted, pushing to targets"
+    activated_at: float | None = None
+    ends_at: float | None = None
+    ended_at: float | None = None
+    transitions: list[Transition] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.transitions:
+            self.transitions.append(Transition(None, self.state, self.created_at, self.reason))
+
+    def transition(
+        self, to_state: State, reason: str, evidence: tuple[Evidence, ...] = ()
+    ) -> Transition:
+        if to_state not in ALLOWED.get(self.state, set()):
+            raise IllegalTransition(f"{self.id}: {self.state.value} -> {to_state.value}")
+        now = time.time()
+        change = Transition(self.state, to_state, now, reason, evidence)
+        self.transitions.append(change)
+        self.state, self.reason = to_state, reason
+        if to_state is State.ACTIVE:
+            self.activated_at = now
+            self.ends_at = now + self.spec.duration_seconds
+        elif not to_state.live:
+            self.ended_at = now
+        return change
