@@ -137,6 +137,7 @@ def _create_and_wait(
     """Create, then follow the injection until it leaves PENDING."""
     events = stub.WatchInjections(pb.WatchInjectionsRequest())
     try:
+        events.initial_metadata()  # subscribed: no state change can slip past
         injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
         current = stub.GetInjection(pb.GetInjectionRequest(id=injection.id), timeout=RPC_TIMEOUT)
         if current.state != pb.PENDING:

@@ -125,12 +125,18 @@ class FaultService(faultplane_pb2_grpc.FaultServiceServicer):
     async def WatchInjections(
         self, request: pb.WatchInjectionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.InjectionEvent]:
-        async for injection, change in self._scheduler.watch():
-            if request.id and injection.id != request.id:
-                continue
-            yield pb.InjectionEvent(
-                injection=injection_message(injection), transition=transition_message(change)
-            )
+        watch = self._scheduler.watch()
+        try:
+            # Headers go out once subscribed, so a client can wait for them before acting.
+            await context.send_initial_metadata(())
+            async for injection, change in watch:
+                if request.id and injection.id != request.id:
+                    continue
+                yield pb.InjectionEvent(
+                    injection=injection_message(injection), transition=transition_message(change)
+                )
+        finally:
+            watch.close()
 
     async def ListSidecars(
         self, request: pb.ListSidecarsRequest, context: grpc.aio.ServicerContext

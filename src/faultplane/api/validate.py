@@ -30,6 +30,7 @@ from faultplane.v1 import faultplane_pb2 as pb
 
 MAX_DURATION_SECONDS = 24 * 3600
 MAX_DELAY_MS = 10 * 60 * 1000
+MIN_DELAY_MS = 1.0  # Envoy rejects a zero delay; below a millisecond is noise anyway
 MAX_PODS_LIMIT = 100_000
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -166,14 +167,16 @@ def _latency(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
         problems.add("fault.p50_ms", "a latency fault needs fixed_ms or p50_ms")
         return None
     for name, value in (("fixed_ms", fixed), ("p50_ms", p50), ("p99_ms", p99)):
-        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_DELAY_MS):
-            problems.add(f"fault.{name}", f"must be greater than 0 and at most {MAX_DELAY_MS}")
+        if value is not None and not (
+            math.isfinite(value) and MIN_DELAY_MS <= value <= MAX_DELAY_MS
+        ):
+            problems.add(f"fault.{name}", f"must be between {MIN_DELAY_MS:g} and {MAX_DELAY_MS} ms")
             return None
     if fixed is not None:
         return Latency(fixed)
     assert p50 is not None
-    if p99 is not None and p99 <= p50:
-        problems.add("fault.p99_ms", f"must be greater than p50_ms ({p50:g})")
+    if p99 is not None and p99 < p50 + MIN_DELAY_MS:
+        problems.add("fault.p99_ms", f"must be at least {MIN_DELAY_MS:g} ms above p50_ms ({p50:g})")
         return None
     return Latency(p50, p99)
 

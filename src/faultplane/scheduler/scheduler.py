@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -173,14 +173,9 @@ class Scheduler:
             reverse=True,
         )
 
-    async def watch(self) -> AsyncIterator[tuple[Injection, Transition]]:
-        queue: asyncio.Queue[tuple[Injection, Transition]] = asyncio.Queue()
-        self._watchers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._watchers.discard(queue)
+    def watch(self) -> Watch:
+        """Every transition from now on; subscribed before this returns."""
+        return Watch(self._watchers)
 
     # -- rollback --------------------------------------------------------------------
 
@@ -331,6 +326,24 @@ class Scheduler:
     def _publish(self, injection: Injection, change: Transition) -> None:
         for queue in self._watchers:
             queue.put_nowait((injection, change))
+
+
+class Watch:
+    """A subscription to state changes; use as an async iterator, then `close()`."""
+
+    def __init__(self, watchers: set[asyncio.Queue[tuple[Injection, Transition]]]) -> None:
+        self._queue: asyncio.Queue[tuple[Injection, Transition]] = asyncio.Queue()
+        self._watchers = watchers
+        watchers.add(self._queue)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> tuple[Injection, Transition]:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._watchers.discard(self._queue)
 
 
 def _failure(
