@@ -83,9 +83,9 @@ async def test_mesh_up_writes_its_state_and_stops_everything_on_sigterm(tmp_path
         kill_all(state_pids(state) if state else [])
 
 
-def test_demo_reports_every_sidecar_connected_and_every_request_ok() -> None:
+def test_demo_injects_observes_and_withdraws_the_seed_latency_fault() -> None:
     result = subprocess.run(
-        [*FAULTPLANE, "demo", "--mesh", str(MESH_FILE), "--duration", "4", "--json"],
+        [*FAULTPLANE, "demo", "--mesh", str(MESH_FILE), "--duration", "8", "--json"],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
     )  # fmt: skip
 
@@ -94,6 +94,13 @@ def test_demo_reports_every_sidecar_connected_and_every_request_ok() -> None:
     assert summary["sidecars"] == 7
     assert summary["requests"] > 0
     assert summary["ok"] == summary["requests"]
+    injection = summary["injection"]
+    assert injection["state"] == "COMPLETED"
+    assert sorted(injection["targets"]) == ["payments-api-1", "payments-api-2", "payments-api-3"]
+    phases = summary["phases"]
+    assert phases["during"]["calls"] > 0 and phases["during"]["p50_ms"] >= 190
+    assert phases["before"]["p50_ms"] < 100 and phases["after"]["p50_ms"] < 100
+    assert "ACTIVE -> COMPLETED: deadline reached" in result.stdout
 
 
 @pytest.fixture

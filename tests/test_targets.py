@@ -70,9 +70,7 @@ def test_larger_cap_extends_the_smaller_choice() -> None:
 
 
 def test_different_ids_spread_over_different_pods() -> None:
-    subsets = {
-        frozenset(select_targets(target(), f"inj-{i}", SIDECARS)[1]) for i in range(20)
-    }
+    subsets = {frozenset(select_targets(target(), f"inj-{i}", SIDECARS)[1]) for i in range(20)}
     assert len(subsets) >= 2
     # Not always the first pods in sorted order.
     assert subsets != {frozenset(SOUTH_IDS[:3])}

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from faultplane.api.validate import InvalidRequest, validate_request
-from faultplane.mesh import Mesh, load_mesh
+from faultplane.mesh import load_mesh
 from faultplane.selector import parse_selector
 from faultplane.spec import (
     Abort,
@@ -126,9 +126,7 @@ def test_latency_p50_alone() -> None:
 
 
 def test_abort_http_with_percentage() -> None:
-    spec = validate(
-        modified({"fault": {"type": "abort", "http_status": 503, "percentage": 30}})
-    )
+    spec = validate(modified({"fault": {"type": "abort", "http_status": 503, "percentage": 30}}))
     assert spec.fault == FaultSpec(Abort(http_status=503), percentage=30.0)
     assert spec.fault.kind.grpc_status is None
 
@@ -315,7 +313,12 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "fault.fixed_ms",
         "600000",
     ),
-    ("infinite delay", {"fault.p50_ms": "Infinity", "fault.p99_ms": DELETE}, "fault.p50_ms", "600000"),
+    (
+        "infinite delay",
+        {"fault.p50_ms": "Infinity", "fault.p99_ms": DELETE},
+        "fault.p50_ms",
+        "600000",
+    ),
     (
         "abort with both statuses",
         {"fault": {**ABORT, "http_status": 503, "grpc_status": 14}},

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from faultplane.client import api_address, fault_stub
-from faultplane.display import injection_detail, injections_table, sidecars_table
+from faultplane.display import injection_detail, injections_table, sidecars_table, state_name
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
@@ -233,7 +233,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
             change = event.transition
             print(
                 f"{change.at.ToJsonString()}  {event.injection.id}  "
-                f"{pb.State.Name(change.from_state)} -> {pb.State.Name(change.to_state)}  "
+                f"{state_name(change.from_state)} -> {state_name(change.to_state)}  "
                 f"{change.reason}",
                 flush=True,
             )

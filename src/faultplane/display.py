@@ -42,6 +42,11 @@ def sidecars_table(sidecars: Sequence[pb.Sidecar]) -> str:
     return table([*headers, "LAST NACK"], rows)
 
 
+def state_name(state: int) -> str:
+    """A state's name; a transition from nothing reads 'new'."""
+    return "new" if state == pb.STATE_UNSPECIFIED else pb.State.Name(state)
+
+
 def _when(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S") if stamp.seconds else "-"
 
@@ -105,8 +110,8 @@ def injection_detail(injection: pb.Injection) -> str:
         answers = Counter(f"{e.type} {e.outcome}" for e in change.evidence)
         evidence = ", ".join(f"{n} {what}" for what, n in sorted(answers.items()))
         lines.append(
-            f"  {_when(change.at)}  {pb.State.Name(change.from_state)} -> "
-            f"{pb.State.Name(change.to_state)}  {change.reason}"
+            f"  {_when(change.at)}  {state_name(change.from_state)} -> "
+            f"{state_name(change.to_state)}  {change.reason}"
             + (f"  [{evidence}]" if evidence else "")
         )
     return "\n".join(lines)

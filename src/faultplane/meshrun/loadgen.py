@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from faultplane.stats import quantile
+
 REQUEST_TIMEOUT = ClientTimeout(total=30)
 
 
@@ -41,15 +43,9 @@ class LoadStats:
             "ok": self.ok,
             "failed": self.requests - self.ok,
             "by_status": dict(self.by_status),
-            "p50_ms": _quantile(ordered, 0.50),
-            "p99_ms": _quantile(ordered, 0.99),
+            "p50_ms": quantile(ordered, 0.50),
+            "p99_ms": quantile(ordered, 0.99),
         }
-
-
-def _quantile(ordered: list[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
 class LoadGenerator:
