@@ -17,6 +17,7 @@ from faultplane.control import ControlServer, ServerConfig
 from faultplane.mesh import MeshError, load_mesh
 from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
 from faultplane.meshrun.launcher import HOST, MeshRun
+from faultplane.slo.catalogue import CatalogueError, load_catalogue
 from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
 
 DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(args.handler(args) or 0)
     except MeshError as exc:
         sys.exit(f"faultplane: bad mesh: {exc}")
+    except CatalogueError as exc:
+        sys.exit(f"faultplane: bad SLO catalogue: {exc}")
     except UsageError as exc:
         print(f"faultplane: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -63,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to wait for a sidecar's ACK before an injection fails (default 10)",
     )
+    serve.add_argument("--slos", type=Path, help="the SLO catalogue (enables the guard)")
+    serve.add_argument("--prometheus-url", help="Prometheus for SLOs with source: prometheus")
+    serve.add_argument("--guard-tick", type=float, default=1.0, help="seconds (default 1)")
+    serve.add_argument(
+        "--baseline-min-seconds",
+        type=float,
+        default=300.0,
+        help="baseline history an SLO needs before an injection may use it (default 300)",
+    )
+    serve.add_argument(
+        "--baseline-window", type=float, default=3600.0, help="seconds of baseline kept"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     mesh = commands.add_parser("mesh", help="the local demo mesh")
@@ -90,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     mesh = load_mesh(args.mesh)
+    slos = load_catalogue(args.slos, mesh.services) if args.slos else None
+    if slos and not args.prometheus_url:
+        needing = sorted(name for name, slo in slos.items() if slo.source == "prometheus")
+        if needing:
+            raise CatalogueError(f"{', '.join(needing)}: source prometheus needs --prometheus-url")
     config = ServerConfig(
         mesh=mesh,
         xds_port=args.xds_port if args.xds_port is not None else mesh.control.xds_port,
@@ -100,6 +120,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         fault_slots=args.fault_slots,
         deadman_ttl=args.deadman_ttl,
         ack_timeout=args.ack_timeout,
+        slos=slos,
+        prometheus_url=args.prometheus_url,
+        guard_tick=args.guard_tick,
+        baseline_min_seconds=args.baseline_min_seconds,
+        baseline_window=args.baseline_window,
     )
 
     async def run() -> None:

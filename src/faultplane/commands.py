@@ -18,11 +18,16 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from faultplane.client import api_address, fault_stub
-from faultplane.display import injection_detail, injections_table, sidecars_table, state_name
+from faultplane.display import (
+    baseline_summary,
+    injection_detail,
+    injections_table,
+    sidecars_table,
+    state_name,
+)
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
-TERMINAL = {pb.COMPLETED, pb.ABORTED, pb.FAILED}
 RPC_TIMEOUT = 30.0
 
 
@@ -72,6 +77,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     watch.add_argument("id", nargs="?", default="")
     watch.add_argument("--json", action="store_true")
     watch.set_defaults(handler=cmd_watch)
+
+    baseline = commands.add_parser("baseline", help="an SLO's baseline: what fine looks like")
+    _api(baseline)
+    baseline.add_argument("slo")
+    baseline.add_argument("--window", type=float, default=0.0, help="seconds (default: server's)")
+    baseline.add_argument("--json", action="store_true")
+    baseline.set_defaults(handler=cmd_baseline)
 
     sidecars = commands.add_parser("sidecars", help="list sidecars and their xDS state")
     _api(sidecars)
@@ -237,6 +249,18 @@ def cmd_watch(args: argparse.Namespace) -> None:
                 f"{change.reason}",
                 flush=True,
             )
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        baseline = stub.GetBaseline(
+            pb.GetBaselineRequest(slo=args.slo, window_seconds=args.window), timeout=RPC_TIMEOUT
+        )
+    if args.json:
+        _print_json(baseline)
+    else:
+        print(baseline_summary(baseline))
 
 
 def cmd_sidecars(args: argparse.Namespace) -> None:

@@ -7,8 +7,10 @@ traffic can be firewalled and scaled apart.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aiohttp
 import grpc
 import prometheus_client
 import structlog
@@ -18,7 +20,12 @@ from grpc_reflection.v1alpha import reflection
 
 from faultplane.api.service import FaultService
 from faultplane.mesh import Mesh
+from faultplane.scheduler.guard import SteadyStateGuard
+from faultplane.scheduler.preflight import Preflight
 from faultplane.scheduler.scheduler import Scheduler
+from faultplane.slo.baseline import BaselineBook
+from faultplane.slo.catalogue import SloDef
+from faultplane.slo.sources import EnvoySource, PrometheusSource, SloSource
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
@@ -31,6 +38,16 @@ log = structlog.get_logger("faultplane.control")
 HOST = "127.0.0.1"
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 FAULT_SERVICE = faultplane_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
+XDS_SERVER_OPTIONS = [
+    ("grpc.max_concurrent_streams", 1 << 20),
+    ("grpc.so_reuseport", 0),
+    # Sidecars ping their ADS connection every few seconds (HTTP/2 keepalive) so a dead
+    # control server is noticed. gRPC's default policy answers frequent pings with
+    # GOAWAY ("too many pings"), which would drop every sidecar's stream now and then.
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,12 @@ class ServerConfig:
     deadman_ttl: float = 10.0
     # How long a push may wait for a sidecar's ACK before the injection fails.
     ack_timeout: float = 10.0
+    # The SLO catalogue; None accepts any SLO name and guards nothing.
+    slos: Mapping[str, SloDef] | None = None
+    prometheus_url: str | None = None
+    guard_tick: float = 1.0
+    baseline_min_seconds: float = 300.0
+    baseline_window: float = 3600.0
 
 
 class ControlServer:
@@ -60,6 +83,10 @@ class ControlServer:
             config.deadman_ttl,
         )
         self.scheduler = Scheduler(self.source, ack_timeout=config.ack_timeout)
+        self.baseline = BaselineBook(config.baseline_window)
+        self.preflight: Preflight | None = None
+        self._guard_task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.xds_port = 0
         self.api_port = 0
         self.metrics_port: int | None = None
@@ -68,11 +95,38 @@ class ControlServer:
         self._health = health.aio.HealthServicer()
         self._metrics_http: object | None = None
 
+    def _start_guard(self) -> None:
+        """The steady-state guard and baseline sampler, when a catalogue is configured."""
+        config = self.config
+        if not config.slos:
+            return
+        self._session = aiohttp.ClientSession()
+        longest = max(slo.window_seconds for slo in config.slos.values())
+        envoy = EnvoySource(keep_seconds=longest + 3 * config.guard_tick)
+        sources: dict[str, SloSource] = {"envoy": envoy}
+        prometheus = None
+        if config.prometheus_url:
+            prometheus = PrometheusSource(config.prometheus_url, self._session)
+            sources["prometheus"] = prometheus
+        self.preflight = Preflight(
+            config.slos,
+            self.baseline,
+            self.source,
+            prometheus,
+            config.baseline_min_seconds,
+            config.baseline_window,
+            config.guard_tick,
+        )
+        guard = SteadyStateGuard(
+            self.scheduler, self.source, config.slos, sources, envoy, self.baseline,
+            config.guard_tick,
+        )  # fmt: skip
+        self._guard_task = asyncio.create_task(guard.run(self._session))
+
     async def start(self) -> None:
         config = self.config
-        self._xds_server = grpc.aio.server(
-            options=[("grpc.max_concurrent_streams", 1 << 20), ("grpc.so_reuseport", 0)]
-        )
+        self._start_guard()
+        self._xds_server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AdsServer(self.cache, self.registry, self.source), self._xds_server
         )
@@ -80,7 +134,8 @@ class ControlServer:
 
         self._api_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         faultplane_pb2_grpc.add_FaultServiceServicer_to_server(
-            FaultService(self.registry, self.scheduler, config.mesh), self._api_server
+            FaultService(self.registry, self.scheduler, config.mesh, self.preflight),
+            self._api_server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._api_server)
         reflection.enable_server_reflection(
@@ -110,7 +165,12 @@ class ControlServer:
 
     async def stop(self, grace: float = 1.0) -> None:
         await self._health.enter_graceful_shutdown()
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            await asyncio.gather(self._guard_task, return_exceptions=True)
         await self.scheduler.close()
+        if self._session is not None:
+            await self._session.close()
         servers = [s for s in (self._api_server, self._xds_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
         if self._metrics_http is not None:

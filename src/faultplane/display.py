@@ -95,6 +95,7 @@ def injection_detail(injection: pb.Injection) -> str:
     lines = [
         f"injection   {injection.id}",
         f"state       {pb.State.Name(injection.state)} ({injection.reason})",
+        *([f"verdict     {injection.verdict}"] if injection.verdict else []),
         f"owner       {injection.owner}",
         f"hypothesis  {request.hypothesis}",
         f"fault       {fault_summary(request)}, {request.duration_seconds:g}s",
@@ -114,4 +115,42 @@ def injection_detail(injection: pb.Injection) -> str:
             f"{state_name(change.to_state)}  {change.reason}"
             + (f"  [{evidence}]" if evidence else "")
         )
+    if injection.readings:
+        lines.append(
+            f"steady state ({request.steady_state.slo}, min {request.steady_state.min:g}):"
+        )
+        lines += [_reading_line(reading) for reading in injection.readings]
     return "\n".join(lines)
+
+
+def _reading_line(reading: pb.SloReading) -> str:
+    value = f"{reading.value:.4f}" if reading.HasField("value") else "unreadable"
+    control = f"  control {reading.control_value:.4f}" if reading.HasField("control_value") else ""
+    breach = f"  BREACH {reading.breach_seconds:.1f}s" if reading.breach else ""
+    error = f"  ({reading.error})" if reading.error else ""
+    return f"  {_when(reading.at)}  {value}{control}{breach}{error}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def baseline_summary(baseline: pb.Baseline) -> str:
+    def field(name: str) -> float | None:
+        return getattr(baseline, name) if baseline.HasField(name) else None
+
+    ready = baseline.seconds_covered >= baseline.required_seconds
+    return "\n".join(
+        [
+            f"slo          {baseline.slo}",
+            f"history      {baseline.seconds_covered:.0f}s, {baseline.samples} samples "
+            f"({baseline.unreadable} unreadable); {baseline.required_seconds:g}s required: "
+            + ("ready" if ready else "not yet"),
+            f"min          {_number(field('min'))}",
+            f"p1           {_number(field('p1'))}",
+            f"p5           {_number(field('p5'))}",
+            f"median       {_number(field('median'))}",
+            f"noise band   {_number(field('p5'))} .. {_number(field('p95'))} (p5 .. p95); "
+            "a steady_state.min above the p5 is refused",
+        ]
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import json_format, timestamp_pb2
 
-from faultplane.scheduler.model import Evidence, Injection, State, Transition
+from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
+from faultplane.slo.baseline import BaselineStats
 from faultplane.v1 import faultplane_pb2 as pb
 
 
@@ -21,6 +22,9 @@ def injection_message(injection: Injection) -> pb.Injection:
         ends_at=timestamp(injection.ends_at),
         ended_at=timestamp(injection.ended_at),
         transitions=[transition_message(t) for t in injection.transitions],
+        verdict=injection.verdict,
+        readings=[reading_message(r) for r in injection.readings],
+        breach_limit_at=timestamp(injection.breach_limit_at),
     )
     json_format.ParseDict(injection.document, message.request)
     return message
@@ -33,6 +37,32 @@ def transition_message(transition: Transition) -> pb.Transition:
         at=timestamp(transition.at),
         reason=transition.reason,
         evidence=[evidence_message(e) for e in transition.evidence],
+    )
+
+
+def reading_message(reading: SloReading) -> pb.SloReading:
+    return pb.SloReading(
+        at=timestamp(reading.at),
+        value=reading.value,
+        breach=reading.breach,
+        breach_seconds=reading.breach_seconds,
+        error=reading.error,
+        control_value=reading.control_value,
+    )
+
+
+def baseline_message(stats: BaselineStats, required_seconds: float) -> pb.Baseline:
+    return pb.Baseline(
+        slo=stats.slo,
+        samples=stats.samples,
+        seconds_covered=stats.seconds_covered,
+        min=stats.minimum,
+        p1=stats.p1,
+        p5=stats.p5,
+        median=stats.median,
+        p95=stats.p95,
+        unreadable=stats.unreadable,
+        required_seconds=required_seconds,
     )
 
 

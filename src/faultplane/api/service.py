@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format
 
 from faultplane.api.convert import (
+    baseline_message,
     injection_message,
     state_from_message,
     timestamp,
@@ -19,6 +20,7 @@ from faultplane.api.convert import (
 )
 from faultplane.api.validate import InvalidRequest, validate_request
 from faultplane.mesh import Mesh
+from faultplane.scheduler.preflight import Preflight
 from faultplane.scheduler.scheduler import NotFound, Refused, Scheduler
 from faultplane.spec import InjectionSpec
 from faultplane.v1 import faultplane_pb2 as pb
@@ -38,18 +40,22 @@ class FaultService(faultplane_pb2_grpc.FaultServiceServicer):
         registry: SidecarRegistry,
         scheduler: Scheduler,
         mesh: Mesh,
-        slos: Collection[str] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self._registry = registry
         self._scheduler = scheduler
         self._mesh = mesh
-        self._slos = slos
+        self._preflight = preflight
+        # Without a catalogue any SLO name is accepted (and nothing guards it).
+        self._slos: Collection[str] | None = preflight.catalogue if preflight else None
 
     async def CreateInjection(
         self, request: pb.InjectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Injection:
         spec = await self._validate(request, context)
         try:
+            if self._preflight is not None:
+                await self._preflight.check(spec)
             injection = self._scheduler.create(spec, _document(request))
         except Refused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -148,6 +154,27 @@ class FaultService(faultplane_pb2_grpc.FaultServiceServicer):
                 if not request.service or sidecar.service == request.service
             ]
         )
+
+    async def GetBaseline(
+        self, request: pb.GetBaselineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Baseline:
+        if self._preflight is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "no SLO catalogue configured (serve --slos)"
+            )
+        if request.slo not in self._preflight.catalogue:
+            known = ", ".join(sorted(self._preflight.catalogue))
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"slo: unknown SLO {request.slo!r} (known: {known})",
+            )
+        if request.window_seconds < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "window_seconds: must be >= 0")
+        try:
+            stats = await self._preflight.stats(request.slo, request.window_seconds or None)
+        except Refused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return baseline_message(stats, self._preflight.min_seconds)
 
     async def _validate(
         self, request: pb.InjectionRequest, context: grpc.aio.ServicerContext

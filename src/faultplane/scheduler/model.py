@@ -52,6 +52,18 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class SloReading:
+    """One tick of the steady-state guard for one injection."""
+
+    at: float
+    value: float | None
+    breach: bool
+    breach_seconds: float
+    error: str = ""
+    control_value: float | None = None  # compare mode: the unfaulted sidecars' value
+
+
+@dataclass(frozen=True)
 class Transition:
     from_state: State | None
     to_state: State
@@ -75,6 +87,12 @@ class Injection:
     ends_at: float | None = None
     ended_at: float | None = None
     transitions: list[Transition] = field(default_factory=list)
+    readings: list[SloReading] = field(default_factory=list)
+    # "hypothesis held" (deadline reached without a breach), "hypothesis refuted" (the
+    # guard aborted it), or "inconclusive: ..." (ended otherwise); empty while live.
+    verdict: str = ""
+    # When the breach that aborted it had lasted abort_after (wall clock).
+    breach_limit_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.transitions:

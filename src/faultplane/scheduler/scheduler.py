@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from faultplane.scheduler.model import Evidence, Injection, State, Transition
+from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
 from faultplane.scheduler.targets import select_targets
 from faultplane.spec import InjectionSpec
 from faultplane.xds import types
@@ -72,11 +72,16 @@ class Plan:
     rendered: dict[str, Resources]  # per target: what it would be sent, fault switched on
 
 
+HELD = "hypothesis held"
+REFUTED = "hypothesis refuted"
+
+
 @dataclass(frozen=True)
 class _End:
     state: State
     reason: str
     evidence: tuple[Evidence, ...] = ()
+    verdict: str = ""
 
 
 class Scheduler:
@@ -133,6 +138,11 @@ class Scheduler:
                 f"target: selector {target.selector.text!r} matches no connected sidecar "
                 f"of {target.service} ({len(sidecars)} connected)"
             )
+        if spec.steady_state.compare == "control" and len(sidecars) == len(chosen):
+            raise Refused(
+                f"steady_state.compare: control mode needs unfaulted sidecars of "
+                f"{target.service}, but all {len(sidecars)} would be faulted"
+            )
         for node in chosen:
             for other in self._faults.get(node, {}).values():
                 if other.scope == target.scope:
@@ -160,6 +170,9 @@ class Scheduler:
         except KeyError:
             raise NotFound(injection_id) from None
 
+    def active(self) -> list[Injection]:
+        return [inj for inj in self._injections.values() if inj.state is State.ACTIVE]
+
     def list(self, states: set[State] | None = None, service: str = "") -> list[Injection]:
         """Newest first."""
         return sorted(
@@ -184,14 +197,24 @@ class Scheduler:
         injection = self.get(injection_id)
         if not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
-        self._request_stop(injection_id, _End(State.ABORTED, reason))
+        self._request_stop(injection_id, _operator_abort(reason))
         await asyncio.shield(self._tasks[injection_id])
         return injection
+
+    def record_reading(self, injection_id: str, reading: SloReading) -> None:
+        self.get(injection_id).readings.append(reading)
+
+    def refute(self, injection_id: str, reason: str, breach_limit_at: float) -> None:
+        """The steady-state guard's abort: withdraw now, without waiting here."""
+        injection = self.get(injection_id)
+        if injection.state.live and not self._stops[injection_id].done():
+            injection.breach_limit_at = breach_limit_at
+            self._request_stop(injection_id, _End(State.ABORTED, reason, verdict=REFUTED))
 
     async def abort_all(self, reason: str) -> list[Injection]:
         live = [inj for inj in self._injections.values() if inj.state.live]
         for injection in live:
-            self._request_stop(injection.id, _End(State.ABORTED, reason))
+            self._request_stop(injection.id, _operator_abort(reason))
         await asyncio.gather(*(asyncio.shield(self._tasks[inj.id]) for inj in live))
         return live
 
@@ -211,6 +234,7 @@ class Scheduler:
     async def _lifecycle(self, injection: Injection) -> None:
         end = await self._run_until_end(injection)
         evidence = await self._withdraw(injection)
+        injection.verdict = end.verdict
         self._transition(injection, end.state, end.reason, end.evidence + evidence)
         self._lease_until.pop(injection.id, None)
 
@@ -231,7 +255,7 @@ class Scheduler:
             injection.spec.duration_seconds,
             self._request_stop,
             injection.id,
-            _End(State.COMPLETED, "deadline reached"),
+            _End(State.COMPLETED, "deadline reached", verdict=HELD),
         )
         try:
             return await stop
@@ -355,7 +379,13 @@ def _failure(
     first = bad[0]
     detail = f": {first.error}" if first.error else ""
     reason = f"{phase} failed: sidecar {first.sidecar} {first.outcome} {first.type}{detail}"
-    return _End(State.FAILED, reason, earlier + evidence)
+    return _End(
+        State.FAILED, reason, earlier + evidence, "inconclusive: the fault never took effect"
+    )
+
+
+def _operator_abort(reason: str) -> _End:
+    return _End(State.ABORTED, reason, verdict="inconclusive: aborted by an operator")
 
 
 def new_injection_id() -> str:

@@ -109,7 +109,7 @@ class SteadyState(_message.Message):
     def __init__(self, slo: _Optional[str] = ..., min: _Optional[float] = ..., abort_after: _Optional[float] = ..., compare: _Optional[str] = ...) -> None: ...
 
 class Injection(_message.Message):
-    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions")
+    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions", "verdict", "readings", "breach_limit_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,9 @@ class Injection(_message.Message):
     ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    BREACH_LIMIT_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: InjectionRequest
     state: State
@@ -134,7 +137,26 @@ class Injection(_message.Message):
     ends_at: _timestamp_pb2.Timestamp
     ended_at: _timestamp_pb2.Timestamp
     transitions: _containers.RepeatedCompositeFieldContainer[Transition]
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+    verdict: str
+    readings: _containers.RepeatedCompositeFieldContainer[SloReading]
+    breach_limit_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., verdict: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[SloReading, _Mapping]]] = ..., breach_limit_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SloReading(_message.Message):
+    __slots__ = ("at", "value", "breach", "breach_seconds", "error", "control_value")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    BREACH_FIELD_NUMBER: _ClassVar[int]
+    BREACH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    value: float
+    breach: bool
+    breach_seconds: float
+    error: str
+    control_value: float
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., breach: _Optional[bool] = ..., breach_seconds: _Optional[float] = ..., error: _Optional[str] = ..., control_value: _Optional[float] = ...) -> None: ...
 
 class Transition(_message.Message):
     __slots__ = ("from_state", "to_state", "at", "reason", "evidence")
@@ -254,6 +276,38 @@ class InjectionEvent(_message.Message):
     injection: Injection
     transition: Transition
     def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ...) -> None: ...
+
+class GetBaselineRequest(_message.Message):
+    __slots__ = ("slo", "window_seconds")
+    SLO_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    slo: str
+    window_seconds: float
+    def __init__(self, slo: _Optional[str] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+
+class Baseline(_message.Message):
+    __slots__ = ("slo", "samples", "seconds_covered", "min", "p1", "p5", "median", "p95", "unreadable", "required_seconds")
+    SLO_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_COVERED_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    P1_FIELD_NUMBER: _ClassVar[int]
+    P5_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    slo: str
+    samples: int
+    seconds_covered: float
+    min: float
+    p1: float
+    p5: float
+    median: float
+    p95: float
+    unreadable: int
+    required_seconds: float
+    def __init__(self, slo: _Optional[str] = ..., samples: _Optional[int] = ..., seconds_covered: _Optional[float] = ..., min: _Optional[float] = ..., p1: _Optional[float] = ..., p5: _Optional[float] = ..., median: _Optional[float] = ..., p95: _Optional[float] = ..., unreadable: _Optional[int] = ..., required_seconds: _Optional[float] = ...) -> None: ...
 
 class ListSidecarsRequest(_message.Message):
     __slots__ = ("service",)

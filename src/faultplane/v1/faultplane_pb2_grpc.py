@@ -74,6 +74,11 @@ class FaultServiceStub:
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsRequest.SerializeToString,
                 response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsResponse.FromString,
                 _registered_method=True)
+        self.GetBaseline = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetBaseline',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Baseline.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -135,6 +140,13 @@ class FaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBaseline(self, request, context):
+        """What "fine" looks like for a catalogued SLO: its recent values and normal noise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.ListSidecars,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsRequest.FromString,
                     response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsResponse.SerializeToString,
+            ),
+            'GetBaseline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBaseline,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Baseline.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +412,33 @@ class FaultService:
             '/faultplane.v1.FaultService/ListSidecars',
             faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsRequest.SerializeToString,
             faultplane_dot_v1_dot_faultplane__pb2.ListSidecarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBaseline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetBaseline',
+            faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Baseline.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,191 @@
+"""Where SLO values come from: Envoy admin stats (embedded) or Prometheus (PromQL).
+
+Both answer the same question, "the SLO's value over its window for these pods", so a
+guard can use either. A value that cannot be determined comes back as a Reading with an
+error: the guard treats that as a breach (never fly blind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from faultplane.slo.catalogue import SloDef
+from faultplane.slo.counters import History, parse_listener_stats, slo_value, total
+
+STATS_PATH = r"/stats/prometheus?usedonly&filter=%5Ehttp%5C.(ingress%7Cegress)%5C.downstream_rq_"
+READ_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float | None
+    error: str = ""
+    at: float = field(default_factory=time.time)
+
+    @property
+    def readable(self) -> bool:
+        return self.value is not None and not self.error
+
+
+class SloSource(Protocol):
+    async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading: ...
+
+
+class EnvoySource:
+    """Samples sidecars' admin stats on every `sample` call and keeps a rolling history."""
+
+    def __init__(self, keep_seconds: float) -> None:
+        self._keep = keep_seconds
+        self._histories: dict[tuple[str, str], History] = {}
+        self._errors: dict[str, str] = {}
+
+    async def sample(self, session: aiohttp.ClientSession, admins: Mapping[str, str]) -> None:
+        """Read every pod's stats once (pod name -> admin address)."""
+        for pod, text_or_error in zip(
+            admins, await _gather_stats(session, list(admins.values())), strict=True
+        ):
+            if isinstance(text_or_error, Exception):
+                self._errors[pod] = f"{pod}: stats unreadable ({type(text_or_error).__name__})"
+                continue
+            self._errors.pop(pod, None)
+            now = time.monotonic()
+            for listener, counters in parse_listener_stats(text_or_error).items():
+                key = (pod, listener)
+                history = self._histories.get(key)
+                if history is None:
+                    history = self._histories[key] = History(self._keep)
+                history.add(now, counters)
+
+    async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading:
+        errors = [self._errors[pod] for pod in pods if pod in self._errors]
+        if errors:
+            return Reading(None, "; ".join(errors))
+        increases = []
+        for pod in pods:
+            history = self._histories.get((pod, slo.listener))
+            increase = history.increase(slo.window_seconds) if history else None
+            if increase is None:
+                return Reading(None, f"{pod}: not enough samples yet")
+            increases.append(increase[0])
+        if not pods:
+            return Reading(None, "no sidecars to read")
+        value = slo_value(slo, total(increases))
+        if value is None:
+            return Reading(None, f"no requests in the last {slo.window_seconds:g}s")
+        return Reading(value)
+
+
+async def _gather_stats(
+    session: aiohttp.ClientSession, addresses: list[str]
+) -> list[str | BaseException]:
+    async def one(address: str) -> str:
+        async with session.get(f"http://{address}{STATS_PATH}", timeout=READ_TIMEOUT) as reply:
+            reply.raise_for_status()
+            return await reply.text()
+
+    return await asyncio.gather(*(one(a) for a in addresses), return_exceptions=True)
+
+
+class PrometheusSource:
+    """Evaluates each SLO as PromQL over the Prometheus HTTP API."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self._url = url.rstrip("/")
+        self._session = session
+
+    async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading:
+        body = await self._get("query", {"query": promql(slo, pods)})
+        if isinstance(body, Reading):
+            return body
+        result = body["data"]["result"]
+        if not result:
+            return Reading(None, f"prometheus: no data for {slo.name}")
+        value = float(result[0]["value"][1])
+        if math.isnan(value):  # no requests in the window
+            return Reading(None, f"no requests in the last {slo.window_seconds:g}s")
+        return Reading(value)
+
+    async def history(
+        self, slo: SloDef, pods: Sequence[str], seconds: float, step: float
+    ) -> list[Reading] | Reading:
+        """The SLO's values over the last `seconds` (a range query), or the error."""
+        end = time.time()
+        params = {
+            "query": promql(slo, pods),
+            "start": f"{end - seconds:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step:g}",
+        }
+        body = await self._get("query_range", params)
+        if isinstance(body, Reading):
+            return body
+        result = body["data"]["result"]
+        if not result:
+            return []
+        return [
+            Reading(float(value), at=float(at))
+            for at, value in result[0]["values"]
+            if not math.isnan(float(value))
+        ]
+
+    async def _get(self, endpoint: str, params: dict[str, str]) -> dict | Reading:
+        try:
+            async with self._session.get(
+                f"{self._url}/api/v1/{endpoint}", params=params, timeout=READ_TIMEOUT
+            ) as reply:
+                body = await reply.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return Reading(None, f"prometheus unreadable ({type(exc).__name__})")
+        if body.get("status") != "success":
+            return Reading(None, f"prometheus: {body.get('error', 'query failed')}")
+        return dict(body)
+
+
+def promql(slo: SloDef, pods: Sequence[str]) -> str:
+    """The SLO as PromQL over sidecars scraped with `pod` and `service` labels."""
+    # Pod names are DNS labels (validated in the mesh): nothing in them needs escaping
+    # in a regex or a PromQL string.
+    pod_regex = "|".join(pods)
+    window = f"{slo.window_seconds:g}s"
+    if slo.query:
+        return slo.query.replace("$pods", pod_regex).replace("$window", window)
+    match = f'envoy_http_conn_manager_prefix="{slo.listener}",pod=~"{pod_regex}"'
+    if slo.kind == "success_ratio":
+        five_xx = f'{match},envoy_response_code_class="5"'
+        errors = f"sum(increase(envoy_http_downstream_rq_xx{{{five_xx}}}[{window}]))"
+        requests = f"sum(increase(envoy_http_downstream_rq_completed{{{match}}}[{window}]))"
+        return f"1 - (({errors}) or vector(0)) / {requests}"
+    return _latency_share(match, window, slo.threshold_ms or 0.0)
+
+
+# Envoy's default request-time histogram bounds (ms), as its Prometheus output labels them.
+ENVOY_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+                 300000, 600000, 1800000, 3600000)  # fmt: skip
+
+
+def _latency_share(match: str, window: str, threshold_ms: float) -> str:
+    """Share of requests within the threshold, interpolated linearly inside the bucket
+    that holds it, exactly as the envoy source does (Prometheus 2.42 has no
+    histogram_fraction for classic histograms)."""
+
+    def count(le: float | str) -> str:
+        label = le if isinstance(le, str) else (str(int(le)) if float(le).is_integer() else str(le))
+        return (
+            f'sum(increase(envoy_http_downstream_rq_time_bucket{{{match},le="{label}"}}[{window}]))'
+        )
+
+    upper = next((le for le in ENVOY_BUCKETS if le >= threshold_ms), None)
+    if upper is None:
+        return f"{count('+Inf')} / {count('+Inf')}"
+    lower = max((le for le in ENVOY_BUCKETS if le < upper), default=0.0)
+    fraction = (threshold_ms - lower) / (upper - lower)
+    below = count(lower) if lower else "0"
+    within = f"({below} + {fraction:g} * ({count(upper)} - {below}))"
+    return f"{within} / {count('+Inf')}"
