@@ -1,0 +1,133 @@
+"""The SQLite connection under `SqliteStore`: opening, pragmas, migrations, transactions.
+
+Concurrency. One connection per store, guarded by an internal lock, opened with
+check_same_thread=False so the event loop thread or one worker thread may use it. Every
+write is BEGIN IMMEDIATE: it takes SQLite's write lock up front, so writers in other
+threads or processes wait (busy_timeout) instead of failing on a stale WAL snapshot, and
+read-then-write sequences such as "next audit seq = head + 1" can never interleave. That is
+what keeps the audit chain from forking when several servers or CLIs share one file.
+
+Durability. WAL with synchronous=NORMAL already survives SIGKILL of the process: a
+committed transaction is in the WAL file (in the OS page cache) before COMMIT returns. What
+NORMAL can lose is the last commits on power loss or a kernel crash. For SLO readings and
+baseline samples that is harmless, so they stay NORMAL. Injections, transitions, the audit
+chain, tokens and settings record something an operator was told or the mesh was made to
+do, so those commits switch to synchronous=FULL (the WAL is fsynced at COMMIT). The WAL is
+append-only, so fsyncing a FULL commit also makes every earlier NORMAL commit durable: the
+file never holds a durable record whose predecessors were lost.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from faultplane.store.audit import canonical_json
+from faultplane.store.base import StoreError
+from faultplane.store.schema import check_version, migrate
+
+
+def default_db_path() -> Path:
+    """`$FAULTPLANE_STATE_DIR/faultplane.db`, else `~/.local/state/faultplane/faultplane.db`."""
+    state_dir = os.environ.get("FAULTPLANE_STATE_DIR")
+    base = Path(state_dir) if state_dir else Path.home() / ".local" / "state" / "faultplane"
+    return base / "faultplane.db"
+
+
+def dumps_body(body: Any, what: str) -> str:
+    if not isinstance(body, dict):
+        raise TypeError(f"{what} must be a dict, not {type(body).__name__}")
+    return canonical_json(body)
+
+
+class SqliteDb:
+    """One SQLite connection with the pragmas, migrations and transaction helpers above."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._sync = "NORMAL"
+        where = str(self.path)
+        try:
+            conn = sqlite3.connect(
+                where, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {where}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            check_version(conn, where)  # before anything below changes the file
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{where}: cannot switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.migrations_applied = migrate(conn, where)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{where} is not a usable faultplane database: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back whole if anything inside raises."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                sync = "FULL" if durable else "NORMAL"
+                if sync != self._sync:
+                    conn.execute(f"PRAGMA synchronous = {sync}")
+                    self._sync = sync
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so multi-query reads see one consistent snapshot."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc

@@ -1,0 +1,472 @@
+"""The SQLite store on real files: round trips, idempotence, atomicity, restart survival,
+migrations, the audit hash chain under tampering and concurrent writers, tokens, SLO data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faultplane.store import (
+    Conflict,
+    SchemaVersionError,
+    SqliteStore,
+    Store,
+    StoreError,
+    UnknownInjection,
+    default_db_path,
+)
+from faultplane.store.audit import GENESIS_HASH
+from faultplane.store.schema import SCHEMA_VERSION, migrate
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "faultplane.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(db) as opened:
+        yield opened
+
+
+def raw(db: Path) -> sqlite3.Connection:
+    """A plain connection, as an attacker or a curious operator would open the file."""
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def fill_audit(store: SqliteStore, n: int = 20) -> None:
+    for i in range(1, n + 1):
+        store.append_audit({"at": 1000.0 + i, "method": "Create", "injection_id": f"inj-{i % 3}"})
+
+
+# -- injections and transitions --------------------------------------------------------------
+
+
+def test_implements_the_protocol(store: SqliteStore) -> None:
+    assert isinstance(store, Store)
+
+
+def test_injections_and_transitions_round_trip(store: SqliteStore) -> None:
+    store.save_injection("b", "armed", "checkout", 20.0, {"fault": {"delay_ms": 300}})
+    store.save_injection("a", "pending", "cart", 10.0, {"owner": "alice", "n": [1, 2.5, None]})
+    store.save_injection("c", "done", "cart", 20.0, {})
+    assert store.append_transition("b", 2, 21.5, {"to": "armed"})
+    assert store.append_transition("b", 1, 20.5, {"to": "pending"})
+    store.save_injection("a", "armed", "cart", 10.0, {"owner": "alice", "v": 2})  # upsert
+
+    loaded = store.load_injections()
+    assert [i.id for i in loaded] == ["a", "b", "c"]  # created_at, then id
+    a, b, _ = loaded
+    assert (a.state, a.service, a.created_at, a.body) == (
+        "armed",
+        "cart",
+        10.0,
+        {"owner": "alice", "v": 2},
+    )
+    assert a.transitions == ()
+    assert [(t.seq, t.at, t.body) for t in b.transitions] == [
+        (1, 20.5, {"to": "pending"}),
+        (2, 21.5, {"to": "armed"}),
+    ]
+    assert [i.id for i in store.load_injections(states={"armed"})] == ["a", "b"]
+    assert [i.id for i in store.load_injections(states=["done", "pending"])] == ["c"]
+    assert store.load_injections(states=[]) == []
+
+
+def test_duplicate_transition_is_refused_and_changes_nothing(store: SqliteStore) -> None:
+    store.save_injection("x", "pending", "cart", 1.0, {"v": 1})
+    assert store.append_transition("x", 1, 2.0, {"to": "pending"})
+    assert not store.append_transition("x", 1, 9.0, {"to": "something else"})
+    replay = store.record_transition(
+        "x", 1, 9.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 2}, {"method": "replay"}
+    )
+    assert replay is False
+    [x] = store.load_injections()
+    assert (x.state, x.body) == ("pending", {"v": 1})
+    assert [(t.seq, t.at, t.body) for t in x.transitions] == [(1, 2.0, {"to": "pending"})]
+    assert store.audit_entries() == []
+
+
+def test_transition_for_unknown_injection_is_refused(store: SqliteStore) -> None:
+    with pytest.raises(UnknownInjection):
+        store.append_transition("ghost", 1, 1.0, {})
+    with pytest.raises(UnknownInjection):
+        store.add_slo_reading("ghost", 1.0, {"value": 1})
+    assert store.load_injections() == []
+
+
+def test_record_transition_writes_all_three(store: SqliteStore) -> None:
+    audit = {"at": 5.0, "kind": "transition", "injection_id": "x", "to": "armed"}
+    assert store.record_transition(
+        "x", 1, 5.0, {"to": "armed"}, "armed", "cart", 4.0, {"v": 1}, audit
+    )
+    [x] = store.load_injections()
+    assert (x.state, x.created_at, x.body, len(x.transitions)) == ("armed", 4.0, {"v": 1}, 1)
+    [entry] = store.audit_entries()
+    assert (entry.seq, entry.at, entry.entry) == (1, 5.0, audit)
+    assert store.record_transition("x", 2, 6.0, {"to": "done"}, "done", "cart", 4.0, {}, None)
+    assert len(store.audit_entries()) == 1
+
+
+def test_record_transition_is_atomic(store: SqliteStore) -> None:
+    store.save_injection("x", "pending", "cart", 1.0, {"v": 1})
+    store.append_audit({"at": 1.0, "method": "Create"})
+    with pytest.raises(TypeError):  # the audit entry fails after the other two rows are written
+        store.record_transition(
+            "x", 1, 2.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 2}, {"bad": object()}
+        )
+    with pytest.raises(TypeError):  # same for an injection that did not exist yet
+        store.record_transition("y", 1, 2.0, {}, "armed", "cart", 1.0, {}, {"bad": {1, 2}})
+    [x] = store.load_injections()
+    assert (x.state, x.body, x.transitions) == ("pending", {"v": 1}, ())
+    assert len(store.audit_entries()) == 1
+    assert store.verify_audit().ok
+    # the failed attempt did not consume the seq: the real one goes through
+    assert store.record_transition("x", 1, 2.0, {}, "armed", "cart", 1.0, {"v": 2}, {"ok": 1})
+
+
+def test_bodies_must_be_json_objects(store: SqliteStore) -> None:
+    with pytest.raises(TypeError):
+        store.save_injection("x", "pending", "cart", 1.0, ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        store.save_injection("x", "pending", "cart", 1.0, {"nan": float("nan")})
+    assert store.load_injections() == []
+
+
+# -- restart survival and migrations ---------------------------------------------------------
+
+
+def test_everything_survives_reopening_the_file(db: Path) -> None:
+    first = SqliteStore(db)
+    first.record_transition("x", 1, 2.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 1}, {"a": 1})
+    first.add_token("t1", "alice", "operator", "h1", 1.0)
+    first.add_slo_reading("x", 3.0, {"value": 0.99})
+    first.add_baseline_sample("cart-success", 3.0, 0.98)
+    first.set_setting("freeze", {"by": "alice"})
+    # no close(): the process is treated as killed; WAL content must still be read back
+    second = SqliteStore(db)
+    assert second.migrations_applied == 0
+    [x] = second.load_injections()
+    assert (x.id, x.state, [t.seq for t in x.transitions]) == ("x", "armed", [1])
+    assert not second.record_transition("x", 1, 2.0, {}, "armed", "cart", 1.0, {}, {"a": 2})
+    assert [e.entry for e in second.audit_entries()] == [{"a": 1}]
+    assert second.find_token("h1") is not None
+    assert second.slo_readings("x") == [(3.0, {"value": 0.99})]
+    assert second.baseline_samples("cart-success", 0.0) == [(3.0, 0.98, "")]
+    assert second.get_setting("freeze") == {"by": "alice"}
+    assert second.verify_audit().ok
+    first.close()
+    second.close()
+
+
+def _write_then_die(path: str) -> None:
+    """Runs in a separate process: record some history, then SIGKILL itself mid-life."""
+    store = SqliteStore(path)
+    for seq in (1, 2):
+        audit = {"kind": "transition", "injection_id": "x", "seq": seq}
+        store.record_transition("x", seq, float(seq), {}, f"s{seq}", "cart", 1.0, {}, audit)
+    store.add_slo_reading("x", 3.0, {"value": 0.5})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_history_survives_sigkill(db: Path) -> None:
+    process = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(str(db),))
+    process.start()
+    process.join(timeout=60)
+    assert process.exitcode == -signal.SIGKILL
+    with SqliteStore(db) as store:
+        [x] = store.load_injections()
+        assert (x.state, [t.seq for t in x.transitions]) == ("s2", [1, 2])
+        assert not store.record_transition("x", 2, 2.0, {}, "s2", "cart", 1.0, {}, {"dup": 1})
+        assert [e.entry["seq"] for e in store.audit_entries(injection_id="x")] == [1, 2]
+        assert store.slo_readings("x") == [(3.0, {"value": 0.5})]
+        assert store.verify_audit().ok
+
+
+def test_migrations_run_once_and_set_user_version(db: Path) -> None:
+    with SqliteStore(db) as store:
+        assert store.migrations_applied == SCHEMA_VERSION
+    with SqliteStore(db) as store:
+        assert store.migrations_applied == 0
+    conn = raw(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "m.db")
+    migrations = (("CREATE TABLE a (x)",), ("CREATE TABLE b (x)", "THIS IS NOT SQL"))
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn, "m.db", migrations)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"a"}
+    assert migrate(conn, "m.db", migrations[:1]) == 0
+
+
+def test_a_newer_database_is_refused(db: Path) -> None:
+    SqliteStore(db).close()
+    raw(db).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 7}")
+    with pytest.raises(SchemaVersionError) as refused:
+        SqliteStore(db)
+    assert f"version {SCHEMA_VERSION + 7}" in str(refused.value)
+    assert f"up to {SCHEMA_VERSION}" in str(refused.value)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db"):
+        SqliteStore(junk)
+
+
+def test_closed_store_refuses_use(db: Path) -> None:
+    store = SqliteStore(db)
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.load_injections()
+
+
+def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FAULTPLANE_STATE_DIR", str(tmp_path))
+    assert default_db_path() == tmp_path / "faultplane.db"
+    monkeypatch.delenv("FAULTPLANE_STATE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_db_path() == tmp_path / ".local/state/faultplane/faultplane.db"
+
+
+# -- audit chain -----------------------------------------------------------------------------
+
+
+def test_audit_hash_is_the_documented_formula(store: SqliteStore) -> None:
+    first = store.append_audit({"at": 12.5, "principal": "alice", "method": "Create"})
+    second = store.append_audit({"method": "List"})  # no "at": the store's clock
+    assert (first.seq, first.at, first.prev_hash) == (1, 12.5, GENESIS_HASH)
+    assert GENESIS_HASH == "0" * 64
+    payload = json.dumps(
+        {"seq": 1, "at": 12.5, "entry": first.entry}, sort_keys=True, separators=(",", ":")
+    )
+    assert first.hash == hashlib.sha256((GENESIS_HASH + payload).encode()).hexdigest()
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+    assert second.at > 1e9
+
+
+def test_audit_chain_verifies(store: SqliteStore) -> None:
+    assert store.verify_audit().ok  # empty log
+    fill_audit(store)
+    verdict = store.verify_audit()
+    assert (verdict.ok, verdict.entries, verdict.broken_at) == (True, 20, None)
+
+
+def test_edited_entry_is_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    entry = json.dumps({"at": 1017.0, "method": "Delete", "injection_id": "inj-2"})
+    raw(db).execute("UPDATE audit SET entry = ? WHERE seq = 17", (entry,))
+    verdict = store.verify_audit()
+    assert (verdict.ok, verdict.broken_at, verdict.entries) == (False, 17, 20)
+    assert verdict.problem == "entry 17: hash does not match its content"
+
+
+def test_edited_timestamp_and_garbage_are_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    raw(db).execute("UPDATE audit SET at = at + 1 WHERE seq = 4")
+    assert store.verify_audit().broken_at == 4
+    raw(db).execute("UPDATE audit SET entry = '{not json' WHERE seq = 3")
+    verdict = store.verify_audit()
+    assert (verdict.broken_at, verdict.problem) == (3, "entry 3: content is not valid JSON")
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    conn = raw(db)
+    prev_hash, at = conn.execute("SELECT prev_hash, at FROM audit WHERE seq = 9").fetchone()
+    forged = {"at": at, "method": "Nothing to see", "injection_id": "inj-0"}
+    payload = json.dumps(
+        {"seq": 9, "at": at, "entry": forged}, sort_keys=True, separators=(",", ":")
+    )
+    digest = hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 9", (json.dumps(forged), digest))
+    verdict = store.verify_audit()
+    assert verdict.broken_at == 10
+    assert "chain broken between 9 and 10" in verdict.problem
+
+
+def test_deleted_entry_is_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    raw(db).execute("DELETE FROM audit WHERE seq = 17")
+    verdict = store.verify_audit()
+    assert (verdict.ok, verdict.broken_at, verdict.entries) == (False, 18, 19)
+    assert "entry 18: previous entry missing (expected seq 17)" in verdict.problem
+    assert "chain broken between 16 and 18" in verdict.problem
+
+
+def test_deleted_first_and_last_entries_are_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    raw(db).execute("DELETE FROM audit WHERE seq >= 19")
+    verdict = store.verify_audit()
+    assert verdict.broken_at == 19
+    assert "entries 19..20 missing at the end" in verdict.problem
+    store.append_audit({"after": "truncation"})  # appending does not hide the hole
+    assert store.verify_audit().broken_at == 21
+    raw(db).execute("DELETE FROM audit WHERE seq = 1")
+    verdict = store.verify_audit()
+    assert verdict.broken_at == 2
+    assert "expected seq 1" in verdict.problem
+
+
+def test_swapped_entries_are_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    conn = raw(db)
+    cols = "at, injection_id, entry, prev_hash, hash"
+    row5 = conn.execute(f"SELECT {cols} FROM audit WHERE seq = 5").fetchone()
+    row9 = conn.execute(f"SELECT {cols} FROM audit WHERE seq = 9").fetchone()
+    update = "UPDATE audit SET at=?, injection_id=?, entry=?, prev_hash=?, hash=? WHERE seq=?"
+    conn.execute(update, (*row9, 5))
+    conn.execute(update, (*row5, 9))
+    verdict = store.verify_audit()
+    assert (verdict.ok, verdict.broken_at) == (False, 5)
+
+
+def test_swapped_entry_text_only_is_found(store: SqliteStore, db: Path) -> None:
+    fill_audit(store)
+    conn = raw(db)
+    e5 = conn.execute("SELECT entry FROM audit WHERE seq = 5").fetchone()[0]
+    e6 = conn.execute("SELECT entry FROM audit WHERE seq = 6").fetchone()[0]
+    conn.execute("UPDATE audit SET entry = ? WHERE seq = 5", (e6,))
+    conn.execute("UPDATE audit SET entry = ? WHERE seq = 6", (e5,))
+    assert store.verify_audit().broken_at == 5
+
+
+def test_audit_entries_filter(store: SqliteStore) -> None:
+    fill_audit(store)  # injection_id cycles inj-1, inj-2, inj-0; at = 1000 + seq
+    inj1 = store.audit_entries(injection_id="inj-1")
+    assert [e.seq for e in inj1] == [1, 4, 7, 10, 13, 16, 19]
+    assert [e.seq for e in store.audit_entries(since=1018.0)] == [18, 19, 20]
+    assert [e.seq for e in store.audit_entries(injection_id="inj-1", since=1010.0)] == [
+        10,
+        13,
+        16,
+        19,
+    ]
+    assert [e.seq for e in store.audit_entries(limit=3)] == [1, 2, 3]
+    assert store.audit_entries(injection_id="nope") == []
+    store.append_audit({"injection_id": 42})  # non-string ids are indexed as text
+    assert [e.entry for e in store.audit_entries(injection_id="42")] == [{"injection_id": 42}]
+    assert store.verify_audit().ok
+
+
+def _append_with(store: SqliteStore, worker: int, count: int) -> None:
+    for i in range(count):
+        store.append_audit({"worker": worker, "i": i})
+
+
+def _append_many(path: str, worker: int, count: int) -> None:
+    """Runs in another thread or process: its own store (connection) on the same file."""
+    with SqliteStore(path) as store:
+        _append_with(store, worker, count)
+
+
+def _assert_one_chain(store: SqliteStore, expected: int) -> None:
+    verdict = store.verify_audit()
+    assert verdict.ok, verdict.problem
+    entries = store.audit_entries()
+    assert [e.seq for e in entries] == list(range(1, expected + 1))
+    assert len({(e.entry["worker"], e.entry["i"]) for e in entries}) == expected
+
+
+def test_concurrent_appends_from_threads(db: Path) -> None:
+    shared = SqliteStore(db)
+    threads = [threading.Thread(target=_append_with, args=(shared, w, 25)) for w in range(6)] + [
+        threading.Thread(target=_append_many, args=(str(db), 100 + w, 25)) for w in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _assert_one_chain(shared, 250)
+    shared.close()
+
+
+def test_concurrent_appends_from_processes(db: Path) -> None:
+    SqliteStore(db).close()  # create and migrate first, as the server would
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_append_many, args=(str(db), w, 60)) for w in range(2)]
+    for process in processes:
+        process.start()
+    _append_many(str(db), 99, 30)  # and this process at the same time
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    with SqliteStore(db) as store:
+        _assert_one_chain(store, 150)
+
+
+# -- tokens, SLO data, settings --------------------------------------------------------------
+
+
+def test_tokens(store: SqliteStore) -> None:
+    store.add_token("t1", "alice", "operator", "hash-1", 10.0)
+    store.add_token("t2", "bob", "viewer", "hash-2", 5.0)
+    with pytest.raises(Conflict):
+        store.add_token("t1", "carol", "admin", "hash-3", 11.0)
+    with pytest.raises(Conflict):
+        store.add_token("t3", "carol", "admin", "hash-1", 11.0)
+    found = store.find_token("hash-1")
+    assert found is not None
+    assert (found.id, found.principal, found.role, found.revoked_at) == (
+        "t1",
+        "alice",
+        "operator",
+        None,
+    )
+    assert store.find_token("hash-unknown") is None
+    assert store.revoke_token("t1")
+    assert not store.revoke_token("t1")  # already revoked
+    assert not store.revoke_token("nope")
+    assert store.find_token("hash-1") is None
+    listed = store.list_tokens()
+    assert [t.id for t in listed] == ["t2", "t1"]
+    assert listed[1].revoked_at is not None and listed[0].revoked_at is None
+
+
+def test_slo_readings_and_baseline(store: SqliteStore) -> None:
+    store.save_injection("x", "armed", "cart", 1.0, {})
+    store.add_slo_reading("x", 3.0, {"value": 0.9})
+    store.add_slo_reading("x", 2.0, {"value": 0.95})
+    assert store.slo_readings("x") == [(2.0, {"value": 0.95}), (3.0, {"value": 0.9})]
+    assert store.slo_readings("y") == []
+    for at in range(10):
+        store.add_baseline_sample("cart", float(at), at / 10)
+    store.add_baseline_sample("cart", 10.0, None, "prometheus unreachable")
+    store.add_baseline_sample("other", 5.0, 1.0)
+    assert store.baseline_samples("cart", 8.0) == [
+        (8.0, 0.8, ""),
+        (9.0, 0.9, ""),
+        (10.0, None, "prometheus unreachable"),
+    ]
+    assert store.prune_baseline(before=5.0) == 5
+    assert [s.at for s in store.baseline_samples("cart", 0.0)] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert store.baseline_samples("other", 0.0) == [(5.0, 1.0, "")]
+    assert store.prune_baseline(before=5.0) == 0
+
+
+def test_settings(store: SqliteStore) -> None:
+    assert store.get_setting("freeze") is None
+    store.set_setting("freeze", {"by": "alice", "reason": "incident 42"})
+    store.set_setting("freeze", {"by": "bob"})
+    assert store.get_setting("freeze") == {"by": "bob"}
+    store.set_setting("freeze", None)
+    assert store.get_setting("freeze") is None
+    store.set_setting("freeze", None)  # deleting twice is fine
