@@ -83,7 +83,7 @@ async def test_mesh_up_writes_its_state_and_stops_everything_on_sigterm(tmp_path
         kill_all(state_pids(state) if state else [])
 
 
-def test_demo_injects_observes_and_withdraws_the_seed_latency_fault() -> None:
+def test_demo_runs_the_seed_fault_to_its_deadline_and_the_guard_aborts_the_second() -> None:
     result = subprocess.run(
         [*FAULTPLANE, "demo", "--mesh", str(MESH_FILE), "--duration", "8", "--json"],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
@@ -101,6 +101,13 @@ def test_demo_injects_observes_and_withdraws_the_seed_latency_fault() -> None:
     assert phases["during"]["calls"] > 0 and phases["during"]["p50_ms"] >= 190
     assert phases["before"]["p50_ms"] < 100 and phases["after"]["p50_ms"] < 100
     assert "ACTIVE -> COMPLETED: deadline reached" in result.stdout
+    held, refuted = summary["injections"]
+    assert held["verdict"] == "hypothesis held"
+    assert refuted["state"] == "ABORTED" and refuted["verdict"] == "hypothesis refuted"
+    assert refuted["abort_latency_ms"] is not None and refuted["abort_latency_ms"] < 1000
+    guarded = summary["guarded_phase"]
+    assert guarded["failed_by_injection"] > 0
+    assert guarded["ok"] + guarded["failed_by_injection"] == guarded["requests"]
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from faultplane.stats import quantile
 
+INJECTION_HEADER = "x-faultplane-injection"
+
 REQUEST_TIMEOUT = ClientTimeout(total=30)
 
 
@@ -27,12 +29,16 @@ REQUEST_TIMEOUT = ClientTimeout(total=30)
 class LoadStats:
     requests: int = 0
     ok: int = 0
+    # Failures answered by a fault injection (they carry its x-faultplane-injection
+    # header): failed on purpose, not by the mesh.
+    injected: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
 
-    def record(self, status: int, elapsed_ms: float) -> None:
+    def record(self, status: int, elapsed_ms: float, injected: bool = False) -> None:
         self.requests += 1
         self.ok += 200 <= status < 300
+        self.injected += injected and not 200 <= status < 300
         self.by_status[str(status)] += 1
         self.latencies_ms.append(elapsed_ms)
 
@@ -42,6 +48,7 @@ class LoadStats:
             "requests": self.requests,
             "ok": self.ok,
             "failed": self.requests - self.ok,
+            "injected": self.injected,
             "by_status": dict(self.by_status),
             "p50_ms": quantile(ordered, 0.50),
             "p99_ms": quantile(ordered, 0.99),
@@ -89,9 +96,10 @@ class LoadGenerator:
             async with self._session.request(self._method, url, data=b"{}") as response:
                 await response.read()
                 status = response.status
+                injected = INJECTION_HEADER in response.headers
         except (ClientError, TimeoutError):
-            status = 0
-        self.stats.record(status, (time.monotonic() - started) * 1000)
+            status, injected = 0, False
+        self.stats.record(status, (time.monotonic() - started) * 1000, injected)
 
 
 def build_app(generator: LoadGenerator) -> web.Application:

@@ -26,6 +26,7 @@ from faultplane.slo.sources import EnvoySource, Reading, SloSource
 from faultplane.spec import SteadyStateSpec
 
 log = structlog.get_logger("faultplane.guard")
+CLOCK_TOLERANCE = 0.001
 
 
 @dataclass
@@ -53,7 +54,9 @@ class BreachTracker:
         )
 
     def must_abort(self, reading: SloReading) -> bool:
-        return reading.breach and reading.breach_seconds >= self.steady.abort_after_seconds
+        # Tick times are floats: 3 ticks of 1 s may add up to 2.9999998 s.
+        limit = self.steady.abort_after_seconds - CLOCK_TOLERANCE
+        return reading.breach and reading.breach_seconds >= limit
 
 
 def _is_breach(steady: SteadyStateSpec, reading: Reading, control: Reading | None) -> bool:
@@ -90,13 +93,15 @@ class SteadyStateGuard:
     async def run(self, session: aiohttp.ClientSession) -> None:
         """Tick until cancelled, on a fixed schedule (a slow tick does not shift the next)."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at, wall = loop.time(), time.time()
         while True:
             try:
-                await self.tick(session, time.time())
+                # Readings carry the tick's scheduled time, so breaches last whole ticks.
+                await self.tick(session, wall)
             except Exception:  # a guard that dies silently is worse than a noisy one
                 log.exception("guard tick failed")
             next_at += self._tick
+            wall += self._tick
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def tick(self, session: aiohttp.ClientSession, at: float) -> None:
