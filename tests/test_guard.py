@@ -104,8 +104,10 @@ async def start(mesh_run: MeshRun, prometheus: str) -> AsyncIterator[Start]:
 
     yield start_server
     for server in servers:
-        await server.scheduler.abort_all("test cleanup")
-        await server.stop(grace=0)
+        try:
+            await server.scheduler.abort_all("test cleanup", "test")
+        finally:
+            await server.stop(grace=0)
 
 
 async def _all_connected(server: ControlServer, count: int) -> bool:

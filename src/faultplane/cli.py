@@ -13,11 +13,14 @@ import grpc
 
 from faultplane import logs
 from faultplane.commands import UsageError, add_commands
-from faultplane.control import ControlServer, ServerConfig
+from faultplane.control import ControlServer, ServerConfig, TlsConfig
+from faultplane.governance_cli import add_governance_commands
 from faultplane.mesh import MeshError, load_mesh
 from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
 from faultplane.meshrun.launcher import HOST, MeshRun
+from faultplane.scheduler.approval import ApprovalPolicy
 from faultplane.slo.catalogue import CatalogueError, load_catalogue
+from faultplane.store import default_db_path
 from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
 
 DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
@@ -78,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--baseline-window", type=float, default=3600.0, help="seconds of baseline kept"
     )
+    serve.add_argument("--db", type=Path, help="the store (default: $FAULTPLANE_STATE_DIR)")
+    serve.add_argument(
+        "--auth",
+        choices=["token", "local"],
+        default="token",
+        help="token: bearer tokens or mTLS (default); local: one local admin, no credentials",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="serve the operator API over TLS")
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--client-ca", type=Path, help="require client certificates (mTLS)")
+    serve.add_argument("--approval-max-pods", type=int, help="above this, a second person")
+    serve.add_argument("--approval-max-percentage", type=float)
+    serve.add_argument("--approval-max-duration", type=float, help="seconds")
+    serve.add_argument(
+        "--approval-timeout", type=float, default=3600.0, help="unapproved injections expire"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     mesh = commands.add_parser("mesh", help="the local demo mesh")
@@ -100,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_commands(commands)
+    add_governance_commands(commands)
     return parser
 
 
@@ -125,6 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         guard_tick=args.guard_tick,
         baseline_min_seconds=args.baseline_min_seconds,
         baseline_window=args.baseline_window,
+        db_path=args.db or default_db_path(),
+        auth=args.auth,
+        tls=_tls_config(args),
+        approval=_approval_policy(args),
     )
 
     async def run() -> None:
@@ -134,6 +158,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
         await server.stop()
 
     asyncio.run(run())
+
+
+def _tls_config(args: argparse.Namespace) -> TlsConfig | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.client_ca is not None:
+            raise UsageError("serve: --client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("serve: --tls-cert and --tls-key go together")
+    return TlsConfig(args.tls_cert, args.tls_key, args.client_ca)
+
+
+def _approval_policy(args: argparse.Namespace) -> ApprovalPolicy:
+    limits = {
+        "max_pods": args.approval_max_pods,
+        "max_percentage": args.approval_max_percentage,
+        "max_duration_seconds": args.approval_max_duration,
+    }
+    given = {name: value for name, value in limits.items() if value is not None}
+    return ApprovalPolicy(**given, timeout_seconds=args.approval_timeout)
 
 
 def cmd_mesh_up(args: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from faultplane.client import api_address, fault_stub
+from faultplane.client import add_connection_arguments, fault_stub, open_channel
 from faultplane.display import (
     baseline_summary,
     injection_detail,
@@ -69,6 +69,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     abort.add_argument("id", nargs="?")
     abort.add_argument("--all", action="store_true", help="withdraw every live injection")
     abort.add_argument("--reason", default="")
+    abort.add_argument(
+        "--freeze",
+        action="store_true",
+        help="with --all: freeze new injections first (big red button)",
+    )
     abort.add_argument("--json", action="store_true")
     abort.set_defaults(handler=cmd_abort)
 
@@ -93,7 +98,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _api(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", help="operator API address (default: $FAULTPLANE_API)")
+    add_connection_arguments(parser)
 
 
 def _state_names() -> list[str]:
@@ -101,7 +106,7 @@ def _state_names() -> list[str]:
 
 
 def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, faultplane_pb2_grpc.FaultServiceStub]:
-    channel = grpc.insecure_channel(api_address(args.api))
+    channel = open_channel(args)
     return channel, fault_stub(channel)
 
 
@@ -216,8 +221,13 @@ def _all_injections(
 def cmd_abort(args: argparse.Namespace) -> None:
     if args.all == bool(args.id):
         raise UsageError("abort: give an injection id, or --all")
+    if args.freeze and not args.all:
+        raise UsageError("abort: --freeze goes with --all")
     channel, stub = _stub(args)
     with channel:
+        if args.freeze:  # first, so that nothing new starts while everything is withdrawn
+            reason = args.reason or "abort --all --freeze"
+            stub.Freeze(pb.FreezeRequest(reason=reason), timeout=RPC_TIMEOUT)
         if args.all:
             reply = stub.AbortAllInjections(
                 pb.AbortAllInjectionsRequest(reason=args.reason), timeout=RPC_TIMEOUT

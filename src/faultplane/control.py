@@ -1,31 +1,46 @@
 """The control server: ADS for sidecars, the operator API, health, reflection, metrics.
 
 One process, two gRPC servers on separate ports, so that sidecar traffic and operator
-traffic can be firewalled and scaled apart.
+traffic can be firewalled and scaled apart. On start it reloads every injection from the
+store before any sidecar can connect, so a restarted server resumes what is still due.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
 import grpc
 import prometheus_client
 import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from faultplane.api.gate import Gate
 from faultplane.api.service import FaultService
+from faultplane.api.validate import validate_request
+from faultplane.auth.principal import LOCAL_MODE_WARNING, Authenticator
+from faultplane.auth.tls import server_credentials
 from faultplane.mesh import Mesh
+from faultplane.scheduler.approval import ApprovalPolicy
 from faultplane.scheduler.guard import SteadyStateGuard
+from faultplane.scheduler.journal import Journal
 from faultplane.scheduler.preflight import Preflight
 from faultplane.scheduler.scheduler import Scheduler
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.catalogue import SloDef
-from faultplane.slo.sources import EnvoySource, PrometheusSource, SloSource
+from faultplane.slo.sources import EnvoySource, PrometheusSource, Reading, SloSource
+from faultplane.spec import InjectionSpec
+from faultplane.store import SqliteStore
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
@@ -51,6 +66,13 @@ XDS_SERVER_OPTIONS = [
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # given: mutual TLS, the principal is the cert subject
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     mesh: Mesh
     xds_port: int = 0  # 0: pick a free port
@@ -68,11 +90,23 @@ class ServerConfig:
     guard_tick: float = 1.0
     baseline_min_seconds: float = 300.0
     baseline_window: float = 3600.0
+    # The store; None: a throwaway database (tests, demos), nothing survives a restart.
+    db_path: Path | None = None
+    # "token": bearer tokens (or mTLS); "local": one local admin, no credentials.
+    auth: Literal["token", "local"] = "local"
+    tls: TlsConfig | None = None
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
 
 class ControlServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        db_path, self._scratch = config.db_path, None
+        if db_path is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="faultplane-"))
+            db_path = self._scratch / "faultplane.db"
+        self.store = SqliteStore(db_path)
+        self.journal = Journal(self.store)
         self.cache = SnapshotCache()
         self.registry = SidecarRegistry()
         self.source = MeshSource(
@@ -82,7 +116,9 @@ class ControlServer:
             SidecarLayout(config.fault_slots),
             config.deadman_ttl,
         )
-        self.scheduler = Scheduler(self.source, ack_timeout=config.ack_timeout)
+        self.scheduler = Scheduler(
+            self.source, self.journal, ack_timeout=config.ack_timeout, approval=config.approval
+        )
         self.baseline = BaselineBook(config.baseline_window)
         self.preflight: Preflight | None = None
         self._guard_task: asyncio.Task[None] | None = None
@@ -93,9 +129,77 @@ class ControlServer:
         self._xds_server: grpc.aio.Server | None = None
         self._api_server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
-        self._metrics_http: object | None = None
+        self._metrics_http: Any = None
 
-    def _start_guard(self) -> None:
+    def parse_spec(self, document: Mapping[str, Any]) -> InjectionSpec:
+        """A stored request document back to its spec (it was validated when accepted)."""
+        request = json_format.ParseDict(document, faultplane_pb2.InjectionRequest())
+        return validate_request(request, self.config.mesh, None)
+
+    async def start(self) -> None:
+        config = self.config
+        await self.scheduler.restore(self.parse_spec)
+        await self._start_guard()
+        self._xds_server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            AdsServer(self.cache, self.registry, self.source), self._xds_server
+        )
+        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{config.xds_port}")
+        self._api_server = self._build_api_server()
+        self._start_metrics()
+        await self._xds_server.start()
+        await self._api_server.start()
+        for service in ("", FAULT_SERVICE, ADS_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if config.auth == "local":
+            log.warning(LOCAL_MODE_WARNING)
+        log.info(
+            "control server started",
+            xds=f"{HOST}:{self.xds_port}",
+            api=f"{HOST}:{self.api_port}",
+            metrics=f"{HOST}:{self.metrics_port}" if self.metrics_port else None,
+            pods=len(config.mesh.pods),
+            instance=self.cache.instance,
+            db=str(self.store.path),
+            auth=config.auth,
+            tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
+        )
+
+    def _build_api_server(self) -> grpc.aio.Server:
+        config = self.config
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        authenticator = Authenticator(self.store, config.auth)
+        service = FaultService(
+            Gate(authenticator, self.journal),
+            self.registry,
+            self.scheduler,
+            config.mesh,
+            self.store,
+            self.journal,
+            self.preflight,
+        )
+        faultplane_pb2_grpc.add_FaultServiceServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (FAULT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{HOST}:{config.api_port}"
+        if config.tls is None:
+            self.api_port = server.add_insecure_port(address)
+        else:
+            tls = config.tls
+            credentials = server_credentials(tls.cert, tls.key, tls.client_ca)
+            self.api_port = server.add_secure_port(address, credentials)
+        return server
+
+    def _start_metrics(self) -> None:
+        if self.config.metrics_port is None:
+            return
+        server, _thread = prometheus_client.start_http_server(self.config.metrics_port, addr=HOST)
+        self._metrics_http = server
+        self.metrics_port = server.server_port
+
+    async def _start_guard(self) -> None:
         """The steady-state guard and baseline sampler, when a catalogue is configured."""
         config = self.config
         if not config.slos:
@@ -108,6 +212,10 @@ class ControlServer:
         if config.prometheus_url:
             prometheus = PrometheusSource(config.prometheus_url, self._session)
             sources["prometheus"] = prometheus
+        since = time.time() - config.baseline_window
+        for name in config.slos:  # the baseline survives restarts too
+            for sample in await self.journal.run(self.store.baseline_samples, name, since):
+                self.baseline.add(name, Reading(sample.value, sample.error, sample.at))
         self.preflight = Preflight(
             config.slos,
             self.baseline,
@@ -119,49 +227,9 @@ class ControlServer:
         )
         guard = SteadyStateGuard(
             self.scheduler, self.source, config.slos, sources, envoy, self.baseline,
-            config.guard_tick,
+            self.journal, config.guard_tick,
         )  # fmt: skip
         self._guard_task = asyncio.create_task(guard.run(self._session))
-
-    async def start(self) -> None:
-        config = self.config
-        self._start_guard()
-        self._xds_server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServer(self.cache, self.registry, self.source), self._xds_server
-        )
-        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{config.xds_port}")
-
-        self._api_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        faultplane_pb2_grpc.add_FaultServiceServicer_to_server(
-            FaultService(self.registry, self.scheduler, config.mesh, self.preflight),
-            self._api_server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._api_server)
-        reflection.enable_server_reflection(
-            (FAULT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._api_server
-        )
-        self.api_port = self._api_server.add_insecure_port(f"{HOST}:{self.config.api_port}")
-
-        if self.config.metrics_port is not None:
-            server, _thread = prometheus_client.start_http_server(
-                self.config.metrics_port, addr=HOST
-            )
-            self._metrics_http = server
-            self.metrics_port = server.server_port
-
-        await self._xds_server.start()
-        await self._api_server.start()
-        for service in ("", FAULT_SERVICE, ADS_SERVICE):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "control server started",
-            xds=f"{HOST}:{self.xds_port}",
-            api=f"{HOST}:{self.api_port}",
-            metrics=f"{HOST}:{self.metrics_port}" if self.metrics_port else None,
-            pods=len(self.config.mesh.pods),
-            instance=self.cache.instance,
-        )
 
     async def stop(self, grace: float = 1.0) -> None:
         await self._health.enter_graceful_shutdown()
@@ -174,10 +242,10 @@ class ControlServer:
         servers = [s for s in (self._api_server, self._xds_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()  # type: ignore[attr-defined]
-            self._metrics_http.server_close()  # type: ignore[attr-defined]
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self.journal.close()
+        self.store.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         log.info("control server stopped")
-
-    async def wait_for_termination(self) -> None:
-        assert self._xds_server is not None
-        await self._xds_server.wait_for_termination()

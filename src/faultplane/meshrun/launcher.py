@@ -162,7 +162,11 @@ class MeshRun:
         return child
 
     async def _start_server(self, resolved_mesh: Path) -> None:
-        argv = [sys.executable, "-m", "faultplane", "serve", "--mesh", str(resolved_mesh)]
+        # The local mesh is a single-user demo on loopback: no tokens; its own store.
+        argv = [
+            sys.executable, "-m", "faultplane", "serve", "--mesh", str(resolved_mesh),
+            "--auth", "local", "--db", str(self.run_dir / "faultplane.db"),
+        ]  # fmt: skip
         argv += self.server_args
         self.server = self._spawn(Child("control-server", argv, self.run_dir / "server.log"))
         await self.wait_server_healthy()

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
+from faultplane.scheduler.delivery import FaultPlane
+from faultplane.scheduler.journal import Journal
 from faultplane.scheduler.model import Injection, SloReading
-from faultplane.scheduler.scheduler import FaultPlane, Scheduler
+from faultplane.scheduler.scheduler import Scheduler
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.sources import EnvoySource, Reading, SloSource
@@ -27,6 +29,7 @@ from faultplane.spec import SteadyStateSpec
 
 log = structlog.get_logger("faultplane.guard")
 CLOCK_TOLERANCE = 0.001
+PRUNE_EVERY_TICKS = 600
 
 
 @dataclass
@@ -79,6 +82,7 @@ class SteadyStateGuard:
         sources: Mapping[str, SloSource],
         envoy: EnvoySource,
         baseline: BaselineBook,
+        journal: Journal,
         tick_seconds: float = 1.0,
     ) -> None:
         self._scheduler = scheduler
@@ -87,8 +91,10 @@ class SteadyStateGuard:
         self._sources = sources
         self._envoy = envoy
         self._baseline = baseline
+        self._journal = journal
         self._tick = tick_seconds
         self._trackers: dict[str, BreachTracker] = {}
+        self._ticks = 0
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         """Tick until cancelled, on a fixed schedule (a slow tick does not shift the next)."""
@@ -106,9 +112,16 @@ class SteadyStateGuard:
 
     async def tick(self, session: aiohttp.ClientSession, at: float) -> None:
         await self._envoy.sample(session, self._admins())
+        store = self._journal.store
         for slo in self._catalogue.values():
-            pods = self._pods_of(slo.service)
-            self._baseline.add(slo.name, await self._sources[slo.source].read(slo, pods))
+            reading = await self._sources[slo.source].read(slo, self._pods_of(slo.service))
+            self._baseline.add(slo.name, reading)
+            await self._journal.run(
+                store.add_baseline_sample, slo.name, reading.at, reading.value, reading.error
+            )
+        self._ticks += 1
+        if self._ticks % PRUNE_EVERY_TICKS == 0:
+            await self._journal.run(store.prune_baseline, at - self._baseline.keep_seconds)
         active = self._scheduler.active()
         for injection in active:
             await self._watch(injection, at)
@@ -135,7 +148,7 @@ class SteadyStateGuard:
             control = await source.read(slo, others)
         tracker = self._trackers.setdefault(injection.id, BreachTracker(steady))
         observed = tracker.observe(at, reading, control)
-        self._scheduler.record_reading(injection.id, observed)
+        await self._scheduler.record_reading(injection.id, observed)
         if tracker.must_abort(observed):
             assert tracker.started is not None
             limit_at = tracker.started + steady.abort_after_seconds

@@ -2,6 +2,7 @@
 
 Every state change goes through `Injection.transition`, which enforces the state machine:
 
+    PENDING_APPROVAL -> PENDING | ABORTED        (two-person rule; expiry aborts)
     PENDING -> ACTIVE -> COMPLETED | ABORTED | FAILED
     PENDING -> ABORTED | FAILED
 """
@@ -18,6 +19,7 @@ from faultplane.spec import InjectionSpec
 
 
 class State(enum.Enum):
+    PENDING_APPROVAL = "PENDING_APPROVAL"
     PENDING = "PENDING"
     ACTIVE = "ACTIVE"
     COMPLETED = "COMPLETED"
@@ -26,10 +28,11 @@ class State(enum.Enum):
 
     @property
     def live(self) -> bool:
-        return self in (State.PENDING, State.ACTIVE)
+        return self in (State.PENDING_APPROVAL, State.PENDING, State.ACTIVE)
 
 
 ALLOWED = {
+    State.PENDING_APPROVAL: {State.PENDING, State.ABORTED},
     State.PENDING: {State.ACTIVE, State.ABORTED, State.FAILED},
     State.ACTIVE: {State.COMPLETED, State.ABORTED, State.FAILED},
 }
@@ -93,10 +96,18 @@ class Injection:
     verdict: str = ""
     # When the breach that aborted it had lasted abort_after (wall clock).
     breach_limit_at: float | None = None
+    # Set (and persisted) once its end is decided, before the withdrawal: a restart
+    # mid-withdrawal finishes the decided end instead of resuming the fault.
+    ending: tuple[State, str, str] | None = None  # state, reason, verdict
+    approved_by: str = ""
 
     def __post_init__(self) -> None:
         if not self.transitions:
             self.transitions.append(Transition(None, self.state, self.created_at, self.reason))
+
+    @property
+    def owner(self) -> str:
+        return self.spec.owner
 
     def transition(
         self, to_state: State, reason: str, evidence: tuple[Evidence, ...] = ()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from faultplane.scheduler.scheduler import FaultPlane, Refused
+from faultplane.scheduler.delivery import FaultPlane
+from faultplane.scheduler.scheduler import Refused
 from faultplane.slo.baseline import BaselineBook, BaselineStats, baseline_stats, preflight_problem
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.sources import PrometheusSource

@@ -1,15 +1,17 @@
 """Owns every injection from admission to withdrawal.
 
-Admission (target selection, conflict and slot checks, registration) is synchronous, so
-concurrent CreateInjection calls on the event loop cannot interleave inside it. Each
-admitted injection then runs one lifecycle task:
+Admission (freeze, target selection, conflict and slot checks, registration) runs without
+an `await`, so concurrent CreateInjection calls on the event loop cannot interleave inside
+it. Each admitted injection is on disk before anything is pushed, and then runs one
+lifecycle task:
 
-    arm (RDS, faults at 0 %) -> enable (RTDS keys, leased) -> ACTIVE
-      -> deadline timer | abort request | activation failure
-      -> withdraw (RTDS first: instant off; then RDS) -> COMPLETED | ABORTED | FAILED
+    [PENDING_APPROVAL -> approved] -> arm (RDS, faults at 0 %) -> enable (RTDS keys,
+      leased) -> ACTIVE -> deadline timer | abort | guard | activation failure
+      -> the end is recorded -> withdraw (RTDS first: instant off; then RDS)
+      -> COMPLETED | ABORTED | FAILED
 
-Every push waits for each target's ACK (bounded by `ack_timeout`), and the answers are
-kept as the transition's evidence.
+Every push waits for each target's ACK (bounded by `ack_timeout`); the answers are kept
+as the transition's evidence. A restart reloads every injection (see `restore`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
+from faultplane.scheduler.approval import ApprovalPolicy, Freeze
+from faultplane.scheduler.delivery import Delivery, FaultPlane, SlotsExhausted
+from faultplane.scheduler.journal import Journal
 from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
+from faultplane.scheduler.records import SpecParser, injection_from_record
+from faultplane.scheduler.restore import Resume, restore_decision
 from faultplane.scheduler.targets import select_targets
 from faultplane.spec import InjectionSpec
 from faultplane.xds import types
-from faultplane.xds.faults import FaultAssignment, SlotsExhausted
-from faultplane.xds.registry import AckOutcome, SidecarStatus
+from faultplane.xds.faults import FaultAssignment
 from faultplane.xds.resources import Resources
 
 log = structlog.get_logger("faultplane.scheduler")
@@ -37,24 +43,9 @@ log = structlog.get_logger("faultplane.scheduler")
 # The lease on switched-on faults outlives the deadline by this much, so the timer, not
 # the lease, ends a fault while the control server is up.
 LEASE_GRACE_SECONDS = 0.5
-
-
-class FaultPlane(Protocol):
-    """What the scheduler needs from the xDS side (implemented by xds.source.MeshSource)."""
-
-    def candidates(self, service: str) -> list[SidecarStatus]: ...
-
-    def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources: ...
-
-    def set_faults(
-        self, node_id: str, faults: Sequence[FaultAssignment], lease_until: float | None
-    ) -> dict[str, int]: ...
-
-    def is_connected(self, node_id: str) -> bool: ...
-
-    async def wait_for(
-        self, node_id: str, type_url: str, generation: int, timeout: float
-    ) -> AckOutcome: ...
+SYSTEM = "faultplane"  # the principal of transitions nobody asked for (deadline, guard)
+HELD = "hypothesis held"
+REFUTED = "hypothesis refuted"
 
 
 class Refused(Exception):
@@ -72,59 +63,70 @@ class Plan:
     rendered: dict[str, Resources]  # per target: what it would be sent, fault switched on
 
 
-HELD = "hypothesis held"
-REFUTED = "hypothesis refuted"
-
-
 @dataclass(frozen=True)
 class _End:
     state: State
     reason: str
     evidence: tuple[Evidence, ...] = ()
     verdict: str = ""
+    by: str = SYSTEM
 
 
 class Scheduler:
-    def __init__(self, plane: FaultPlane, ack_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        plane: FaultPlane,
+        journal: Journal,
+        ack_timeout: float = 10.0,
+        approval: ApprovalPolicy | None = None,
+    ) -> None:
+        self._delivery = Delivery(plane, ack_timeout)
         self._plane = plane
-        self._ack_timeout = ack_timeout
+        self._journal = journal
+        self._approval = approval or ApprovalPolicy()
         self._injections: dict[str, Injection] = {}
-        self._faults: dict[str, dict[str, FaultAssignment]] = {}  # node -> injection -> fault
-        self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
         self._stops: dict[str, asyncio.Future[_End]] = {}
+        self._approvals: dict[str, asyncio.Future[str]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: set[asyncio.Queue[tuple[Injection, Transition]]] = set()
+        self._freeze: Freeze | None = None
 
     # -- admission -------------------------------------------------------------------
 
     def plan(self, spec: InjectionSpec) -> Plan:
         injection_id = new_injection_id()
         matched, targets = self._select(spec, injection_id)
-        rendered = {
-            node: self._render_with(node, self._assignment(injection_id, spec, enabled=True))
-            for node in targets
-        }
-        return Plan(matched, targets, rendered)
+        fault = FaultAssignment(injection_id, spec.fault, spec.target.scope, enabled=True)
+        return Plan(matched, targets, {node: self._render_with(node, fault) for node in targets})
 
-    def create(self, spec: InjectionSpec, document: Mapping[str, Any]) -> Injection:
+    async def create(
+        self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
+    ) -> Injection:
+        """Admit, record, and start an injection (or park it for approval)."""
+        if self._freeze is not None and self._freeze.active(time.time()):
+            raise Refused(self._freeze.describe())
         injection_id = new_injection_id()
         matched, targets = self._select(spec, injection_id)
-        armed = self._assignment(injection_id, spec, enabled=False)
-        for node in targets:
-            self._render_with(node, armed)
-        injection = Injection(injection_id, spec, targets, matched, document)
-        self._injections[injection_id] = injection
-        self._stops[injection_id] = asyncio.get_running_loop().create_future()
-        self._tasks[injection_id] = asyncio.create_task(self._lifecycle(injection))
-        log.info(
-            "injection created",
-            injection=injection_id,
-            owner=spec.owner,
-            service=spec.target.service,
-            targets=list(targets),
-            duration_s=spec.duration_seconds,
+        needs = self._approval.reasons(spec)
+        first = State.PENDING_APPROVAL if needs else State.PENDING
+        reason = (
+            f"waiting for approval by someone other than {spec.owner}: {'; '.join(needs)}"
+            if needs
+            else "accepted, pushing to targets"
         )
-        self._publish(injection, injection.transitions[-1])
+        injection = Injection(
+            injection_id, spec, targets, matched, document, state=first, reason=reason
+        )
+        self._injections[injection_id] = injection  # from here on, others see its scope
+        try:
+            await self._journal.transition(injection, injection.transitions[0], principal)
+        except Exception:
+            del self._injections[injection_id]
+            raise
+        log.info("injection created", injection=injection_id, owner=spec.owner,
+                 service=spec.target.service, targets=list(targets), state=first.value)  # fmt: skip
+        self._start(injection)
+        self._publish(injection, injection.transitions[0])
         return injection
 
     def _select(
@@ -143,24 +145,60 @@ class Scheduler:
                 f"steady_state.compare: control mode needs unfaulted sidecars of "
                 f"{target.service}, but all {len(sidecars)} would be faulted"
             )
-        for node in chosen:
-            for other in self._faults.get(node, {}).values():
-                if other.scope == target.scope:
+        for other in self._injections.values():
+            if other.state.live and other.spec.target.scope == target.scope:
+                shared = sorted(set(other.targets) & set(chosen))
+                if shared:
                     raise Refused(
-                        f"target: sidecar {node} already has live injection "
-                        f"{other.injection_id} on the same traffic scope"
+                        f"target: sidecar {shared[0]} already has live injection {other.id} "
+                        "on the same traffic scope"
                     )
+        fault = FaultAssignment(injection_id, spec.fault, target.scope, enabled=False)
+        for node in chosen:
+            self._render_with(node, fault)
         return matched, chosen
 
     def _render_with(self, node: str, fault: FaultAssignment) -> Resources:
         try:
-            return self._plane.render(node, [*self._faults.get(node, {}).values(), fault])
+            return self._delivery.render_with(node, fault)
         except SlotsExhausted as exc:
             raise Refused(f"target: sidecar {node}: {exc}") from exc
 
-    @staticmethod
-    def _assignment(injection_id: str, spec: InjectionSpec, enabled: bool) -> FaultAssignment:
-        return FaultAssignment(injection_id, spec.fault, spec.target.scope, enabled)
+    def _start(self, injection: Injection, resume: Resume | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._stops[injection.id] = loop.create_future()
+        if injection.state is State.PENDING_APPROVAL:
+            self._approvals[injection.id] = loop.create_future()
+        self._tasks[injection.id] = asyncio.create_task(self._lifecycle(injection, resume))
+
+    # -- approval and freeze -----------------------------------------------------------
+
+    def approve(self, injection_id: str, principal: str) -> Injection:
+        injection = self.get(injection_id)
+        if injection.state is not State.PENDING_APPROVAL:
+            raise Refused(
+                f"injection {injection_id} is {injection.state.value}, not PENDING_APPROVAL"
+            )
+        if principal == injection.owner:
+            raise Refused(f"{principal} owns {injection_id}: someone else must approve it")
+        waiting = self._approvals[injection_id]
+        if not waiting.done():
+            waiting.set_result(principal)
+        return injection
+
+    async def freeze(self, until: float | None, reason: str, principal: str) -> Freeze:
+        self._freeze = Freeze(until, reason, principal, time.time())
+        await self._journal.run(self._journal.store.set_setting, "freeze", self._freeze.body())
+        return self._freeze
+
+    async def unfreeze(self) -> None:
+        self._freeze = None
+        await self._journal.run(self._journal.store.set_setting, "freeze", None)
+
+    def frozen(self) -> Freeze | None:
+        if self._freeze is not None and not self._freeze.active(time.time()):
+            return None
+        return self._freeze
 
     # -- queries ---------------------------------------------------------------------
 
@@ -192,17 +230,25 @@ class Scheduler:
 
     # -- rollback --------------------------------------------------------------------
 
-    async def abort(self, injection_id: str, reason: str) -> Injection:
+    async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
         """Withdraw a live injection; returns once every target answered the withdrawal."""
         injection = self.get(injection_id)
         if not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
-        self._request_stop(injection_id, _operator_abort(reason))
+        self._request_stop(injection_id, _operator_abort(reason, principal))
         await asyncio.shield(self._tasks[injection_id])
         return injection
 
-    def record_reading(self, injection_id: str, reading: SloReading) -> None:
+    async def abort_all(self, reason: str, principal: str) -> list[Injection]:
+        live = [inj for inj in self._injections.values() if inj.state.live]
+        for injection in live:
+            self._request_stop(injection.id, _operator_abort(reason, principal))
+        await asyncio.gather(*(asyncio.shield(self._tasks[inj.id]) for inj in live))
+        return live
+
+    async def record_reading(self, injection_id: str, reading: SloReading) -> None:
         self.get(injection_id).readings.append(reading)
+        await self._journal.reading(injection_id, reading)
 
     def refute(self, injection_id: str, reason: str, breach_limit_at: float) -> None:
         """The steady-state guard's abort: withdraw now, without waiting here."""
@@ -211,15 +257,9 @@ class Scheduler:
             injection.breach_limit_at = breach_limit_at
             self._request_stop(injection_id, _End(State.ABORTED, reason, verdict=REFUTED))
 
-    async def abort_all(self, reason: str) -> list[Injection]:
-        live = [inj for inj in self._injections.values() if inj.state.live]
-        for injection in live:
-            self._request_stop(injection.id, _operator_abort(reason))
-        await asyncio.gather(*(asyncio.shield(self._tasks[inj.id]) for inj in live))
-        return live
-
     async def close(self) -> None:
-        """Stop every lifecycle task without withdrawing: leases end the faults."""
+        """Stop every lifecycle task without withdrawing: leases end the faults, and a
+        restart on the same store resumes what is still due."""
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -229,122 +269,144 @@ class Scheduler:
         if not stop.done():
             stop.set_result(end)
 
+    # -- restart ---------------------------------------------------------------------
+
+    async def restore(self, parse_spec: SpecParser) -> None:
+        """Reload every injection from the store: resume the live ones that are still due,
+        finish the rest (their faults are already gone with the lease)."""
+        store = self._journal.store
+        freeze = await self._journal.run(store.get_setting, "freeze")
+        self._freeze = Freeze.from_body(freeze) if freeze else None
+        for stored in await self._journal.run(store.load_injections, None):
+            readings = await self._journal.run(store.slo_readings, stored.id)
+            injection = injection_from_record(stored, readings, parse_spec)
+            self._injections[injection.id] = injection
+            if not injection.state.live:
+                continue
+            decision = restore_decision(injection, time.time())
+            if decision is None:
+                self._start(injection)
+            elif isinstance(decision, Resume):
+                # Back in every target's desired state before any sidecar reconnects.
+                log.info("resuming injection", injection=injection.id, left_s=decision.remaining)
+                spec = injection.spec
+                self._delivery.lease(
+                    injection.id, time.monotonic() + decision.remaining + LEASE_GRACE_SECONDS
+                )
+                fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True)
+                self._delivery.place(injection.targets, injection.id, fault)
+                self._start(injection, decision)
+            else:
+                injection.verdict = decision.verdict
+                await self._transition(injection, decision.state, decision.reason)
+
     # -- lifecycle -------------------------------------------------------------------
 
-    async def _lifecycle(self, injection: Injection) -> None:
-        end = await self._run_until_end(injection)
+    async def _lifecycle(self, injection: Injection, resume: Resume | None) -> None:
+        end = await self._run_until_end(injection, resume)
+        injection.ending = (end.state, end.reason, end.verdict)
+        await self._journal.save(injection)  # a restart now finishes this end
         evidence = await self._withdraw(injection)
         injection.verdict = end.verdict
-        self._transition(injection, end.state, end.reason, end.evidence + evidence)
-        self._lease_until.pop(injection.id, None)
+        await self._transition(injection, end.state, end.reason, end.evidence + evidence, end.by)
+        self._delivery.lease(injection.id, None)
 
-    async def _run_until_end(self, injection: Injection) -> _End:
+    async def _run_until_end(self, injection: Injection, resume: Resume | None) -> _End:
         stop = self._stops[injection.id]
-        activation = asyncio.create_task(self._activate(injection))
-        await asyncio.wait({activation, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if not activation.done():
-            activation.cancel()
-            await asyncio.gather(activation, return_exceptions=True)
-            return stop.result()
-        failure = activation.result()
-        if failure is not None:
-            return failure
+        if injection.state is State.PENDING_APPROVAL:
+            approved = await self._await_approval(injection, stop)
+            if approved is not None:
+                return approved
+        if resume is None:
+            activation = asyncio.create_task(self._activate(injection))
+            await asyncio.wait({activation, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not activation.done():
+                activation.cancel()
+                await asyncio.gather(activation, return_exceptions=True)
+                return stop.result()
+            if (failure := activation.result()) is not None:
+                return failure
+            remaining = injection.spec.duration_seconds
+        else:
+            remaining = resume.remaining
         if stop.done():
             return stop.result()
+        deadline = _End(State.COMPLETED, "deadline reached", verdict=HELD)
         timer = asyncio.get_running_loop().call_later(
-            injection.spec.duration_seconds,
-            self._request_stop,
-            injection.id,
-            _End(State.COMPLETED, "deadline reached", verdict=HELD),
+            remaining, self._request_stop, injection.id, deadline
         )
         try:
             return await stop
         finally:
             timer.cancel()
 
+    async def _await_approval(
+        self, injection: Injection, stop: asyncio.Future[_End]
+    ) -> _End | None:
+        """None once approved (now PENDING); else why it ended while waiting."""
+        approval = self._approvals[injection.id]
+        timeout = self._approval.timeout_seconds - (time.time() - injection.created_at)
+        done, _ = await asyncio.wait(
+            {approval, stop}, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
+        )
+        if stop in done:
+            return stop.result()
+        if approval not in done:
+            return _End(
+                State.ABORTED, f"approval expired after {self._approval.timeout_seconds:g}s"
+            )
+        approver = approval.result()
+        injection.approved_by = approver
+        await self._transition(
+            injection, State.PENDING, f"approved by {approver}, pushing to targets", by=approver
+        )
+        return None
+
     async def _activate(self, injection: Injection) -> _End | None:
         """Arm, then enable, on every target; None once ACTIVE, else why it failed."""
-        armed = self._assignment(injection.id, injection.spec, enabled=False)
-        arm = await self._push(injection.targets, injection.id, armed, types.ROUTE)
+        armed = FaultAssignment(
+            injection.id, injection.spec.fault, injection.spec.target.scope, False
+        )
+        arm = await self._delivery.push(injection.targets, injection.id, armed, types.ROUTE)
         if failure := _failure(arm, "arming"):
             return failure
-        self._lease_until[injection.id] = (
-            time.monotonic() + injection.spec.duration_seconds + LEASE_GRACE_SECONDS
+        self._delivery.lease(
+            injection.id, time.monotonic() + injection.spec.duration_seconds + LEASE_GRACE_SECONDS
         )
         enabled = replace(armed, enabled=True)
-        enable = await self._push(injection.targets, injection.id, enabled, types.RUNTIME)
+        enable = await self._delivery.push(injection.targets, injection.id, enabled, types.RUNTIME)
         if failure := _failure(enable, "switching on", arm):
             return failure
-        self._transition(
+        await self._transition(
             injection, State.ACTIVE, "every target acknowledged the fault", arm + enable
         )
         return None
 
     async def _withdraw(self, injection: Injection) -> tuple[Evidence, ...]:
         """RTDS first (the fault stops at once), then RDS (the config goes away)."""
-        carrying = [
-            node for node in injection.targets if injection.id in self._faults.get(node, {})
-        ]
-        off = replace(self._faults[carrying[0]][injection.id], enabled=False) if carrying else None
-        switch_off = await self._push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
-        remove = await self._push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
+        carrying = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
+        if not carrying:
+            return ()
+        fault = self._delivery.carries(carrying[0], injection.id)
+        assert fault is not None
+        off = replace(fault, enabled=False)
+        push = self._delivery.push
+        switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
+        remove = await push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
         return switch_off + remove
 
-    async def _push(
+    async def _transition(
         self,
-        nodes: Sequence[str],
-        injection_id: str,
-        fault: FaultAssignment | None,
-        type_url: str,
-        wait_gone: bool = True,
-    ) -> tuple[Evidence, ...]:
-        """Set (or, with None, remove) the injection's fault on `nodes`; collect answers.
-
-        With `wait_gone` False, disconnected sidecars are not waited for: their lease ends
-        the fault, and they get the new state when they reconnect.
-        """
-        waits = []
-        for node in nodes:
-            faults = self._faults.setdefault(node, {})
-            if fault is None:
-                faults.pop(injection_id, None)
-            else:
-                faults[injection_id] = fault
-            generation = self._plane.set_faults(node, list(faults.values()), self._lease_of(node))
-            waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
-        return tuple(await asyncio.gather(*waits))
-
-    def _lease_of(self, node: str) -> float | None:
-        leases = [
-            self._lease_until[injection_id]
-            for injection_id, fault in self._faults.get(node, {}).items()
-            if fault.enabled and injection_id in self._lease_until
-        ]
-        return min(leases, default=None)
-
-    async def _answer(self, node: str, type_url: str, generation: int, wait_gone: bool) -> Evidence:
-        short = types.short_name(type_url)
-        if not wait_gone and not self._plane.is_connected(node):
-            return Evidence(node, short, "", "disconnected")
-        try:
-            outcome = await self._plane.wait_for(node, type_url, generation, self._ack_timeout)
-        except TimeoutError:
-            return Evidence(node, short, "", "timeout", f"no answer within {self._ack_timeout:g}s")
-        return Evidence(
-            node, short, outcome.version, "acked" if outcome.acked else "nacked", outcome.error
-        )
-
-    def _transition(
-        self, injection: Injection, state: State, reason: str, evidence: tuple[Evidence, ...]
+        injection: Injection,
+        state: State,
+        reason: str,
+        evidence: tuple[Evidence, ...] = (),
+        by: str = SYSTEM,
     ) -> None:
         change = injection.transition(state, reason, evidence)
-        log.info(
-            "injection state changed",
-            injection=injection.id,
-            state=state.value,
-            reason=reason,
-            sidecars=len(evidence),
-        )
+        await self._journal.transition(injection, change, by)
+        log.info("injection state changed", injection=injection.id, state=state.value,
+                 reason=reason, sidecars=len(evidence))  # fmt: skip
         self._publish(injection, change)
 
     def _publish(self, injection: Injection, change: Transition) -> None:
@@ -384,8 +446,8 @@ def _failure(
     )
 
 
-def _operator_abort(reason: str) -> _End:
-    return _End(State.ABORTED, reason, verdict="inconclusive: aborted by an operator")
+def _operator_abort(reason: str, principal: str) -> _End:
+    return _End(State.ABORTED, reason, verdict="inconclusive: aborted by an operator", by=principal)
 
 
 def new_injection_id() -> str:

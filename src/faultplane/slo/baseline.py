@@ -76,13 +76,13 @@ class BaselineBook:
     """Rolling in-memory history of every catalogued SLO, sampled by the guard each tick."""
 
     def __init__(self, keep_seconds: float) -> None:
-        self._keep = keep_seconds
+        self.keep_seconds = keep_seconds
         self._readings: dict[str, deque[Reading]] = {}
 
     def add(self, slo: str, reading: Reading) -> None:
         history = self._readings.setdefault(slo, deque())
         history.append(reading)
-        while history and history[0].at < reading.at - self._keep:
+        while history and history[0].at < reading.at - self.keep_seconds:
             history.popleft()
 
     def readings(self, slo: str, window_seconds: float, now: float) -> list[Reading]:

@@ -74,7 +74,7 @@ def _parse_slo(name: Any, body: Any, services: Mapping[str, object]) -> SloDef:
     if unknown:
         raise CatalogueError(f"{where}: unknown field(s) {sorted(unknown)}")
     service = body.get("service")
-    if service not in services:
+    if not isinstance(service, str) or service not in services:
         raise CatalogueError(f"{where}.service: unknown service {service!r}")
     kind = body.get("kind", "success_ratio")
     _one_of(kind, KINDS, f"{where}.kind")
@@ -87,7 +87,11 @@ def _parse_slo(name: Any, body: Any, services: Mapping[str, object]) -> SloDef:
         raise CatalogueError(f"{where}.window_seconds: must be a number of seconds, 1 to 86400")
     threshold = body.get("threshold_ms")
     if kind == "latency_under":
-        if not isinstance(threshold, int | float) or isinstance(threshold, bool) or threshold <= 0:
+        if (
+            not isinstance(threshold, int | float)
+            or isinstance(threshold, bool)
+            or not threshold > 0
+        ):
             raise CatalogueError(f"{where}.threshold_ms: required for latency_under, > 0")
     elif threshold is not None:
         raise CatalogueError(f"{where}.threshold_ms: only for latency_under")

@@ -183,7 +183,7 @@ def _latency_share(match: str, window: str, threshold_ms: float) -> str:
 
     upper = next((le for le in ENVOY_BUCKETS if le >= threshold_ms), None)
     if upper is None:
-        return f"{count('+Inf')} / {count('+Inf')}"
+        return f"{count(ENVOY_BUCKETS[-1])} / {count('+Inf')}"
     lower = max((le for le in ENVOY_BUCKETS if le < upper), default=0.0)
     fraction = (threshold_ms - lower) / (upper - lower)
     below = count(lower) if lower else "0"

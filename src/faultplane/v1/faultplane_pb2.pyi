@@ -27,6 +27,88 @@ ABORTED: State
 FAILED: State
 PENDING_APPROVAL: State
 
+class ApproveInjectionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class FreezeRequest(_message.Message):
+    __slots__ = ("until", "reason")
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    until: float
+    reason: str
+    def __init__(self, until: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UnfreezeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetFreezeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FreezeState(_message.Message):
+    __slots__ = ("frozen", "until", "reason", "by", "at")
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    frozen: bool
+    until: _timestamp_pb2.Timestamp
+    reason: str
+    by: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("injection_id", "since", "limit")
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    injection_id: str
+    since: float
+    limit: int
+    def __init__(self, injection_id: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "at", "entry_json", "prev_hash", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: _timestamp_pb2.Timestamp
+    entry_json: str
+    prev_hash: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditVerdict(_message.Message):
+    __slots__ = ("ok", "entries", "broken_at", "problem")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_AT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    entries: int
+    broken_at: int
+    problem: str
+    def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+
 class InjectionRequest(_message.Message):
     __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner")
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -109,7 +191,7 @@ class SteadyState(_message.Message):
     def __init__(self, slo: _Optional[str] = ..., min: _Optional[float] = ..., abort_after: _Optional[float] = ..., compare: _Optional[str] = ...) -> None: ...
 
 class Injection(_message.Message):
-    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions", "verdict", "readings", "breach_limit_at")
+    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions", "verdict", "readings", "breach_limit_at", "approved_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +207,7 @@ class Injection(_message.Message):
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     READINGS_FIELD_NUMBER: _ClassVar[int]
     BREACH_LIMIT_AT_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: InjectionRequest
     state: State
@@ -140,7 +223,8 @@ class Injection(_message.Message):
     verdict: str
     readings: _containers.RepeatedCompositeFieldContainer[SloReading]
     breach_limit_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., verdict: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[SloReading, _Mapping]]] = ..., breach_limit_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    approved_by: str
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., verdict: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[SloReading, _Mapping]]] = ..., breach_limit_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_by: _Optional[str] = ...) -> None: ...
 
 class SloReading(_message.Message):
     __slots__ = ("at", "value", "breach", "breach_seconds", "error", "control_value")

@@ -79,6 +79,36 @@ class FaultServiceStub:
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.SerializeToString,
                 response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Baseline.FromString,
                 _registered_method=True)
+        self.ApproveInjection = channel.unary_unary(
+                '/faultplane.v1.FaultService/ApproveInjection',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ApproveInjectionRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+                _registered_method=True)
+        self.Freeze = channel.unary_unary(
+                '/faultplane.v1.FaultService/Freeze',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+                _registered_method=True)
+        self.Unfreeze = channel.unary_unary(
+                '/faultplane.v1.FaultService/Unfreeze',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.UnfreezeRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+                _registered_method=True)
+        self.GetFreeze = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetFreeze',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetFreezeRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/faultplane.v1.FaultService/ListAudit',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/faultplane.v1.FaultService/VerifyAudit',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -147,6 +177,46 @@ class FaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveInjection(self, request, context):
+        """The second person of the two-person rule: starts an injection in PENDING_APPROVAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Freeze(self, request, context):
+        """The safety lever: refuse every new injection until `until` (or until unfrozen).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unfreeze(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFreeze(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """The audit log: every call (refused ones too), transition and sidecar answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """Walks the hash chain; says where it breaks if any entry was edited, moved or deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +264,36 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.GetBaseline,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.FromString,
                     response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Baseline.SerializeToString,
+            ),
+            'ApproveInjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveInjection,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ApproveInjectionRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Injection.SerializeToString,
+            ),
+            'Freeze': grpc.unary_unary_rpc_method_handler(
+                    servicer.Freeze,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.SerializeToString,
+            ),
+            'Unfreeze': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unfreeze,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.UnfreezeRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.SerializeToString,
+            ),
+            'GetFreeze': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFreeze,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetFreezeRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.FreezeState.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListAuditRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +539,168 @@ class FaultService:
             '/faultplane.v1.FaultService/GetBaseline',
             faultplane_dot_v1_dot_faultplane__pb2.GetBaselineRequest.SerializeToString,
             faultplane_dot_v1_dot_faultplane__pb2.Baseline.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveInjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ApproveInjection',
+            faultplane_dot_v1_dot_faultplane__pb2.ApproveInjectionRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Injection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Freeze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/Freeze',
+            faultplane_dot_v1_dot_faultplane__pb2.FreezeRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unfreeze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/Unfreeze',
+            faultplane_dot_v1_dot_faultplane__pb2.UnfreezeRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFreeze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetFreeze',
+            faultplane_dot_v1_dot_faultplane__pb2.GetFreezeRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.FreezeState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ListAudit',
+            faultplane_dot_v1_dot_faultplane__pb2.ListAuditRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/VerifyAudit',
+            faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,10 @@ class MeshSource:
         While any fault is switched on, the runtime layer is leased for `deadman_ttl`
         seconds (re-sent every third of it) and never beyond `lease_until`.
         """
+        base = self._base_of(node_id)
+        if base is not None and not self._cache.has(node_id):
+            # Faults set before the sidecar ever connected (a restart resuming them).
+            self._cache.set_resources(node_id, base)
         rendered = self.render(node_id, faults)
         # Faults only ever touch routes and runtime: listeners and clusters stay as they are.
         resources = {t: rendered[t] for t in (types.ROUTE, types.RUNTIME)}

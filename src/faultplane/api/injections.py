@@ -1,0 +1,160 @@
+"""Create, plan, read, abort and watch injections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import json_format
+
+from faultplane.api.convert import injection_message, state_from_message, transition_message
+from faultplane.api.gate import ApiError, rpc, stream_rpc
+from faultplane.api.validate import validate_request
+from faultplane.auth.principal import Principal
+from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
+from faultplane.spec import InjectionSpec
+from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.xds import types
+from faultplane.xds.faults import runtime_keys
+from faultplane.xds.resources import EGRESS, INGRESS
+
+if TYPE_CHECKING:
+    from faultplane.mesh import Mesh
+    from faultplane.scheduler.preflight import Preflight
+    from faultplane.scheduler.scheduler import Scheduler
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+Context = grpc.aio.ServicerContext
+
+
+class InjectionMethods:
+    scheduler: Scheduler
+    mesh: Mesh
+    preflight: Preflight | None
+    slos: Collection[str] | None
+
+    @rpc
+    async def CreateInjection(
+        self, request: pb.InjectionRequest, context: Context, principal: Principal
+    ) -> pb.Injection:
+        spec = self._spec(request, principal)
+        if self.preflight is not None:
+            await self.preflight.check(spec)
+        injection = await self.scheduler.create(spec, _document(request), principal.name)
+        return injection_message(injection)
+
+    @rpc
+    async def PlanInjection(
+        self, request: pb.InjectionRequest, context: Context, principal: Principal
+    ) -> pb.InjectionPlan:
+        spec = self._spec(request, principal)
+        plan = self.scheduler.plan(spec)
+        route_config = INGRESS if spec.target.scope.upstream is None else EGRESS
+        return pb.InjectionPlan(
+            matched=plan.matched,
+            targets=plan.targets,
+            sidecars=[
+                pb.SidecarPlan(
+                    sidecar=node,
+                    route_config=route_config,
+                    route_config_json=json_format.MessageToJson(
+                        rendered[types.ROUTE][route_config], indent=None
+                    ),
+                    runtime=runtime_keys(rendered[types.RUNTIME]),
+                )
+                for node, rendered in plan.rendered.items()
+            ],
+        )
+
+    @rpc
+    async def GetInjection(
+        self, request: pb.GetInjectionRequest, context: Context, principal: Principal
+    ) -> pb.Injection:
+        return injection_message(self.scheduler.get(_required_id(request.id)))
+
+    @rpc
+    async def ListInjections(
+        self, request: pb.ListInjectionsRequest, context: Context, principal: Principal
+    ) -> pb.ListInjectionsResponse:
+        try:
+            offset = int(request.page_token or 0)
+            if offset < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from a previous page"
+            ) from None
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        states = {state_from_message(s) for s in request.states if s != pb.STATE_UNSPECIFIED}
+        found = self.scheduler.list(states, request.service)
+        more = offset + size < len(found)
+        return pb.ListInjectionsResponse(
+            injections=[injection_message(inj) for inj in found[offset : offset + size]],
+            next_page_token=str(offset + size) if more else "",
+        )
+
+    @rpc
+    async def AbortInjection(
+        self, request: pb.AbortInjectionRequest, context: Context, principal: Principal
+    ) -> pb.Injection:
+        injection = self.scheduler.get(_required_id(request.id))
+        if not may_act_on(principal.name, principal.role, injection.owner, "AbortInjection"):
+            raise PermissionDenied(
+                f"{principal.name} ({principal.role.value}) may not abort {injection.id}, "
+                f"owned by {injection.owner}"
+            )
+        aborted = await self.scheduler.abort(
+            injection.id, _abort_reason(request.reason, principal), principal.name
+        )
+        return injection_message(aborted)
+
+    @rpc
+    async def AbortAllInjections(
+        self, request: pb.AbortAllInjectionsRequest, context: Context, principal: Principal
+    ) -> pb.AbortAllInjectionsResponse:
+        aborted = await self.scheduler.abort_all(
+            _abort_reason(request.reason, principal), principal.name
+        )
+        return pb.AbortAllInjectionsResponse(aborted=[injection_message(inj) for inj in aborted])
+
+    @stream_rpc
+    async def WatchInjections(
+        self, request: pb.WatchInjectionsRequest, context: Context, principal: Principal
+    ) -> AsyncIterator[pb.InjectionEvent]:
+        watch = self.scheduler.watch()
+        try:
+            # Headers go out once subscribed, so a client can wait for them before acting.
+            await context.send_initial_metadata(())
+            async for injection, change in watch:
+                if request.id and injection.id != request.id:
+                    continue
+                yield pb.InjectionEvent(
+                    injection=injection_message(injection), transition=transition_message(change)
+                )
+        finally:
+            watch.close()
+
+    def _spec(self, request: pb.InjectionRequest, principal: Principal) -> InjectionSpec:
+        if not may_claim_owner(principal.name, principal.role, request.owner):
+            raise PermissionDenied(
+                f"owner: {request.owner!r} is not you ({principal.name}); only an admin may "
+                "file an injection for someone else"
+            )
+        return validate_request(request, self.mesh, self.slos)
+
+
+def _required_id(injection_id: str) -> str:
+    if not injection_id:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "id: required")
+    return injection_id
+
+
+def _document(request: pb.InjectionRequest) -> dict[str, Any]:
+    return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
+def _abort_reason(reason: str, principal: Principal) -> str:
+    by = f"aborted by {principal.name}" if principal.via != "local" else "aborted by operator"
+    return f"{by}: {reason}" if reason else by

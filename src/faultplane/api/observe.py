@@ -1,0 +1,84 @@
+"""What the control server sees: sidecars and SLO baselines."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from faultplane.api.convert import baseline_message, timestamp
+from faultplane.api.gate import ApiError, rpc
+from faultplane.auth.principal import Principal
+from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.xds import types
+from faultplane.xds.registry import SidecarRegistry, SidecarStatus
+
+if TYPE_CHECKING:
+    from faultplane.scheduler.preflight import Preflight
+
+Context = grpc.aio.ServicerContext
+
+
+class ObserveMethods:
+    registry: SidecarRegistry
+    preflight: Preflight | None
+
+    @rpc
+    async def ListSidecars(
+        self, request: pb.ListSidecarsRequest, context: Context, principal: Principal
+    ) -> pb.ListSidecarsResponse:
+        return pb.ListSidecarsResponse(
+            sidecars=[
+                sidecar_message(sidecar)
+                for sidecar in self.registry.sidecars()
+                if not request.service or sidecar.service == request.service
+            ]
+        )
+
+    @rpc
+    async def GetBaseline(
+        self, request: pb.GetBaselineRequest, context: Context, principal: Principal
+    ) -> pb.Baseline:
+        if self.preflight is None:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION, "no SLO catalogue configured (serve --slos)"
+            )
+        if request.slo not in self.preflight.catalogue:
+            known = ", ".join(sorted(self.preflight.catalogue))
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"slo: unknown SLO {request.slo!r} (known: {known})",
+            )
+        if request.window_seconds < 0:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "window_seconds: must be >= 0")
+        stats = await self.preflight.stats(request.slo, request.window_seconds or None)
+        return baseline_message(stats, self.preflight.min_seconds)
+
+
+def sidecar_message(sidecar: SidecarStatus) -> pb.Sidecar:
+    admin_port = sidecar.metadata.get("admin_port")
+    message = pb.Sidecar(
+        node_id=sidecar.node_id,
+        cluster=sidecar.cluster,
+        service=sidecar.service,
+        labels=sidecar.labels,
+        connected=sidecar.connected,
+        admin_address=f"127.0.0.1:{int(admin_port)}" if admin_port else "",
+        connected_at=timestamp(sidecar.connected_at),
+    )
+    for type_url in types.PUSH_ORDER:
+        status = sidecar.types.get(type_url)
+        if status is None:
+            continue
+        message.xds.append(
+            pb.XdsTypeStatus(
+                type=types.short_name(type_url),
+                version_sent=status.sent_version,
+                version_acked=status.acked_version,
+                acked_at=timestamp(status.acked_at),
+                version_nacked=status.nacked_version,
+                last_error=status.last_error,
+                nacked_at=timestamp(status.nacked_at),
+            )
+        )
+    return message

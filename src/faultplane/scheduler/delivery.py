@@ -1,0 +1,112 @@
+"""Puts faults on sidecars and takes them off, and collects each sidecar's answer.
+
+Holds the desired fault state of every sidecar (which injections' faults it carries, and
+whether switched on) and the lease of every switched-on fault; each change is handed to
+the xDS side whole, then every target's ACK or NACK is awaited (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from faultplane.scheduler.model import Evidence
+from faultplane.xds import types
+from faultplane.xds.faults import FaultAssignment, SlotsExhausted
+from faultplane.xds.registry import AckOutcome, SidecarStatus
+from faultplane.xds.resources import Resources
+
+
+class FaultPlane(Protocol):
+    """What the scheduler needs from the xDS side (implemented by xds.source.MeshSource)."""
+
+    def candidates(self, service: str) -> list[SidecarStatus]: ...
+
+    def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources: ...
+
+    def set_faults(
+        self, node_id: str, faults: Sequence[FaultAssignment], lease_until: float | None
+    ) -> dict[str, int]: ...
+
+    def is_connected(self, node_id: str) -> bool: ...
+
+    async def wait_for(
+        self, node_id: str, type_url: str, generation: int, timeout: float
+    ) -> AckOutcome: ...
+
+
+class Delivery:
+    def __init__(self, plane: FaultPlane, ack_timeout: float) -> None:
+        self.plane = plane
+        self._ack_timeout = ack_timeout
+        self._faults: dict[str, dict[str, FaultAssignment]] = {}  # node -> injection -> fault
+        self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
+
+    def render_with(self, node: str, fault: FaultAssignment) -> Resources:
+        """What `node` would be sent with `fault` added (raises SlotsExhausted)."""
+        return self.plane.render(node, [*self._faults.get(node, {}).values(), fault])
+
+    def carries(self, node: str, injection_id: str) -> FaultAssignment | None:
+        return self._faults.get(node, {}).get(injection_id)
+
+    def lease(self, injection_id: str, until: float | None) -> None:
+        """Switched-on faults of this injection may not outlive `until` (monotonic)."""
+        if until is None:
+            self._lease_until.pop(injection_id, None)
+        else:
+            self._lease_until[injection_id] = until
+
+    def place(self, nodes: Sequence[str], injection_id: str, fault: FaultAssignment) -> None:
+        """Put the fault in the nodes' desired state without waiting for anyone (restore)."""
+        for node in nodes:
+            faults = self._faults.setdefault(node, {})
+            faults[injection_id] = fault
+            self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+
+    async def push(
+        self,
+        nodes: Sequence[str],
+        injection_id: str,
+        fault: FaultAssignment | None,
+        type_url: str,
+        wait_gone: bool = True,
+    ) -> tuple[Evidence, ...]:
+        """Set (or, with None, remove) the injection's fault on `nodes`; collect answers.
+
+        With `wait_gone` False, disconnected sidecars are not waited for: their lease ends
+        the fault, and they get the new state when they reconnect.
+        """
+        waits = []
+        for node in nodes:
+            faults = self._faults.setdefault(node, {})
+            if fault is None:
+                faults.pop(injection_id, None)
+            else:
+                faults[injection_id] = fault
+            generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+            waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
+        return tuple(await asyncio.gather(*waits))
+
+    def _lease_of(self, node: str) -> float | None:
+        leases = [
+            self._lease_until[injection_id]
+            for injection_id, fault in self._faults.get(node, {}).items()
+            if fault.enabled and injection_id in self._lease_until
+        ]
+        return min(leases, default=None)
+
+    async def _answer(self, node: str, type_url: str, generation: int, wait_gone: bool) -> Evidence:
+        short = types.short_name(type_url)
+        if not wait_gone and not self.plane.is_connected(node):
+            return Evidence(node, short, "", "disconnected")
+        try:
+            outcome = await self.plane.wait_for(node, type_url, generation, self._ack_timeout)
+        except TimeoutError:
+            return Evidence(node, short, "", "timeout", f"no answer within {self._ack_timeout:g}s")
+        return Evidence(
+            node, short, outcome.version, "acked" if outcome.acked else "nacked", outcome.error
+        )
+
+
+__all__ = ["Delivery", "FaultPlane", "SlotsExhausted"]

@@ -1,0 +1,75 @@
+"""A sidecar without Envoy: a real ADS client on loopback that subscribes like Envoy and
+ACKs every response. For tests of the control plane's own logic (auth, races), where
+seven real Envoys would only add time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+from faultplane.mesh import Mesh, Pod
+from faultplane.xds import types
+
+NAMES = {
+    types.CLUSTER: (),
+    types.LISTENER: (),
+    types.ROUTE: ("ingress", "egress"),
+    types.RUNTIME: ("faultplane",),
+}
+
+
+class FakeSidecar:
+    def __init__(self, xds_address: str, pod: Pod, mesh: Mesh) -> None:
+        metadata = struct_pb2.Struct()
+        metadata.update({"service": pod.service, "pod": pod.name, "labels": dict(pod.labels)})
+        self.node = base_pb2.Node(id=pod.name, cluster=pod.service, metadata=metadata)
+        self._names = {**NAMES, types.ENDPOINT: mesh.services[pod.service].dependencies}
+        self._channel = grpc.aio.insecure_channel(xds_address)
+        self._requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
+            self._channel
+        ).StreamAggregatedResources(self._outgoing())
+        self._task = asyncio.create_task(self._ack_everything())
+
+    async def _outgoing(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        for type_url in types.PUSH_ORDER:
+            yield self._request(type_url)
+        while (request := await self._requests.get()) is not None:
+            yield request
+
+    def _request(self, type_url: str, version: str = "", nonce: str = "") -> discovery_pb2.DiscoveryRequest:
+        return discovery_pb2.DiscoveryRequest(
+            node=self.node,
+            type_url=type_url,
+            resource_names=self._names[type_url],
+            version_info=version,
+            response_nonce=nonce,
+        )
+
+    async def _ack_everything(self) -> None:
+        async for response in self._call:
+            self._requests.put_nowait(
+                self._request(response.type_url, response.version_info, response.nonce)
+            )
+
+    async def close(self) -> None:
+        self._requests.put_nowait(None)
+        self._task.cancel()
+        self._call.cancel()
+        await self._channel.close()
+
+
+@asynccontextmanager
+async def fake_sidecars(xds_address: str, mesh: Mesh, pods: list[Pod]) -> AsyncIterator[list[FakeSidecar]]:
+    sidecars = [FakeSidecar(xds_address, pod, mesh) for pod in pods]
+    try:
+        yield sidecars
+    finally:
+        for sidecar in sidecars:
+            await sidecar.close()
