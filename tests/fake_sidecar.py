@@ -43,7 +43,9 @@ class FakeSidecar:
         while (request := await self._requests.get()) is not None:
             yield request
 
-    def _request(self, type_url: str, version: str = "", nonce: str = "") -> discovery_pb2.DiscoveryRequest:
+    def _request(
+        self, type_url: str, version: str = "", nonce: str = ""
+    ) -> discovery_pb2.DiscoveryRequest:
         return discovery_pb2.DiscoveryRequest(
             node=self.node,
             type_url=type_url,
@@ -66,7 +68,9 @@ class FakeSidecar:
 
 
 @asynccontextmanager
-async def fake_sidecars(xds_address: str, mesh: Mesh, pods: list[Pod]) -> AsyncIterator[list[FakeSidecar]]:
+async def fake_sidecars(
+    xds_address: str, mesh: Mesh, pods: list[Pod]
+) -> AsyncIterator[list[FakeSidecar]]:
     sidecars = [FakeSidecar(xds_address, pod, mesh) for pod in pods]
     try:
         yield sidecars

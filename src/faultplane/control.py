@@ -130,6 +130,7 @@ class ControlServer:
         self._api_server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_http: Any = None
+        self._stopped = False
 
     def parse_spec(self, document: Mapping[str, Any]) -> InjectionSpec:
         """A stored request document back to its spec (it was validated when accepted)."""
@@ -232,6 +233,9 @@ class ControlServer:
         self._guard_task = asyncio.create_task(guard.run(self._session))
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self._health.enter_graceful_shutdown()
         if self._guard_task is not None:
             self._guard_task.cancel()

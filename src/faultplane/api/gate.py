@@ -55,15 +55,13 @@ class Gate:
         self.authenticator = authenticator
         self._journal = journal
 
-    async def admit(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
-        """The caller, allowed to call `method`; raises Unauthenticated / PermissionDenied."""
-        principal = await self._journal.run(
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The caller; raises Unauthenticated. (Token lookups read the store: off-loop.)"""
+        return await self._journal.run(
             self.authenticator.authenticate,
             tuple(context.invocation_metadata() or ()),
             context.auth_context(),
         )
-        check_call(principal.role, method)
-        return principal
 
     async def record(
         self,
@@ -102,7 +100,8 @@ def rpc(handler: Handler) -> Callable[..., Awaitable[Any]]:
         gate: Gate = self.gate
         principal: Principal | None = None
         try:
-            principal = await gate.admit(method, context)
+            principal = await gate.authenticate(context)
+            check_call(principal.role, method)
             reply = await handler(self, request, context, principal)
         except Exception as exc:
             error = _status(exc)
@@ -131,13 +130,15 @@ def stream_rpc(handler: StreamHandler) -> Callable[..., AsyncIterator[Any]]:
         self: Any, request: Message, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         gate: Gate = self.gate
+        principal: Principal | None = None
         try:
-            principal = await gate.admit(method, context)
+            principal = await gate.authenticate(context)
+            check_call(principal.role, method)
         except (Unauthenticated, PermissionDenied) as exc:
             error = _status(exc)
             assert error is not None
             who = getattr(exc, "principal", None) or ""
-            await gate.record(method, request, None, error.code.name, error.message,
+            await gate.record(method, request, principal, error.code.name, error.message,
                               refused_as=who)  # fmt: skip
             await context.abort(error.code, error.message)
         await gate.record(method, request, principal, "OK")

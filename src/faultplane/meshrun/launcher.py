@@ -99,9 +99,12 @@ class MeshRun:
             child.stop()
         self._started.clear()
 
-    def restart_server(self) -> Child:
-        """A fresh control-server process on the same ports (for restart tests)."""
+    def restart_server(self, kill: bool = False) -> Child:
+        """A fresh control-server process on the same ports and store (restart tests);
+        with `kill`, the old one is SIGKILLed, as in a crash."""
         assert self.server is not None
+        if kill:
+            self.server.kill()
         self.server.stop()
         self._started.remove(self.server)
         self.server = self._spawn(Child("control-server", self.server.argv, self.server.log_path))
