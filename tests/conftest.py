@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MESH_FILE = ROOT / "envoy-configs" / "mesh.yaml"
 
 
+def server_config(mesh: Mesh, **overrides: Any) -> ServerConfig:
+    """A server on the mesh's control ports, without a metrics endpoint."""
+    return ServerConfig(
+        mesh=mesh,
+        xds_port=mesh.control.xds_port,
+        api_port=mesh.control.api_port,
+        metrics_port=None,
+        **overrides,
+    )
+
+
 @pytest.fixture
 def mesh() -> Mesh:
     """The demo mesh with every port replaced by a free loopback port."""
@@ -24,14 +36,7 @@ def mesh() -> Mesh:
 @pytest.fixture
 async def control(mesh: Mesh) -> AsyncIterator[ControlServer]:
     """A control server in this process, on the mesh's control ports, without metrics."""
-    server = ControlServer(
-        ServerConfig(
-            mesh=mesh,
-            xds_port=mesh.control.xds_port,
-            api_port=mesh.control.api_port,
-            metrics_port=None,
-        )
-    )
+    server = ControlServer(server_config(mesh))
     await server.start()
     try:
         yield server

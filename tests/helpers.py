@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,19 +19,10 @@ from faultplane.meshrun.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
-EXAMPLE: dict[str, Any] = {
-    "target": {
-        "service": "payments-api",
-        "selector": "shard=south-1",
-        "max_pods": 3,
-        "upstream": "fraud-scoring",
-    },
-    "fault": {"type": "latency", "p50_ms": 200, "p99_ms": 500},
-    "duration_seconds": 240,
-    "steady_state": {"slo": "merchant-write-success", "min": 0.995, "abort_after": 60},
-    "hypothesis": "fraud-scoring 200ms degradation must not breach merchant-write SLO",
-    "owner": "sre-oncall@paysetu.example",
-}
+# The example document, exactly as the CLI reads it.
+EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent.parent / "examples" / "latency-fraud-scoring.json").read_text()
+)
 
 
 def injection_request(

@@ -26,6 +26,7 @@ from faultplane.mesh import Mesh
 from faultplane.scheduler.approval import ApprovalPolicy
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
+from tests.conftest import server_config
 from tests.fake_sidecar import fake_sidecars
 from tests.helpers import injection_request, rpc_error, wait_state
 from tests.test_auth import Pki, pki  # noqa: F401 (the certificate fixture)
@@ -63,15 +64,7 @@ async def start(mesh: Mesh, tmp_path: Path) -> AsyncIterator[Start]:
 
     async def start_api(**config) -> Api:
         server = ControlServer(
-            ServerConfig(
-                mesh=mesh,
-                xds_port=mesh.control.xds_port,
-                api_port=mesh.control.api_port,
-                metrics_port=None,
-                db_path=tmp_path / "faultplane.db",
-                auth="token",
-                **config,
-            )
+            server_config(mesh, db_path=tmp_path / "faultplane.db", auth="token", **config)
         )
         await server.start()
         servers.append(server)

@@ -14,7 +14,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from faultplane.control import ControlServer, ServerConfig
+from faultplane.control import ControlServer
 from faultplane.mesh import load_mesh
 from faultplane.meshrun.launcher import MeshRun, envoy_argv
 from faultplane.meshrun.ports import PortAllocator
@@ -23,7 +23,7 @@ from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds import types
 from faultplane.xds.faults import INJECTION_HEADER
-from tests.conftest import MESH_FILE
+from tests.conftest import MESH_FILE, server_config
 from tests.helpers import (
     fault_runtime_keys,
     faulted_routes,
@@ -44,16 +44,7 @@ ALL_PAYMENTS = {"selector": "", "max_pods": 4}
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MeshRun]:
     mesh = load_mesh(MESH_FILE).with_ports(PortAllocator())
-    server = ControlServer(
-        ServerConfig(
-            mesh=mesh,
-            xds_port=mesh.control.xds_port,
-            api_port=mesh.control.api_port,
-            metrics_port=None,
-            deadman_ttl=5.0,
-            ack_timeout=5.0,
-        )
-    )
+    server = ControlServer(server_config(mesh, deadman_ttl=5.0, ack_timeout=5.0))
     await server.start()
     run_dir = tmp_path_factory.mktemp("mesh")
     try:

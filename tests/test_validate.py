@@ -24,24 +24,12 @@ from faultplane.spec import (
     TargetSpec,
 )
 from faultplane.v1 import faultplane_pb2 as pb
+from tests.helpers import EXAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH = load_mesh(ROOT / "envoy-configs" / "mesh.yaml")
 SLOS = {"merchant-write-success"}
 
-EXAMPLE: dict[str, Any] = {
-    "target": {
-        "service": "payments-api",
-        "selector": "shard=south-1",
-        "max_pods": 3,
-        "upstream": "fraud-scoring",
-    },
-    "fault": {"type": "latency", "p50_ms": 200, "p99_ms": 500},
-    "duration_seconds": 240,
-    "steady_state": {"slo": "merchant-write-success", "min": 0.995, "abort_after": 60},
-    "hypothesis": "fraud-scoring 200ms degradation must not breach merchant-write SLO",
-    "owner": "sre-oncall@paysetu.example",
-}
 
 DELETE = object()
 
