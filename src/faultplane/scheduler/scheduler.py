@@ -33,6 +33,7 @@ from faultplane.scheduler.model import Evidence, Injection, SloReading, State, T
 from faultplane.scheduler.records import SpecParser, injection_from_record
 from faultplane.scheduler.restore import Resume, restore_decision
 from faultplane.scheduler.targets import select_targets
+from faultplane.scheduler.watch import Watch
 from faultplane.spec import InjectionSpec
 from faultplane.xds import types
 from faultplane.xds.faults import FaultAssignment
@@ -412,24 +413,6 @@ class Scheduler:
     def _publish(self, injection: Injection, change: Transition) -> None:
         for queue in self._watchers:
             queue.put_nowait((injection, change))
-
-
-class Watch:
-    """A subscription to state changes; use as an async iterator, then `close()`."""
-
-    def __init__(self, watchers: set[asyncio.Queue[tuple[Injection, Transition]]]) -> None:
-        self._queue: asyncio.Queue[tuple[Injection, Transition]] = asyncio.Queue()
-        self._watchers = watchers
-        watchers.add(self._queue)
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> tuple[Injection, Transition]:
-        return await self._queue.get()
-
-    def close(self) -> None:
-        self._watchers.discard(self._queue)
 
 
 def _failure(
