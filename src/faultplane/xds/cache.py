@@ -139,4 +139,10 @@ class SnapshotCache:
 
 
 def _same(a: Mapping[str, any_pb2.Any], b: Mapping[str, any_pb2.Any]) -> bool:
-    return a.keys() == b.keys() and all(a[name] is b[name] or a[name] == b[name] for name in a)
+    return a.keys() == b.keys() and all(_same_any(a[name], b[name]) for name in a)
+
+
+def _same_any(a: any_pb2.Any, b: any_pb2.Any) -> bool:
+    """Interned, so usually identical objects; else compare the packed bytes (cheaper
+    than message equality, and the same thing for an `Any`)."""
+    return a is b or (a.type_url == b.type_url and a.value == b.value)

@@ -58,7 +58,10 @@ class SidecarStatus:
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
     def status(self, type_url: str) -> TypeStatus:
-        return self.types.setdefault(type_url, TypeStatus())
+        found = self.types.get(type_url)
+        if found is None:
+            found = self.types[type_url] = TypeStatus()
+        return found
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ class AckOutcome:
 class SidecarRegistry:
     def __init__(self) -> None:
         self._sidecars: dict[str, SidecarStatus] = {}
-        self._waiters: list[tuple[str, str, int, asyncio.Future[AckOutcome]]] = []
+        # (node, type) -> the generations awaited and their futures. Indexed so that an
+        # ACK resolves its own sidecar's waiters without scanning the whole fleet's.
+        self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[AckOutcome]]]] = {}
 
     def connected(self, node: base_pb2.Node) -> SidecarStatus:
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
@@ -108,15 +113,15 @@ class SidecarRegistry:
         status = self._sidecars[node_id].status(type_url)
         status.sent_version, status.sent_generation = sent.version, sent.generation
         status.sent_at = time.time()
-        metrics.XDS_RESPONSES.labels(types.short_name(type_url)).inc()
+        _metrics(type_url).responses.inc()
 
     def record_ack(self, node_id: str, type_url: str, sent: Sent, now: float) -> None:
         status = self._sidecars[node_id].status(type_url)
         status.acked_version, status.acked_generation = sent.version, sent.generation
         status.acked_at = time.time()
-        short = types.short_name(type_url)
-        metrics.XDS_ACKS.labels(short).inc()
-        metrics.XDS_PUSH_TO_ACK.labels(short).observe(now - sent.sent_at)
+        counters = _metrics(type_url)
+        counters.acks.inc()
+        counters.push_to_ack.observe(now - sent.sent_at)
         self._resolve(node_id, type_url, sent.generation, AckOutcome(True, sent.version))
 
     def record_nack(self, node_id: str, type_url: str, sent: Sent, error: str, now: float) -> None:
@@ -124,9 +129,9 @@ class SidecarRegistry:
         status.nacked_version, status.nacked_generation = sent.version, sent.generation
         status.nacked_at = time.time()
         status.last_error = error
-        short = types.short_name(type_url)
-        metrics.XDS_NACKS.labels(short).inc()
-        metrics.XDS_PUSH_TO_ACK.labels(short).observe(now - sent.sent_at)
+        counters = _metrics(type_url)
+        counters.nacks.inc()
+        counters.push_to_ack.observe(now - sent.sent_at)
         self._resolve(node_id, type_url, sent.generation, AckOutcome(False, sent.version, error))
 
     async def wait_for(
@@ -141,20 +146,55 @@ class SidecarRegistry:
             status = sidecar.status(type_url)
             if status.acked_generation >= generation:
                 return AckOutcome(True, status.acked_version)
-        future: asyncio.Future[AckOutcome] = asyncio.get_running_loop().create_future()
-        waiter = (node_id, type_url, generation, future)
-        self._waiters.append(waiter)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AckOutcome] = loop.create_future()
+        key = (node_id, type_url)
+        waiter = (generation, future)
+        self._waiters.setdefault(key, []).append(waiter)
+        # A timer on the future itself: asyncio.wait_for would add a second future and
+        # callbacks per waiter, which a fleet-wide push has by the ten thousand.
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await future
         finally:
-            self._waiters.remove(waiter)
+            timer.cancel()
+            waiters = self._waiters[key]
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[key]
 
     def _resolve(self, node_id: str, type_url: str, generation: int, outcome: AckOutcome) -> None:
-        for waiter_node, waiter_type, wanted, future in self._waiters:
-            if (
-                waiter_node == node_id
-                and waiter_type == type_url
-                and generation >= wanted
-                and not future.done()
-            ):
+        for wanted, future in self._waiters.get((node_id, type_url), ()):
+            if generation >= wanted and not future.done():
                 future.set_result(outcome)
+
+
+def _expire(future: asyncio.Future[AckOutcome]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+@dataclass(frozen=True)
+class _TypeMetrics:
+    """One xDS type's metric children, looked up once rather than on every message."""
+
+    responses: Any
+    acks: Any
+    nacks: Any
+    push_to_ack: Any
+
+
+_METRICS: dict[str, _TypeMetrics] = {}
+
+
+def _metrics(type_url: str) -> _TypeMetrics:
+    found = _METRICS.get(type_url)
+    if found is None:
+        short = types.short_name(type_url)
+        found = _METRICS[type_url] = _TypeMetrics(
+            metrics.XDS_RESPONSES.labels(short),
+            metrics.XDS_ACKS.labels(short),
+            metrics.XDS_NACKS.labels(short),
+            metrics.XDS_PUSH_TO_ACK.labels(short),
+        )
+    return found

@@ -80,14 +80,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         stream = StreamState()
         bound = log.bind(node=node.id)
         bound.info("sidecar connected", cluster=node.cluster)
+        heartbeat = _Heartbeat(events)
         try:
             event: object = first
             while event is not _CLOSED:
                 if isinstance(event, discovery_pb2.DiscoveryRequest):
                     self._on_request(node.id, stream, event, bound)
                 await self._send_due(node.id, stream, context)
-                event = await self._next_event(node.id, stream, events)
+                heartbeat.arm(stream.next_heartbeat(self._cache.get(node.id) or {}), self._clock)
+                event = await events.get()
         finally:
+            heartbeat.arm(None, self._clock)
             cancel_watch()
             self._registry.disconnected(node.id)
             bound.info("sidecar disconnected")
@@ -124,16 +127,35 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self._registry.record_sent(node_id, response.type_url, sent)
             await context.write(response)
 
-    async def _next_event(
-        self, node_id: str, stream: StreamState, events: asyncio.Queue[object]
-    ) -> object:
-        heartbeat = stream.next_heartbeat(self._cache.get(node_id) or {})
-        if heartbeat is None:
-            return await events.get()
-        try:
-            return await asyncio.wait_for(events.get(), max(0.0, heartbeat - self._clock()))
-        except TimeoutError:
-            return _CHANGED
+
+class _Heartbeat:
+    """Wakes the stream loop when a leased type is due for re-sending.
+
+    One timer per stream, re-armed after each pass of the loop, rather than a timeout
+    task around every wait for the next event.
+    """
+
+    def __init__(self, events: asyncio.Queue[object]) -> None:
+        self._events = events
+        self._due: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, due: float | None, clock: Callable[[], float]) -> None:
+        """Wake at `due` (on `clock`), or never; a pending wake for the same time stays."""
+        if due == self._due and (self._timer is None) == (due is None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = due
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, due - clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._due = None
+        self._events.put_nowait(_CHANGED)
 
 
 async def _read_requests(

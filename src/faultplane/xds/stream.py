@@ -55,6 +55,12 @@ class TypeState:
     # What last_sent carried, so a make-before-break response can keep the resources a
     # new state drops until every other type has converged.
     last_resources: Mapping[str, any_pb2.Any] = field(default_factory=dict)
+    # The subscription (wildcard, names) last_sent answered: while it and the desired
+    # version are unchanged, nothing needs recomputing to know nothing is due.
+    sent_for: tuple[bool, frozenset[str]] | None = None
+    # The leased resources last wrapped, by (version, names, ttl in ms): a lease re-send
+    # reuses them instead of packing every envelope again.
+    wrapped: tuple[tuple[str, frozenset[str], int], list[any_pb2.Any]] | None = None
 
     def wants(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -131,9 +137,16 @@ class StreamState:
         snapshot: Snapshot,
         now: float,
     ) -> tuple[discovery_pb2.DiscoveryResponse, Sent] | None:
+        last = state.last_sent
+        if (
+            last is not None
+            and last.version == desired.version
+            and state.sent_for == (state.wildcard, state.names)
+            and not _lease_due(last, desired, now)
+        ):
+            return None  # the common case, decided without building anything
         selected = {name: res for name, res in desired.resources.items() if state.wants(name)}
         version = desired.version
-        last = state.last_sent
         if last is not None and type_url in types.WILDCARD_TYPES:
             dropped = last.names - selected.keys()
             if dropped and self._others_converging(type_url, snapshot):
@@ -147,11 +160,12 @@ class StreamState:
         sent = Sent(str(next(self._nonces)), version, desired.generation, names, now)
         state.in_flight = state.last_sent = sent
         state.last_resources = selected
+        state.sent_for = (state.wildcard, state.names)
         response = discovery_pb2.DiscoveryResponse(
             version_info=version,
             type_url=type_url,
             nonce=sent.nonce,
-            resources=_wrap(selected, version, _lease_seconds(desired, now)),
+            resources=_wrapped(state, selected, version, names, _lease_seconds(desired, now)),
         )
         return response, sent
 
@@ -187,13 +201,24 @@ def _ttl(desired: TypeSnapshot | None) -> float | None:
     return desired.ttl_seconds if desired is not None else None
 
 
-def _wrap(
-    selected: Mapping[str, any_pb2.Any], version: str, ttl_seconds: float | None
+def _wrapped(
+    state: TypeState,
+    selected: Mapping[str, any_pb2.Any],
+    version: str,
+    names: frozenset[str],
+    ttl_seconds: float | None,
 ) -> list[any_pb2.Any]:
     if ttl_seconds is None:
         return list(selected.values())
+    key = (version, names, round(ttl_seconds * 1000))
+    if state.wrapped is None or state.wrapped[0] != key:
+        state.wrapped = (key, _wrap(selected, version, key[2]))
+    return state.wrapped[1]
+
+
+def _wrap(selected: Mapping[str, any_pb2.Any], version: str, ttl_ms: int) -> list[any_pb2.Any]:
     ttl = duration_pb2.Duration()
-    ttl.FromMilliseconds(round(ttl_seconds * 1000))
+    ttl.FromMilliseconds(ttl_ms)
     wrapped = []
     for name, resource in selected.items():
         envelope = any_pb2.Any()

@@ -1,0 +1,1 @@
+"""sovereign's configuration and templates for the peer scenario (bench.scenarios.peer)."""

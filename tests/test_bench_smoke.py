@@ -1,0 +1,46 @@
+"""The benchmark harness still runs: one cheap scenario with tiny parameters, and its report.
+
+Numbers are not checked here (performance goals live in bench/, never as timed
+assertions in tests); only that the harness measures and writes what it should.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("psutil", reason="the bench extra is not installed")
+
+from bench import report
+from bench.core import Context, Result
+from bench.procs import Processes
+from bench.scenarios import fanout
+
+
+async def test_fanout_with_twenty_simulated_sidecars_measures_and_reports(
+    tmp_path: Path,
+) -> None:
+    result = Result("fanout", "smoke")
+    with Processes(tmp_path / "logs") as procs:
+        ctx = Context(quick=True, work=tmp_path, procs=procs)
+        await fanout.one_size(ctx, result, 20, reps=1, window=0.5)
+        assert not [c for c in procs._children if c.alive()]  # every process stopped
+
+    figures = {f.name: f for f in result.figures}
+    assert figures["K=20: streams held"].samples == [20.0]
+    assert len(figures["K=20: change accepted -> all K ACKed"].samples) == 1
+    assert figures["K=20: server RSS per stream"].samples[0] > 0
+
+    document = {
+        "machine": {"cores": 2, "memory_gib": 1, "cpu": "x", "os": "x", "python": "3",
+                    "envoy": "1.40.0", "grpcio": "1", "faultplane_commit": "abc",
+                    "faultplane_dirty": False},
+        "run": {"mode": "quick", "started": "now", "seconds": 1.0},
+        "results": {"fanout": result.to_dict()},
+    }  # fmt: skip
+    report.write(tmp_path / "results", document, [result])
+    written = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert written["results"]["fanout"]["figures"][0]["n"] == 1
+    assert "K=20: streams held" in (tmp_path / "results" / "latest.md").read_text()
