@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,18 @@ class Mesh:
     load: LoadSpec | None = None
     control: ControlPorts = field(default_factory=ControlPorts)
 
-    @property
+    @cached_property
     def pods(self) -> tuple[Pod, ...]:
         return tuple(pod for service in self.services.values() for pod in service.pods)
 
+    @cached_property
+    def _pods_by_name(self) -> dict[str, Pod]:
+        # Every new ADS stream looks its node up: a scan would make a connect storm of N
+        # sidecars quadratic.
+        return {pod.name: pod for pod in self.pods}
+
     def pod(self, name: str) -> Pod | None:
-        return next((pod for pod in self.pods if pod.name == name), None)
+        return self._pods_by_name.get(name)
 
     def with_ports(self, allocate: Callable[[], int]) -> Mesh:
         """A copy whose every pod and control port comes from `allocate` (free ports)."""

@@ -306,7 +306,11 @@ class Scheduler:
     async def _lifecycle(self, injection: Injection, resume: Resume | None) -> None:
         end = await self._run_until_end(injection, resume)
         injection.ending = (end.state, end.reason, end.verdict)
-        await self._journal.save(injection)  # a restart now finishes this end
+        if end.state is not State.COMPLETED:
+            # A restart must finish this end, not resume the fault. (A deadline needs no
+            # record: a restart past it completes the injection anyway, and the withdrawal
+            # goes out without waiting for a disk commit.)
+            await self._journal.save(injection)
         evidence = await self._withdraw(injection)
         injection.verdict = end.verdict
         await self._transition(injection, end.state, end.reason, end.evidence + evidence, end.by)
@@ -327,14 +331,15 @@ class Scheduler:
                 return stop.result()
             if (failure := activation.result()) is not None:
                 return failure
-            remaining = injection.spec.duration_seconds
+            assert injection.ends_at is not None
+            remaining = injection.ends_at - time.time()  # the clock started at ACTIVE
         else:
             remaining = resume.remaining
         if stop.done():
             return stop.result()
         deadline = _End(State.COMPLETED, "deadline reached", verdict=HELD)
         timer = asyncio.get_running_loop().call_later(
-            remaining, self._request_stop, injection.id, deadline
+            max(0.0, remaining), self._request_stop, injection.id, deadline
         )
         try:
             return await stop
