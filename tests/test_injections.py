@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from envoy.config.route.v3 import route_pb2
 
 from faultplane.control import ControlServer
 from faultplane.mesh import load_mesh
@@ -333,10 +334,12 @@ async def test_nacked_fault_fails_and_is_withdrawn_from_every_target(
     render = source.render
 
     def render_rejected_by_payments_api_3(node_id, faults):
-        resources = render(node_id, faults)
+        resources = render(node_id, faults)  # shared by every pod: change a copy
         if node_id == "payments-api-3" and faults:
-            ingress = resources[types.ROUTE]["ingress"]
+            ingress = route_pb2.RouteConfiguration()
+            ingress.CopyFrom(resources[types.ROUTE]["ingress"])
             ingress.virtual_hosts.add(name="duplicate", domains=["*"])  # Envoy rejects this
+            resources = {**resources, types.ROUTE: {**resources[types.ROUTE], "ingress": ingress}}
         return resources
 
     monkeypatch.setattr(source, "render", render_rejected_by_payments_api_3)

@@ -49,9 +49,24 @@ class AnyInterner:
 
     def __init__(self, limit: int = INTERN_LIMIT) -> None:
         self._packed: OrderedDict[tuple[str, bytes], any_pb2.Any] = OrderedDict()
+        # The same message object handed in again (a rendering shared by a whole fleet)
+        # is not serialized again. The message is kept alive with its entry, so its id()
+        # cannot be reused while the entry exists; callers never mutate what they hand in.
+        self._by_identity: OrderedDict[int, tuple[Message, any_pb2.Any]] = OrderedDict()
         self._limit = limit
 
     def pack(self, message: Message) -> any_pb2.Any:
+        known = self._by_identity.get(id(message))
+        if known is not None and known[0] is message:
+            self._by_identity.move_to_end(id(message))
+            return known[1]
+        packed = self._pack(message)
+        self._by_identity[id(message)] = (message, packed)
+        if len(self._by_identity) > self._limit:
+            self._by_identity.popitem(last=False)
+        return packed
+
+    def _pack(self, message: Message) -> any_pb2.Any:
         key = (message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True))
         packed = self._packed.get(key)
         if packed is None:

@@ -6,6 +6,7 @@ scheduler only says which faults a sidecar should carry, and waits for ACKs.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import structlog
@@ -19,6 +20,7 @@ from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
 from faultplane.xds.resources import Resources, SidecarLayout, empty_resources, sidecar_resources
 
 log = structlog.get_logger("faultplane.xds")
+RENDER_CACHE_SIZE = 1024
 
 
 class MeshSource:
@@ -38,6 +40,9 @@ class MeshSource:
         self._cache = cache
         self._registry = registry
         self._base: dict[str, Resources] = {}
+        self._rendered: OrderedDict[tuple[str, tuple[FaultAssignment, ...]], Resources] = (
+            OrderedDict()
+        )
 
     def ensure(self, node: base_pb2.Node) -> None:
         if self._cache.has(node.id):
@@ -50,11 +55,29 @@ class MeshSource:
         self._cache.set_resources(node.id, base)
 
     def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources:
-        """What the sidecar would be sent with these faults (raises SlotsExhausted)."""
-        base = self._base_of(node_id)
-        if base is None:
+        """The routes and runtime layer the sidecar would be sent with these faults
+        (raises SlotsExhausted).
+
+        Routes depend only on the pod's service, so one rendering serves every sidecar of
+        a service carrying the same faults: a fleet-wide change renders (and the cache
+        serializes) once, not once per sidecar.
+        """
+        pod = self.mesh.pod(node_id)
+        if pod is None:
             raise KeyError(f"{node_id} is not a pod of the mesh")
-        return render_faults(base, faults, self.layout.fault_slots)
+        key = (pod.service, tuple(faults))
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            base = self._base_of(node_id)
+            assert base is not None
+            full = render_faults(base, faults, self.layout.fault_slots)
+            rendered = {t: full[t] for t in (types.ROUTE, types.RUNTIME)}
+            self._rendered[key] = rendered
+            if len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        else:
+            self._rendered.move_to_end(key)
+        return rendered
 
     def set_faults(
         self, node_id: str, faults: Sequence[FaultAssignment], lease_until: float | None
@@ -68,9 +91,8 @@ class MeshSource:
         if base is not None and not self._cache.has(node_id):
             # Faults set before the sidecar ever connected (a restart resuming them).
             self._cache.set_resources(node_id, base)
-        rendered = self.render(node_id, faults)
         # Faults only ever touch routes and runtime: listeners and clusters stay as they are.
-        resources = {t: rendered[t] for t in (types.ROUTE, types.RUNTIME)}
+        resources = self.render(node_id, faults)
         leased = any(fault.enabled for fault in faults)
         ttl = {types.RUNTIME: self.deadman_ttl} if leased else None
         return self._cache.set_resources(
