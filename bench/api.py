@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from faultplane.meshrun.launcher import grpc_serving
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
@@ -192,12 +192,4 @@ async def connect(address: str) -> AsyncIterator[Api]:
         yield Api(channel)
 
 
-async def serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+serving = grpc_serving  # the launcher's health probe

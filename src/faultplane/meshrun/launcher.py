@@ -113,7 +113,7 @@ class MeshRun:
     async def wait_server_healthy(self) -> None:
         children = [self.server] if self.server is not None else []
         await wait_until(
-            lambda: _grpc_serving(self.api_address), START_TIMEOUT, "control server", children
+            lambda: grpc_serving(self.api_address), START_TIMEOUT, "control server", children
         )
 
     def state(self) -> dict[str, Any]:
@@ -260,7 +260,8 @@ async def _http_ok(url: str) -> bool:
         return False
 
 
-async def _grpc_serving(address: str) -> bool:
+async def grpc_serving(address: str) -> bool:
+    """Whether the control server at `address` answers health checks with SERVING."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
