@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from faultplane.api.gate import Gate
 from faultplane.api.service import FaultService
 from faultplane.api.validate import validate_request
-from faultplane.auth.principal import LOCAL_MODE_WARNING, Authenticator
+from faultplane.auth.principal import LOCAL_MODE_WARNING, Authenticator, check_local_bind
 from faultplane.auth.tls import server_credentials
 from faultplane.mesh import Mesh
 from faultplane.scheduler.approval import ApprovalPolicy
@@ -153,6 +153,7 @@ class ControlServer:
         for service in ("", FAULT_SERVICE, ADS_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.auth == "local":
+            check_local_bind(HOST)  # no credentials: never reachable off this machine
             log.warning(LOCAL_MODE_WARNING)
         log.info(
             "control server started",

@@ -136,9 +136,6 @@ class SnapshotCache:
     def has(self, node_id: str) -> bool:
         return node_id in self._snapshots
 
-    def clear(self, node_id: str) -> None:
-        self._snapshots.pop(node_id, None)
-
     def watch(self, node_id: str, notify: Callable[[], None]) -> Callable[[], None]:
         """Call `notify` whenever the node's resources change; returns the cancel function."""
         self._watchers.setdefault(node_id, set()).add(notify)

@@ -6,7 +6,6 @@ fault later only changes RDS and RTDS, never LDS (LDS changes reach new connecti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -185,8 +184,3 @@ def _egress_routes(dependencies: tuple[str, ...]) -> route_pb2.RouteConfiguratio
             for dep in dependencies
         ],
     )
-
-
-def resource_names(resources: Mapping[str, Mapping[str, Message]]) -> dict[str, list[str]]:
-    """Per type, the sorted resource names: a compact description for logs and tests."""
-    return {types.short_name(t): sorted(named) for t, named in resources.items()}
