@@ -1,14 +1,38 @@
-"""A raw ADS client for protocol tests: sends exactly what a test says, records all it gets."""
+"""A raw ADS client for protocol tests: sends exactly what a test says, records all it gets.
+
+Also an ADS server alone in this process (`InProcessAds`), for tests that need the real
+gRPC stream but none of the control server around it, and `until`, the way tests wait
+for the server to have done something (never a sleep).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from types import TracebackType
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from faultplane.control import XDS_SERVER_OPTIONS
 from faultplane.xds import types
+from faultplane.xds.cache import SnapshotCache
+from faultplane.xds.registry import SidecarRegistry
+from faultplane.xds.server import AdsServer
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Return as soon as `condition()` holds; fail after `timeout` seconds.
+
+    Polls, because what it waits for is server state with no event to await. The timeout
+    only bounds a failing test: a passing one returns when the condition holds.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        await asyncio.sleep(0.002)
 
 
 class RawAdsClient:
@@ -62,17 +86,6 @@ class RawAdsClient:
         self.received.append(response)
         return response
 
-    async def expect_silence(self, seconds: float) -> None:
-        """Assert that the server sends nothing for `seconds`."""
-        try:
-            response = await asyncio.wait_for(self._responses.get(), seconds)
-        except TimeoutError:
-            return
-        raise AssertionError(
-            f"unexpected response: {types.short_name(response.type_url)} "
-            f"version {response.version_info}"
-        )
-
     async def subscribe_all(
         self, routes: tuple[str, ...], endpoints: tuple[str, ...]
     ) -> dict[str, discovery_pb2.DiscoveryResponse]:
@@ -92,3 +105,47 @@ class RawAdsClient:
             await self.ack(response, wanted)
             latest[type_url] = response
         return latest
+
+
+class _NoSource:
+    """The cache is filled by the test itself."""
+
+    def ensure(self, node: base_pb2.Node) -> None:
+        pass
+
+
+class InProcessAds:
+    """An `AdsServer` with its own cache and registry on a loopback port, with the
+    production server options; `async with` starts and stops it."""
+
+    def __init__(self) -> None:
+        self.cache = SnapshotCache("test")
+        self.registry = SidecarRegistry()
+        self.servicer = AdsServer(self.cache, self.registry, _NoSource())
+        self._server: grpc.aio.Server | None = None
+        self._clients: list[RawAdsClient] = []
+        self.port = 0
+
+    async def __aenter__(self) -> InProcessAds:
+        self._server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for client in self._clients:
+            await client.close()
+        if self._server is not None:
+            await self._server.stop(grace=0)
+
+    def client(self, node_id: str) -> RawAdsClient:
+        """A raw client of this server, closed with it."""
+        client = RawAdsClient(f"127.0.0.1:{self.port}", node_id)
+        self._clients.append(client)
+        return client

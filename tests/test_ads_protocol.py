@@ -17,7 +17,7 @@ from faultplane.control import ControlServer
 from faultplane.mesh import Mesh
 from faultplane.xds import types
 from faultplane.xds.resources import sidecar_resources
-from tests.ads_client import RawAdsClient
+from tests.ads_client import RawAdsClient, until
 
 NODE = "payments-api-1"
 ROUTES = ("egress", "ingress")
@@ -73,13 +73,16 @@ async def test_acks_are_recorded_per_type_and_nothing_more_is_sent(
     control: ControlServer, client: RawAdsClient
 ) -> None:
     latest = await client.subscribe_all(ROUTES, ENDPOINTS)
-    await client.expect_silence(0.3)
+    await until_acked(control, latest[types.RUNTIME])  # the last ACK: all are recorded
 
     sidecar = control.registry.get(NODE)
     assert sidecar is not None and sidecar.connected
     for type_url, response in latest.items():
         assert sidecar.types[type_url].acked_version == response.version_info
         assert sidecar.types[type_url].last_error == ""
+        # Each ACK's pass decided what to send next before the ACK was visible here, and
+        # records what it sends before sending: nothing was.
+        assert sidecar.types[type_url].sent_version == response.version_info
 
 
 async def test_change_of_every_type_is_pushed_in_cds_eds_lds_rds_rtds_order(
@@ -100,7 +103,11 @@ async def test_identical_resources_are_not_sent_again(
 
     control.cache.set_resources(NODE, sidecar_resources(mesh, mesh.pod(NODE)))
 
-    await client.expect_silence(0.3)
+    # A real change after the identical one: had the identical state been sent, it would
+    # arrive first, since a stream delivers in order.
+    marked = control.cache.set_resources(NODE, changed_everything(mesh, "after"))
+    first = await client.recv()
+    assert first.version_info == f"{control.cache.instance}-{marked[types.CLUSTER]}"
 
 
 async def test_nack_is_recorded_and_the_rejected_version_is_never_resent(
@@ -114,19 +121,20 @@ async def test_nack_is_recorded_and_the_rejected_version_is_never_resent(
     await client.request(types.CLUSTER, (), version="", nonce=cds.nonce, error="cluster bad")
     for _ in range(4):  # the other types of the same change
         await client.ack(await client.recv(), _names_for(client.received[-1].type_url))
-    await client.expect_silence(0.5)
+    await until_acked(control, client.received[-1])  # the NACK, sent before, is in too
 
     status = control.registry.get(NODE).types[types.CLUSTER]
     assert status.nacked_version == cds.version_info
     assert status.last_error == "cluster bad"
     assert status.acked_version != cds.version_info
-    sent_cds = [r for r in client.received if r.type_url == types.CLUSTER]
-    assert [r.version_info for r in sent_cds].count(cds.version_info) == 1
 
-    # A new desired state is sent: NACK blocks only the rejected content.
+    # A new desired state is sent: NACK blocks only the rejected content. It is the next
+    # response: a re-send of the rejected version would have come before it.
     control.cache.set_resources(NODE, changed_everything(mesh, "good"))
     fixed = await client.recv()
     assert fixed.type_url == types.CLUSTER and fixed.version_info != cds.version_info
+    sent_cds = [r for r in client.received if r.type_url == types.CLUSTER]
+    assert [r.version_info for r in sent_cds].count(cds.version_info) == 1
 
 
 async def test_stale_nonce_acknowledges_nothing_but_updates_the_subscription(
@@ -140,7 +148,9 @@ async def test_stale_nonce_acknowledges_nothing_but_updates_the_subscription(
 
     # A request carrying the superseded nonce, narrowing the subscription to "ingress".
     await client.request(types.ROUTE, ("ingress",), first_rds.version_info, first_rds.nonce)
-    await client.expect_silence(0.3)
+    # Requests are handled in order: once the CDS ACK sent after it is recorded, so is it.
+    await client.ack(pushed[types.CLUSTER])
+    await until_acked(control, pushed[types.CLUSTER])
     assert control.registry.get(NODE).types[types.ROUTE].acked_version == first_rds.version_info
 
     # ACK of the in-flight response: now the narrower subscription is served.
@@ -159,7 +169,7 @@ async def test_requested_but_missing_name_is_sent_once_it_exists(
     first = await client.recv()
     assert sorted(_resource_name(types.ROUTE, a) for a in first.resources) == list(ROUTES)
     await client.ack(first, wanted)
-    await client.expect_silence(0.2)
+    await until_acked(control, first)
 
     resources = sidecar_resources(mesh, mesh.pod(NODE))
     resources[types.ROUTE]["later"] = route_pb2.RouteConfiguration(name="later")
@@ -239,6 +249,19 @@ async def test_unknown_node_gets_empty_state(control: ControlServer) -> None:
         assert list(response.resources) == []
     finally:
         await raw.close()
+
+
+async def until_acked(control: ControlServer, response: discovery_pb2.DiscoveryResponse) -> None:
+    """Wait until the server has recorded the sidecar's ACK of `response`."""
+
+    def acked() -> bool:
+        sidecar = control.registry.get(NODE)
+        return (
+            sidecar is not None
+            and sidecar.status(response.type_url).acked_version == response.version_info
+        )
+
+    await until(acked, what=f"the ACK of {response.version_info}")
 
 
 def _names_for(type_url: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ store before any sidecar can connect, so a restarted server resumes what is stil
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import tempfile
 import time
@@ -62,6 +63,11 @@ XDS_SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 1000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_ping_strikes", 0),
+    # The server pings too, so a sidecar that vanished without a FIN (host gone, network
+    # cut) is noticed: its stream ends and the registry shows it disconnected, instead of
+    # a half-open stream that looks alive for hours.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
 ]
 
 
@@ -96,6 +102,13 @@ class ServerConfig:
     auth: Literal["token", "local"] = "local"
     tls: TlsConfig | None = None
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+
+    def __post_init__(self) -> None:
+        # The CLI refuses these with friendlier ranges; in-process callers get this floor.
+        for name in ("deadman_ttl", "ack_timeout", "guard_tick"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number of seconds, not {value!r}")
 
 
 class ControlServer:
@@ -132,10 +145,14 @@ class ControlServer:
         self._metrics_http: Any = None
         self._stopped = False
 
-    def parse_spec(self, document: Mapping[str, Any]) -> InjectionSpec:
-        """A stored request document back to its spec (it was validated when accepted)."""
+    def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
+        """A stored request document back to its spec (it was validated when accepted).
+
+        Strict: against today's mesh (a live injection must still make sense there);
+        not strict: trusting its names (a finished one is a record, whatever changed).
+        """
         request = json_format.ParseDict(document, faultplane_pb2.InjectionRequest())
-        return validate_request(request, self.config.mesh, None)
+        return validate_request(request, self.config.mesh if strict else None, None)
 
     async def start(self) -> None:
         config = self.config

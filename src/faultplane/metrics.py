@@ -20,3 +20,17 @@ XDS_PUSH_TO_ACK = Histogram(
     ["type"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+STORE_ERRORS = Counter(
+    "faultplane_store_errors",
+    "Store writes that failed (each retry counts); faults are withdrawn regardless.",
+    ["what"],
+)
+WATCH_DROPPED = Counter(
+    "faultplane_watch_dropped",
+    "Watch subscribers (WatchInjections streams) dropped for falling too far behind.",
+)
+XDS_REQUESTS_THROTTLED = Counter(
+    "faultplane_xds_requests_throttled",
+    "Times an ADS stream stopped reading because its request backlog was full "
+    "(a peer sending faster than the server handles its requests).",
+)

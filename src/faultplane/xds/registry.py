@@ -1,7 +1,12 @@
 """What every sidecar has been sent, has ACKed and has NACKed, per xDS type.
 
 This is the evidence the lifecycle relies on: "sidecar S runs generation g of type T" is
-true exactly when S ACKed a response carrying generation g or newer.
+true exactly when S ACKed a response carrying generation g or newer (the cache's content
+is cumulative, so a newer generation includes g's change). A NACK is evidence only against
+the generation it answered: when changes g < h are coalesced into one response h and that
+is NACKed, the NACK may be h's fault alone, so the waiter for g keeps waiting (g lands
+once h's change is withdrawn) and, should it time out, says that a later response was
+NACKed.
 """
 
 from __future__ import annotations
@@ -66,11 +71,38 @@ class SidecarStatus:
 
 @dataclass(frozen=True)
 class AckOutcome:
-    """How a sidecar answered the first response carrying the awaited generation."""
+    """How a sidecar answered: an ACK of the awaited generation or newer, or a NACK of
+    exactly the awaited generation."""
 
     acked: bool
     version: str
     error: str = ""
+
+
+class AckTimeout(TimeoutError):
+    """No ACK of the awaited generation (nor NACK of exactly it) in time.
+
+    `later_nack` is set when a later response, which also carried the awaited change, was
+    NACKed meanwhile: the change may be fine, but it never got through on its own.
+    """
+
+    def __init__(self, generation: int, later_nack: AckOutcome | None) -> None:
+        self.generation = generation
+        self.later_nack = later_nack
+        message = f"no ACK of generation {generation}"
+        if later_nack is not None:
+            message += (
+                f"; a later response carrying it (version {later_nack.version}) was NACKed:"
+                f" {later_nack.error}"
+            )
+        super().__init__(message)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    generation: int
+    future: asyncio.Future[AckOutcome]
+    later_nack: AckOutcome | None = None
 
 
 class SidecarRegistry:
@@ -78,7 +110,7 @@ class SidecarRegistry:
         self._sidecars: dict[str, SidecarStatus] = {}
         # (node, type) -> the generations awaited and their futures. Indexed so that an
         # ACK resolves its own sidecar's waiters without scanning the whole fleet's.
-        self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[AckOutcome]]]] = {}
+        self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
 
     def connected(self, node: base_pb2.Node) -> SidecarStatus:
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
@@ -122,7 +154,10 @@ class SidecarRegistry:
         counters = _metrics(type_url)
         counters.acks.inc()
         counters.push_to_ack.observe(now - sent.sent_at)
-        self._resolve(node_id, type_url, sent.generation, AckOutcome(True, sent.version))
+        outcome = AckOutcome(True, sent.version)
+        for waiter in self._waiters.get((node_id, type_url), ()):
+            if waiter.generation <= sent.generation and not waiter.future.done():
+                waiter.future.set_result(outcome)
 
     def record_nack(self, node_id: str, type_url: str, sent: Sent, error: str, now: float) -> None:
         status = self._sidecars[node_id].status(type_url)
@@ -132,30 +167,40 @@ class SidecarRegistry:
         counters = _metrics(type_url)
         counters.nacks.inc()
         counters.push_to_ack.observe(now - sent.sent_at)
-        self._resolve(node_id, type_url, sent.generation, AckOutcome(False, sent.version, error))
+        outcome = AckOutcome(False, sent.version, error)
+        for waiter in self._waiters.get((node_id, type_url), ()):
+            if waiter.generation == sent.generation and not waiter.future.done():
+                waiter.future.set_result(outcome)
+            elif waiter.generation < sent.generation:
+                waiter.later_nack = outcome  # not its evidence: noted for its timeout
 
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome:
-        """Wait until the sidecar ACKs generation >= `generation` of `type_url`, or NACKs it.
+        """Wait until the sidecar ACKs generation >= `generation` of `type_url`, or NACKs
+        exactly `generation`.
 
-        Raises TimeoutError when neither happens within `timeout` seconds.
+        A NACK of a later generation does not end the wait: that response also carried
+        other changes, and the NACK may be theirs. Raises `AckTimeout` (a TimeoutError)
+        when neither happens within `timeout` seconds; its `later_nack` tells whether a
+        later response carrying this change was NACKed meanwhile.
         """
         sidecar = self._sidecars.get(node_id)
         if sidecar is not None and sidecar.connected:
             status = sidecar.status(type_url)
             if status.acked_generation >= generation:
                 return AckOutcome(True, status.acked_version)
+            if status.nacked_generation == generation:
+                return AckOutcome(False, status.nacked_version, status.last_error)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[AckOutcome] = loop.create_future()
         key = (node_id, type_url)
-        waiter = (generation, future)
+        waiter = _Waiter(generation, loop.create_future())
         self._waiters.setdefault(key, []).append(waiter)
         # A timer on the future itself: asyncio.wait_for would add a second future and
         # callbacks per waiter, which a fleet-wide push has by the ten thousand.
-        timer = loop.call_later(timeout, _expire, future)
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            return await future
+            return await waiter.future
         finally:
             timer.cancel()
             waiters = self._waiters[key]
@@ -163,15 +208,10 @@ class SidecarRegistry:
             if not waiters:
                 del self._waiters[key]
 
-    def _resolve(self, node_id: str, type_url: str, generation: int, outcome: AckOutcome) -> None:
-        for wanted, future in self._waiters.get((node_id, type_url), ()):
-            if generation >= wanted and not future.done():
-                future.set_result(outcome)
 
-
-def _expire(future: asyncio.Future[AckOutcome]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+def _expire(waiter: _Waiter) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(AckTimeout(waiter.generation, waiter.later_nack))
 
 
 @dataclass(frozen=True)

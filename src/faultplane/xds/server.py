@@ -1,15 +1,20 @@
 """The ADS gRPC service: speaks state-of-the-world xDS and nothing else.
 
-Each stream runs one loop that handles, in arrival order, Envoy's requests, changes of
-the sidecar's desired resources, and lease (TTL) re-sends. What to send is decided by
-`StreamState`; what a sidecar should have by the cache; this module only moves bytes and
-records evidence in the registry.
+Each stream runs one loop that handles, in arrival order, Envoy's requests, and wakes up
+for changes of the sidecar's desired resources and for lease (TTL) re-sends. What to send
+is decided by `StreamState`; what a sidecar should have by the cache; this module only
+moves bytes and records evidence in the registry.
+
+What waits for the loop is bounded: at most `REQUEST_BACKLOG` requests (the reader then
+stops reading, so gRPC flow control holds back a flooding peer) and at most one pending
+wake-up (every pass reads the cache's latest state, so one stands for any number).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -18,6 +23,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from faultplane import metrics
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
@@ -27,6 +33,10 @@ log = structlog.get_logger("faultplane.xds")
 
 _CHANGED = object()
 _CLOSED = object()
+
+# Requests read from a stream but not yet handled. Envoy has at most one request per type
+# outstanding in normal operation, so this is only ever reached by a misbehaving peer.
+REQUEST_BACKLOG = 32
 
 
 class ResourceSource(Protocol):
@@ -53,7 +63,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        events: asyncio.Queue[object] = asyncio.Queue()
+        events = _Inbox(REQUEST_BACKLOG)
         reader = asyncio.create_task(_read_requests(request_iterator, events))
         try:
             first = await events.get()
@@ -70,13 +80,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def _serve(
         self,
         first: discovery_pb2.DiscoveryRequest,
-        events: asyncio.Queue[object],
+        events: _Inbox,
         context: grpc.aio.ServicerContext,
     ) -> None:
         node = first.node
         self._source.ensure(node)
         self._registry.connected(node)
-        cancel_watch = self._cache.watch(node.id, lambda: events.put_nowait(_CHANGED))
+        cancel_watch = self._cache.watch(node.id, events.notify)
         stream = StreamState()
         bound = log.bind(node=node.id)
         bound.info("sidecar connected", cluster=node.cluster)
@@ -128,6 +138,57 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             await context.write(response)
 
 
+class _Inbox:
+    """What the stream loop handles next: requests in arrival order, at most `limit` of
+    them, and one coalesced "look at the cache again" wake-up. The wake-up needs no place
+    in line: every pass, whatever woke it, sends what the cache's latest state calls for.
+
+    `put` waits while the backlog is full instead of growing it: the reader then stops
+    reading and gRPC flow control pushes back on the peer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._requests: deque[discovery_pb2.DiscoveryRequest] = deque()
+        self._limit = limit
+        self._changed = False
+        self._closed = False
+        self._ready = asyncio.Event()  # something for `get`
+        self._room = asyncio.Event()  # room for `put`
+
+    def notify(self) -> None:
+        """Wake the loop once, however many changes arrive before it looks."""
+        self._changed = True
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def put(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        if len(self._requests) >= self._limit:
+            metrics.XDS_REQUESTS_THROTTLED.inc()
+            while len(self._requests) >= self._limit:
+                self._room.clear()
+                await self._room.wait()
+        self._requests.append(request)
+        self._ready.set()
+
+    async def get(self) -> object:
+        """The next request, else `_CHANGED` if a wake-up is pending, else `_CLOSED` once
+        the peer is gone; waits while there is none of these."""
+        while True:
+            if self._requests:
+                self._room.set()
+                return self._requests.popleft()
+            if self._changed:
+                self._changed = False
+                return _CHANGED
+            if self._closed:
+                return _CLOSED
+            self._ready.clear()
+            await self._ready.wait()
+
+
 class _Heartbeat:
     """Wakes the stream loop when a leased type is due for re-sending.
 
@@ -135,7 +196,7 @@ class _Heartbeat:
     task around every wait for the next event.
     """
 
-    def __init__(self, events: asyncio.Queue[object]) -> None:
+    def __init__(self, events: _Inbox) -> None:
         self._events = events
         self._due: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -155,17 +216,17 @@ class _Heartbeat:
     def _fire(self) -> None:
         self._timer = None
         self._due = None
-        self._events.put_nowait(_CHANGED)
+        self._events.notify()
 
 
 async def _read_requests(
     request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-    events: asyncio.Queue[object],
+    events: _Inbox,
 ) -> None:
     try:
         async for request in request_iterator:
-            events.put_nowait(request)
+            await events.put(request)
     except (grpc.aio.AioRpcError, asyncio.CancelledError):
         pass
     finally:
-        events.put_nowait(_CLOSED)
+        events.close()

@@ -6,11 +6,19 @@ No sockets here: `on_request` classifies what Envoy said (ACK, NACK, stale, init
   stale: it may change the subscription but acknowledges nothing;
 - at most one response per type is in flight; the next waits for its ACK or NACK;
 - a response is sent only when what the sidecar should have differs from what it was
-  last sent, so a NACKed version is never sent again (the sidecar keeps its old state);
+  last sent, and a response the sidecar NACKed is never sent again, not even as a lease
+  re-send (the sidecar keeps its old state; only a new desired version is offered);
 - types go out in PUSH_ORDER, and a wildcard type drops resources only once no other type
-  is still converging (make before break);
+  is still converging (make before break). Until then it sends "<version>+keep": the new
+  resources plus the dropped ones. A type that is only holding such a keep response does
+  not hold up the types after it in PUSH_ORDER, so removals happen in reverse push order
+  (listeners before the clusters they name) and two dropping types never wait on each
+  other forever. An ACK of a keep response does not count as the desired generation;
 - leased (TTL) resources are re-sent in full every ttl/3, since Envoy 1.40 does not
-  extend a TTL on a body-less heartbeat.
+  extend a TTL on a body-less heartbeat; never while a response of that type is in flight
+  (the answer wakes the stream anyway) and never for a NACKed response;
+- an empty `resource_names` on a wildcard type means wildcard only until the stream has
+  named resources of that type; after that it unsubscribes from everything (xDS spec).
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Sent:
+    """One response as sent. `generation` is what its ACK proves the sidecar has: the
+    desired generation, except for a make-before-break "+keep" response, which still
+    carries resources that generation removed and so proves only what was ACKed before.
+    """
+
     nonce: str
     version: str
     generation: int
@@ -49,6 +62,9 @@ class Sent:
 class TypeState:
     wildcard: bool = False
     names: frozenset[str] = frozenset()
+    # Whether a request of this type has named resources on this stream: from then on an
+    # empty list no longer means wildcard.
+    named: bool = False
     in_flight: Sent | None = None
     last_sent: Sent | None = None
     acked: Sent | None = None
@@ -61,9 +77,21 @@ class TypeState:
     # The leased resources last wrapped, by (version, names, ttl in ms): a lease re-send
     # reuses them instead of packing every envelope again.
     wrapped: tuple[tuple[str, frozenset[str], int], list[any_pb2.Any]] | None = None
+    # The (version, names) responses the sidecar NACKed, never to be sent again. Only those
+    # of one desired version are kept: a newer desired version makes them unreachable.
+    rejected: set[tuple[str, frozenset[str]]] = field(default_factory=set)
 
     def wants(self, name: str) -> bool:
         return self.wildcard or name in self.names
+
+    def is_rejected(self, version: str, names: frozenset[str]) -> bool:
+        return (version, names) in self.rejected
+
+    def reject(self, sent: Sent) -> None:
+        base = _base_version(sent.version)
+        if any(_base_version(version) != base for version, _ in self.rejected):
+            self.rejected.clear()
+        self.rejected.add((sent.version, sent.names))
 
 
 @dataclass(frozen=True)
@@ -88,7 +116,10 @@ class StreamState:
             state = self.states[type_url] = TypeState()
         names = frozenset(request.resource_names)
         if type_url in types.WILDCARD_TYPES:
-            state.wildcard = not names or "*" in names
+            # The legacy wildcard (an empty list) holds only until names were given; later,
+            # only "*" asks for everything and an empty list unsubscribes from all.
+            state.wildcard = "*" in names or (not names and not state.named)
+        state.named = state.named or bool(names)
         state.names = names - {"*"}
 
         nonce = request.response_nonce
@@ -101,6 +132,7 @@ class StreamState:
             return RequestOutcome(type_url, Verdict.STALE)
         state.in_flight = None
         if request.HasField("error_detail"):
+            state.reject(in_flight)
             return RequestOutcome(type_url, Verdict.NACK, in_flight, request.error_detail.message)
         state.acked = in_flight
         return RequestOutcome(type_url, Verdict.ACK, in_flight)
@@ -121,12 +153,24 @@ class StreamState:
         return out
 
     def next_heartbeat(self, snapshot: Snapshot) -> float | None:
-        """Monotonic time at which a leased type must be re-sent, if any."""
-        deadlines = [
-            state.last_sent.sent_at + ttl / 3
-            for type_url, state in self.states.items()
-            if state.last_sent is not None and (ttl := _ttl(snapshot.get(type_url))) is not None
-        ]
+        """Monotonic time at which a leased type must be re-sent, if any.
+
+        Only types that `due_responses` would then really send count: not one in flight
+        (its ACK or NACK wakes the stream anyway), nor one whose response would be a NACKed
+        one. A deadline already past that sends nothing would wake the stream at once,
+        forever.
+        """
+        deadlines = []
+        for type_url, state in self.states.items():
+            desired = snapshot.get(type_url)
+            last = state.last_sent
+            if desired is None or desired.ttl_seconds is None or last is None:
+                continue
+            if state.in_flight is not None:
+                continue
+            selected, version, _ = self._plan(type_url, state, desired, snapshot)
+            if not state.is_rejected(version, frozenset(selected)):
+                deadlines.append(last.sent_at + desired.ttl_seconds / 3)
         return min(deadlines, default=None)
 
     def _response_for(
@@ -145,19 +189,14 @@ class StreamState:
             and not _lease_due(last, desired, now)
         ):
             return None  # the common case, decided without building anything
-        selected = {name: res for name, res in desired.resources.items() if state.wants(name)}
-        version = desired.version
-        if last is not None and type_url in types.WILDCARD_TYPES:
-            dropped = last.names - selected.keys()
-            if dropped and self._others_converging(type_url, snapshot):
-                kept = {name: state.last_resources[name] for name in dropped}
-                selected = {**kept, **selected}
-                version = desired.version + KEEP_SUFFIX
+        selected, version, generation = self._plan(type_url, state, desired, snapshot)
         names = frozenset(selected)
+        if state.is_rejected(version, names):
+            return None
         unchanged = last is not None and last.version == version and last.names == names
         if unchanged and not _lease_due(last, desired, now):
             return None
-        sent = Sent(str(next(self._nonces)), version, desired.generation, names, now)
+        sent = Sent(str(next(self._nonces)), version, generation, names, now)
         state.in_flight = state.last_sent = sent
         state.last_resources = selected
         state.sent_for = (state.wildcard, state.names)
@@ -169,18 +208,57 @@ class StreamState:
         )
         return response, sent
 
+    def _plan(
+        self, type_url: str, state: TypeState, desired: TypeSnapshot, snapshot: Snapshot
+    ) -> tuple[dict[str, any_pb2.Any], str, int]:
+        """What to send for `type_url` now: the resources, the version and the generation
+        its ACK proves. Decides nothing else and changes nothing."""
+        selected = {name: res for name, res in desired.resources.items() if state.wants(name)}
+        last = state.last_sent
+        if last is not None and type_url in types.WILDCARD_TYPES:
+            dropped = last.names - selected.keys()
+            if dropped and self._others_converging(type_url, snapshot):
+                kept = {name: state.last_resources[name] for name in dropped}
+                # Its ACK proves no more than what was ACKed before: the dropped resources
+                # are still there, so waiters for this generation must wait for the plain one.
+                acked = state.acked.generation if state.acked is not None else 0
+                return {**kept, **selected}, desired.version + KEEP_SUFFIX, acked
+        return selected, desired.version, desired.generation
+
     def _others_converging(self, type_url: str, snapshot: Snapshot) -> bool:
+        """Whether another type has yet to reach its desired version, so `type_url` must
+        keep what it would drop.
+
+        A type earlier in PUSH_ORDER whose keep response for its desired version is ACKed
+        is waiting only for others to converge: it does not count, else two dropping types
+        would each keep, waiting for the other, forever. The later type drops first.
+        """
+        rank = _PUSH_RANK.get(type_url, len(_PUSH_RANK))
         for other_url, other in self.states.items():
             if other_url == type_url:
                 continue
             if other.in_flight is not None:
                 return True
             desired = snapshot.get(other_url)
-            if desired is not None and (
-                other.last_sent is None or other.last_sent.version != desired.version
-            ):
+            if desired is None:
+                continue
+            last = other.last_sent
+            if last is None:
                 return True
+            if last.version == desired.version:
+                continue
+            only_keeping = last.version == desired.version + KEEP_SUFFIX and other.acked is last
+            if only_keeping and _PUSH_RANK.get(other_url, len(_PUSH_RANK)) < rank:
+                continue
+            return True
         return False
+
+
+_PUSH_RANK = {type_url: rank for rank, type_url in enumerate(types.PUSH_ORDER)}
+
+
+def _base_version(version: str) -> str:
+    return version.removesuffix(KEEP_SUFFIX)
 
 
 def _lease_due(last: Sent | None, desired: TypeSnapshot, now: float) -> bool:
@@ -195,10 +273,6 @@ def _lease_seconds(desired: TypeSnapshot, now: float) -> float | None:
     if desired.lease_until is None:
         return desired.ttl_seconds
     return max(0.001, min(desired.ttl_seconds, desired.lease_until - now))
-
-
-def _ttl(desired: TypeSnapshot | None) -> float | None:
-    return desired.ttl_seconds if desired is not None else None
 
 
 def _wrapped(
