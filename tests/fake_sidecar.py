@@ -25,7 +25,16 @@ NAMES = {
 
 
 class FakeSidecar:
-    def __init__(self, xds_address: str, pod: Pod, mesh: Mesh) -> None:
+    """`ack_delay`: per type, how long to hold each ACK (a slow Envoy)."""
+
+    def __init__(
+        self,
+        xds_address: str,
+        pod: Pod,
+        mesh: Mesh,
+        ack_delay: dict[str, float] | None = None,
+    ) -> None:
+        self._ack_delay = ack_delay or {}
         metadata = struct_pb2.Struct()
         metadata.update({"service": pod.service, "pod": pod.name, "labels": dict(pod.labels)})
         self.node = base_pb2.Node(id=pod.name, cluster=pod.service, metadata=metadata)
@@ -56,6 +65,8 @@ class FakeSidecar:
 
     async def _ack_everything(self) -> None:
         async for response in self._call:
+            if delay := self._ack_delay.get(response.type_url):
+                await asyncio.sleep(delay)  # the behaviour under test: a late ACK
             self._requests.put_nowait(
                 self._request(response.type_url, response.version_info, response.nonce)
             )
@@ -69,9 +80,9 @@ class FakeSidecar:
 
 @asynccontextmanager
 async def fake_sidecars(
-    xds_address: str, mesh: Mesh, pods: list[Pod]
+    xds_address: str, mesh: Mesh, pods: list[Pod], ack_delay: dict[str, float] | None = None
 ) -> AsyncIterator[list[FakeSidecar]]:
-    sidecars = [FakeSidecar(xds_address, pod, mesh) for pod in pods]
+    sidecars = [FakeSidecar(xds_address, pod, mesh, ack_delay) for pod in pods]
     try:
         yield sidecars
     finally:

@@ -6,7 +6,9 @@ every test withdraws what it injected (the `clean` fixture aborts all and checks
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from faultplane.mesh import load_mesh
 from faultplane.meshrun.launcher import MeshRun, envoy_argv
 from faultplane.meshrun.ports import PortAllocator
 from faultplane.meshrun.processes import Child, envoy_binary, wait_until
+from faultplane.store import StoreError
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds import types
@@ -293,6 +296,76 @@ async def test_abort_all_withdraws_every_live_injection(mesh_run: MeshRun, stub)
     assert {i.state for i in reply.aborted} == {pb.ABORTED}
     ingress = f"http://127.0.0.1:{ports(mesh_run, 'payments-api-1').ingress}/merchant-write"
     assert (await send(ingress, method="POST"))[0].status == 200
+
+
+async def test_abort_all_while_20_creates_are_in_flight_leaves_nothing_running(
+    mesh_run: MeshRun, stub, control: ControlServer
+) -> None:
+    before = {i.id for i in control.scheduler.list()}
+    creates = [
+        asyncio.ensure_future(
+            stub.CreateInjection(
+                injection_request(
+                    target={**ALL_PAYMENTS, "upstream": None, "match": {"path_prefix": f"/p{i}"}},
+                    fault={"type": "abort", "http_status": 503},
+                    duration_seconds=60,
+                ),
+                timeout=20,
+            )
+        )
+        for i in range(20)
+    ]
+
+    # The button is pressed once the first create is admitted, while the others still are
+    # being admitted, recorded or pushed.
+    async def admitted() -> bool:
+        return any(i.id not in before for i in control.scheduler.list())
+
+    await wait_until(admitted, timeout=10, what="the first admission", interval=0.001)
+    await stub.AbortAllInjections(pb.AbortAllInjectionsRequest(reason="big red button"))
+    # Creates admitted after the button are fair game: press it again once all returned.
+    await asyncio.gather(*creates, return_exceptions=True)
+    await stub.AbortAllInjections(pb.AbortAllInjectionsRequest(reason="big red button"))
+
+    assert not [i for i in control.scheduler.list() if i.state.live]
+    # (the `clean` fixture then checks that no sidecar carries a fault)
+
+
+async def test_store_failure_mid_injection_never_keeps_the_fault_on(
+    mesh_run: MeshRun, stub, control: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args, **_kwargs):
+        raise StoreError("disk I/O error (injected by the test)")
+
+    ingress = f"http://127.0.0.1:{ports(mesh_run, 'payments-api-1').ingress}/merchant-write"
+    inbound = {**ALL_PAYMENTS, "upstream": None}
+    aborted = await inject(
+        stub, injection_request(target=inbound, fault={"type": "abort", "http_status": 503})
+    )
+    for name in ("record_transition", "save_injection", "append_audit"):
+        monkeypatch.setattr(control.store, name, broken)
+    assert (await send(ingress, method="POST"))[0].status == 503
+
+    await control.scheduler.abort(aborted.id, "store is failing", "test")
+
+    assert (await send(ingress, method="POST"))[0].status == 200  # at once
+    monkeypatch.undo()
+    timed = await inject(
+        stub,
+        injection_request(
+            target=inbound, fault={"type": "abort", "http_status": 503}, duration_seconds=2
+        ),
+    )
+    for name in ("record_transition", "save_injection", "append_audit"):
+        monkeypatch.setattr(control.store, name, broken)
+    ends_at = timed.ends_at.ToNanoseconds() / 1e9
+
+    async def clean_traffic() -> bool:
+        return (await send(ingress, method="POST"))[0].status == 200
+
+    await wait_until(clean_traffic, timeout=10, what="the deadline withdrawal", interval=0.02)
+    # Off by the deadline (give or take the withdrawal's round trip), never later.
+    assert time.time() <= ends_at + 2.0
 
 
 async def test_restarted_sidecar_gets_the_live_fault_back(

@@ -23,6 +23,7 @@ from faultplane.auth.principal import Authenticator, Principal, Unauthenticated
 from faultplane.auth.roles import PermissionDenied, check_call
 from faultplane.scheduler.journal import Journal
 from faultplane.scheduler.scheduler import NotFound, Refused
+from faultplane.scheduler.watch import WatchLagged
 
 log = structlog.get_logger("faultplane.api")
 
@@ -42,6 +43,7 @@ def _status(exc: Exception) -> ApiError | None:
         (Refused, grpc.StatusCode.FAILED_PRECONDITION),
         (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
         (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+        (WatchLagged, grpc.StatusCode.RESOURCE_EXHAUSTED),
     ):
         if isinstance(exc, kind):
             return ApiError(code, str(exc))
@@ -56,8 +58,9 @@ class Gate:
         self._journal = journal
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
-        """The caller; raises Unauthenticated. (Token lookups read the store: off-loop.)"""
-        return await self._journal.run(
+        """The caller; raises Unauthenticated. (Token lookups read the store: off-loop,
+        on a reader thread, so they never queue behind the lifecycle's writes.)"""
+        return await self._journal.read(
             self.authenticator.authenticate,
             tuple(context.invocation_metadata() or ()),
             context.auth_context(),
@@ -142,7 +145,13 @@ def stream_rpc(handler: StreamHandler) -> Callable[..., AsyncIterator[Any]]:
                               refused_as=who)  # fmt: skip
             await context.abort(error.code, error.message)
         await gate.record(method, request, principal, "OK")
-        async for item in handler(self, request, context, principal):
-            yield item
+        try:
+            async for item in handler(self, request, context, principal):
+                yield item
+        except Exception as exc:
+            error = _status(exc)
+            if error is None:
+                raise
+            await context.abort(error.code, error.message)
 
     return call

@@ -8,9 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from faultplane.api.convert import injection_message, timestamp
 from faultplane.api.gate import ApiError, rpc
+from faultplane.api.validate import validate_freeze
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on
 from faultplane.scheduler.approval import Freeze
@@ -47,12 +49,8 @@ class GovernanceMethods:
     async def Freeze(
         self, request: pb.FreezeRequest, context: Context, principal: Principal
     ) -> pb.FreezeState:
-        if not request.reason.strip():
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "reason: required")
-        until = request.until or None
-        if until is not None and (not math.isfinite(until) or until <= time.time()):
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "until: must be in the future")
-        return freeze_message(await self.scheduler.freeze(until, request.reason, principal.name))
+        until, reason = validate_freeze(request, time.time())
+        return freeze_message(await self.scheduler.freeze(until, reason, principal.name))
 
     @rpc
     async def Unfreeze(
@@ -72,7 +70,7 @@ class GovernanceMethods:
         self, request: pb.ListAuditRequest, context: Context, principal: Principal
     ) -> pb.ListAuditResponse:
         limit = min(request.limit or MAX_AUDIT_ENTRIES, MAX_AUDIT_ENTRIES)
-        entries = await self.journal.run(
+        entries = await self.journal.read(
             self.store.audit_entries, request.injection_id or None, request.since or None, limit
         )
         return pb.ListAuditResponse(
@@ -92,7 +90,7 @@ class GovernanceMethods:
     async def VerifyAudit(
         self, request: pb.VerifyAuditRequest, context: Context, principal: Principal
     ) -> pb.AuditVerdict:
-        verdict = await self.journal.run(self.store.verify_audit)
+        verdict = await self.journal.read(self.store.verify_audit)
         return pb.AuditVerdict(
             ok=verdict.ok,
             entries=verdict.entries,
@@ -101,13 +99,30 @@ class GovernanceMethods:
         )
 
 
+# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31T23:59:59Z).
+_TIMESTAMP_MIN, _TIMESTAMP_MAX = -62_135_596_800, 253_402_300_799
+
+
 def freeze_message(freeze: Freeze | None) -> pb.FreezeState:
+    """The freeze as the API reports it. Never fails: a freeze stored before `until` was
+    bounded at the edge (e.g. 1e18) is still reported, as frozen, with `until` clamped
+    to the latest representable time, rather than breaking GetFreeze."""
     if freeze is None:
         return pb.FreezeState(frozen=False)
     return pb.FreezeState(
         frozen=True,
-        until=timestamp(freeze.until),
+        until=_representable(freeze.until),
         reason=freeze.reason,
         by=freeze.by,
-        at=timestamp(freeze.at),
+        at=_representable(freeze.at),
     )
+
+
+def _representable(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    if math.isnan(seconds) or seconds > _TIMESTAMP_MAX:
+        return timestamp_pb2.Timestamp(seconds=_TIMESTAMP_MAX)
+    if seconds < _TIMESTAMP_MIN:
+        return timestamp_pb2.Timestamp(seconds=_TIMESTAMP_MIN)
+    return timestamp(seconds)

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from faultplane.mesh import Mesh
 from faultplane.selector import SelectorError, parse_selector
@@ -32,6 +33,13 @@ MAX_DURATION_SECONDS = 24 * 3600
 MAX_DELAY_MS = 10 * 60 * 1000
 MIN_DELAY_MS = 1.0  # Envoy rejects a zero delay; below a millisecond is noise anyway
 MAX_PODS_LIMIT = 100_000
+# A freeze with an end is a planned window (a release, peak trading); longer than this is
+# "until lifted" (until 0), which says so instead of hiding in a date nobody will reach.
+# The bound also keeps every accepted time inside what datetime and protobuf Timestamps
+# can represent (year 9999): past that, describing the freeze used to fail every
+# CreateInjection with an internal error.
+MAX_FREEZE_SECONDS = 366 * 24 * 3600
+MAX_TEXT = 4096
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
@@ -56,9 +64,12 @@ class _Problems:
 
 
 def validate_request(
-    request: pb.InjectionRequest, mesh: Mesh, slos: Collection[str] | None
+    request: pb.InjectionRequest, mesh: Mesh | None, slos: Collection[str] | None
 ) -> InjectionSpec:
-    """`slos`: the SLO catalogue's names, or None when no catalogue is configured."""
+    """`slos`: the SLO catalogue's names, or None when no catalogue is configured.
+
+    `mesh` None trusts the service and upstream names: reloading a record accepted
+    against a mesh that has changed since."""
     problems = _Problems([])
     target = _target(request, mesh, problems)
     fault = _fault(request, problems)
@@ -72,17 +83,19 @@ def validate_request(
     return InjectionSpec(target, fault, duration, steady_state, hypothesis, owner)
 
 
-def _target(request: pb.InjectionRequest, mesh: Mesh, problems: _Problems) -> TargetSpec | None:
+def _target(
+    request: pb.InjectionRequest, mesh: Mesh | None, problems: _Problems
+) -> TargetSpec | None:
     if not request.HasField("target"):
         problems.add("target", "required")
         return None
     target = request.target
     ok = True
-    service = mesh.services.get(target.service)
+    service = mesh.services.get(target.service) if mesh is not None else None
     if not target.service:
         problems.add("target.service", "required")
         ok = False
-    elif service is None:
+    elif service is None and mesh is not None:
         problems.add("target.service", f"unknown service {target.service!r}")
         ok = False
     try:
@@ -251,6 +264,41 @@ def _steady_state(
 def _required_text(value: str, path: str, problems: _Problems) -> str:
     if not value.strip():
         problems.add(path, "required")
-    elif len(value) > 4096:
-        problems.add(path, "at most 4096 characters")
+    elif len(value) > MAX_TEXT:
+        problems.add(path, f"at most {MAX_TEXT} characters")
     return value.strip()
+
+
+def validate_freeze(request: pb.FreezeRequest, now: float) -> tuple[float | None, str]:
+    """A Freeze request's (until, reason); `until` None means until lifted.
+
+    Refused here, at the edge, rather than stored: a stored freeze is consulted by every
+    later CreateInjection, so one bad value would break admission for everyone.
+    """
+    problems = _Problems([])
+    reason = _required_text(request.reason, "reason", problems)
+    until = _freeze_until(request.until, now, problems)
+    if problems.found:
+        raise InvalidRequest(problems.found)
+    return until, reason
+
+
+def _freeze_until(until: float, now: float, problems: _Problems) -> float | None:
+    """0 (the proto default) is "until lifted"; anything else must be a real, future
+    moment within MAX_FREEZE_SECONDS (NaN, infinities and the past are all refused)."""
+    if until == 0:
+        return None
+    latest = now + MAX_FREEZE_SECONDS
+    if not (math.isfinite(until) and now < until <= latest):
+        problems.add(
+            "until",
+            f"must be a time in the future no later than {_iso(latest)} "
+            f"({MAX_FREEZE_SECONDS // 86400} days from now), in Unix seconds; "
+            f"0 freezes until lifted (got {until!r})",
+        )
+        return None
+    return until
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

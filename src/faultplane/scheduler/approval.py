@@ -46,12 +46,19 @@ class Freeze:
         return self.until is None or now < self.until
 
     def describe(self) -> str:
-        until = (
-            "until lifted"
-            if self.until is None
-            else f"until {datetime.fromtimestamp(self.until, UTC):%Y-%m-%dT%H:%M:%SZ}"
-        )
-        return f"injections are frozen {until} by {self.by}: {self.reason}"
+        """The refusal every CreateInjection gets while frozen. It must never raise: an
+        exception here turns the freeze's "no" into an internal error for everyone."""
+        return f"injections are frozen {self._until_text()} by {self.by}: {self.reason}"
+
+    def _until_text(self) -> str:
+        if self.until is None:
+            return "until lifted"
+        try:
+            return f"until {datetime.fromtimestamp(self.until, UTC):%Y-%m-%dT%H:%M:%SZ}"
+        except (ValueError, OverflowError, OSError, TypeError):
+            # Out of datetime's range (a freeze stored before the edge bounded `until`):
+            # in effect until lifted; say what was asked for.
+            return f"until Unix time {self.until!r} (effectively until lifted)"
 
     def body(self) -> dict[str, Any]:
         return {"until": self.until, "reason": self.reason, "by": self.by, "at": self.at}

@@ -1,8 +1,10 @@
 """Puts faults on sidecars and takes them off, and collects each sidecar's answer.
 
 Holds the desired fault state of every sidecar (which injections' faults it carries, and
-whether switched on) and the lease of every switched-on fault; each change is handed to
-the xDS side whole, then every target's ACK or NACK is awaited (bounded).
+whether switched on), the slots reserved at admission for injections not yet pushed, and
+the lease of every switched-on fault; each change is handed to the xDS side whole, then
+every target's ACK or NACK is awaited (bounded). A change is rendered for every target
+before any target's state is touched, so a push never stops half-way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Protocol
 from faultplane.scheduler.model import Evidence
 from faultplane.xds import types
 from faultplane.xds.faults import FaultAssignment, SlotsExhausted
-from faultplane.xds.registry import AckOutcome, SidecarStatus
+from faultplane.xds.registry import AckOutcome, AckTimeout, SidecarStatus
 from faultplane.xds.resources import Resources
 
 
@@ -41,11 +43,43 @@ class Delivery:
         self.plane = plane
         self._ack_timeout = ack_timeout
         self._faults: dict[str, dict[str, FaultAssignment]] = {}  # node -> injection -> fault
+        # Admitted but not (yet) pushed: node -> injection -> fault. They hold their slots,
+        # so a later admission cannot take them and a push cannot run out of them.
+        self._reserved: dict[str, dict[str, FaultAssignment]] = {}
         self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
 
     def render_with(self, node: str, fault: FaultAssignment) -> Resources:
-        """What `node` would be sent with `fault` added (raises SlotsExhausted)."""
-        return self.plane.render(node, [*self._faults.get(node, {}).values(), fault])
+        """What `node` would be sent with `fault` added to everything it carries or has
+        reserved (raises SlotsExhausted)."""
+        planned = {**self._reserved.get(node, {}), **self._faults.get(node, {})}
+        planned.pop(fault.injection_id, None)
+        return self.plane.render(node, [*planned.values(), fault])
+
+    def reserve(self, nodes: Sequence[str], injection_id: str, fault: FaultAssignment) -> None:
+        """Hold slots for the injection on every node, or on none (raises SlotsExhausted)."""
+        for node in nodes:
+            self.render_with(node, fault)
+        for node in nodes:
+            self._reserved.setdefault(node, {})[injection_id] = fault
+
+    def release(self, injection_id: str) -> None:
+        """The injection is over: its reservations and its lease go."""
+        for node in [n for n, held in self._reserved.items() if injection_id in held]:
+            del self._reserved[node][injection_id]
+            if not self._reserved[node]:
+                del self._reserved[node]
+        self._lease_until.pop(injection_id, None)
+
+    def drop(self, injection_id: str) -> None:
+        """Take the injection's fault out of every desired state now, waiting for no one.
+
+        The fail-safe path of a lifecycle that died: the sidecars get the change as soon
+        as their streams can send it, and the lease stops being renewed.
+        """
+        for node, faults in self._faults.items():
+            if faults.pop(injection_id, None) is not None:
+                self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+        self.release(injection_id)
 
     def carries(self, node: str, injection_id: str) -> FaultAssignment | None:
         return self._faults.get(node, {}).get(injection_id)
@@ -77,13 +111,18 @@ class Delivery:
         With `wait_gone` False, disconnected sidecars are not waited for: their lease ends
         the fault, and they get the new state when they reconnect.
         """
-        waits = []
+        updates = []
         for node in nodes:
-            faults = self._faults.setdefault(node, {})
+            faults = dict(self._faults.get(node, {}))
             if fault is None:
                 faults.pop(injection_id, None)
             else:
                 faults[injection_id] = fault
+            self.plane.render(node, list(faults.values()))  # raises before anything changed
+            updates.append((node, faults))
+        waits = []
+        for node, faults in updates:
+            self._faults[node] = faults
             generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
             waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
         return tuple(await asyncio.gather(*waits))
@@ -102,8 +141,12 @@ class Delivery:
             return Evidence(node, short, "", "disconnected")
         try:
             outcome = await self.plane.wait_for(node, type_url, generation, self._ack_timeout)
-        except TimeoutError:
-            return Evidence(node, short, "", "timeout", f"no answer within {self._ack_timeout:g}s")
+        except AckTimeout as exc:
+            error = f"no answer within {self._ack_timeout:g}s"
+            if exc.later_nack is not None:
+                nack = exc.later_nack
+                error += f" (a later change sent with it, {nack.version}, was NACKed: {nack.error})"
+            return Evidence(node, short, "", "timeout", error)
         return Evidence(
             node, short, outcome.version, "acked" if outcome.acked else "nacked", outcome.error
         )

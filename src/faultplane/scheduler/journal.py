@@ -1,34 +1,107 @@
 """Writes the scheduler's records and the audit log to the store, off the event loop.
 
 SQLite commits fsync; doing them on the event loop would stall every ADS stream. One
-worker thread keeps writes in the order they were made, and every write is awaited, so
-"CreateInjection returned" means "the injection is on disk".
+worker thread keeps writes in the order they were made. Admission awaits its write, so
+"CreateInjection returned" means "the injection is on disk". Everything after admission
+is recorded in the background (`record`, `save_later`): in order per injection, store
+errors retried with backoff, never raised, so no withdrawal ever waits on, or depends
+on, the store. Reads that scan (audit verification, listings) run on their own threads
+and connections, so a viewer cannot queue them in front of a lifecycle's writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
 
+from faultplane import metrics
 from faultplane.scheduler.model import Injection, SloReading, Transition
 from faultplane.scheduler.records import injection_body, reading_body, transition_body
 from faultplane.store import AuditEntry, Store
 
 audit_log = structlog.get_logger("faultplane.audit")
+log = structlog.get_logger("faultplane.journal")
 T = TypeVar("T")
+
+# Backoff between attempts of a background record; the last delay repeats until the
+# record is given up after RECORD_GIVE_UP_SECONDS (logged, counted in the metric).
+RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+RECORD_GIVE_UP_SECONDS = 300.0
+READ_THREADS = 2
 
 
 class Journal:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faultplane-store")
+        self._readers = ThreadPoolExecutor(
+            max_workers=READ_THREADS, thread_name_prefix="faultplane-read"
+        )
+        self._pending: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the one writer thread, in order with every other write."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """On a reader thread: never queued behind writes, never delaying them."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    def record(self, injection: Injection, change: Transition, principal: str) -> None:
+        """Persist a transition in the background (see the module docstring)."""
+        what = f"transition to {change.to_state.value}"
+        self._chain(injection.id, what, lambda: self.transition(injection, change, principal))
+
+    def save_later(self, injection: Injection) -> None:
+        """Persist the injection's current state in the background."""
+        self._chain(injection.id, "injection state", lambda: self.save(injection))
+
+    async def drain(self) -> None:
+        """Wait for every background record (shutdown, tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending.values(), return_exceptions=True)
+
+    def _chain(self, key: str, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        previous = self._pending.get(key)
+        task = asyncio.create_task(self._after(previous, key, what, write))
+        self._pending[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._pending.get(key) is done:
+                del self._pending[key]
+
+        task.add_done_callback(forget)
+
+    async def _after(
+        self,
+        previous: asyncio.Task[None] | None,
+        key: str,
+        what: str,
+        write: Callable[[], Awaitable[Any]],
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RECORD_GIVE_UP_SECONDS
+        attempt = 0
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                metrics.STORE_ERRORS.labels("record").inc()
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                if loop.time() + delay > give_up_at:
+                    log.error("store record given up", injection=key, what=what, error=str(exc))
+                    return
+                log.warning("store record failed, retrying", injection=key, what=what,
+                            error=str(exc), retry_in_s=delay)  # fmt: skip
+                attempt += 1
+                await asyncio.sleep(delay)
 
     async def transition(self, injection: Injection, change: Transition, principal: str) -> bool:
         """Persist a transition with the injection's new state and its audit entry, in one
@@ -77,3 +150,4 @@ class Journal:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
+        self._readers.shutdown(wait=True)

@@ -110,8 +110,14 @@ class Injection:
         return self.spec.owner
 
     def transition(
-        self, to_state: State, reason: str, evidence: tuple[Evidence, ...] = ()
+        self,
+        to_state: State,
+        reason: str,
+        evidence: tuple[Evidence, ...] = (),
+        switched_on_at: float | None = None,
     ) -> Transition:
+        """`switched_on_at`: when an injection turning ACTIVE had its fault switched on
+        (default: now); its deadline counts from there."""
         if to_state not in ALLOWED.get(self.state, set()):
             raise IllegalTransition(f"{self.id}: {self.state.value} -> {to_state.value}")
         now = time.time()
@@ -119,8 +125,8 @@ class Injection:
         self.transitions.append(change)
         self.state, self.reason = to_state, reason
         if to_state is State.ACTIVE:
-            self.activated_at = now
-            self.ends_at = now + self.spec.duration_seconds
+            self.activated_at = switched_on_at if switched_on_at is not None else now
+            self.ends_at = self.activated_at + self.spec.duration_seconds
         elif not to_state.live:
             self.ended_at = now
         return change

@@ -14,7 +14,9 @@ from faultplane.scheduler.model import Evidence, Injection, SloReading, State, T
 from faultplane.spec import InjectionSpec
 from faultplane.store import StoredInjection
 
-SpecParser = Callable[[Mapping[str, Any]], InjectionSpec]
+# (request document, strict) -> spec; strict checks it against today's mesh and raises
+# when it no longer fits, not strict trusts the names it was accepted with.
+SpecParser = Callable[[Mapping[str, Any], bool], InjectionSpec]
 
 
 def injection_body(injection: Injection) -> dict[str, Any]:
@@ -68,13 +70,16 @@ def reading_body(reading: SloReading) -> dict[str, Any]:
 
 
 def injection_from_record(
-    stored: StoredInjection, readings: list[tuple[float, dict[str, Any]]], parse_spec: SpecParser
+    stored: StoredInjection,
+    readings: list[tuple[float, dict[str, Any]]],
+    parse_spec: SpecParser,
+    strict: bool,
 ) -> Injection:
     body = stored.body
     ending = body.get("ending")
     return Injection(
         id=stored.id,
-        spec=parse_spec(body["document"]),
+        spec=parse_spec(body["document"], strict),
         targets=tuple(body["targets"]),
         matched=tuple(body["matched"]),
         document=body["document"],

@@ -1,17 +1,10 @@
-"""Owns every injection from admission to withdrawal.
+"""The registry of injections: admission, queries, approval, freeze and rollback.
 
-Admission (freeze, target selection, conflict and slot checks, registration) runs without
-an `await`, so concurrent CreateInjection calls on the event loop cannot interleave inside
-it. Each admitted injection is on disk before anything is pushed, and then runs one
-lifecycle task:
-
-    [PENDING_APPROVAL -> approved] -> arm (RDS, faults at 0 %) -> enable (RTDS keys,
-      leased) -> ACTIVE -> deadline timer | abort | guard | activation failure
-      -> the end is recorded -> withdraw (RTDS first: instant off; then RDS)
-      -> COMPLETED | ABORTED | FAILED
-
-Every push waits for each target's ACK (bounded by `ack_timeout`); the answers are kept
-as the transition's evidence. A restart reloads every injection (see `restore`).
+Admission (freeze, target selection, conflict and slot checks, slot reservation, and the
+lifecycle with its stop future) runs without an `await`, so concurrent CreateInjection
+calls cannot interleave inside it and a stop requested at any later moment finds
+something to stop. Each admitted injection then runs one `Lifecycle` task (see
+`faultplane.scheduler.lifecycle`); a restart reloads every injection (see `restore`).
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,24 +22,23 @@ import structlog
 from faultplane.scheduler.approval import ApprovalPolicy, Freeze
 from faultplane.scheduler.delivery import Delivery, FaultPlane, SlotsExhausted
 from faultplane.scheduler.journal import Journal
-from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
+from faultplane.scheduler.lifecycle import (
+    LEASE_GRACE_SECONDS,
+    REFUTED,
+    SYSTEM,
+    End,
+    Lifecycle,
+)
+from faultplane.scheduler.model import Injection, SloReading, State, Transition
 from faultplane.scheduler.records import SpecParser, injection_from_record
-from faultplane.scheduler.restore import Resume, restore_decision
+from faultplane.scheduler.restore import Finish, Resume, restore_decision
 from faultplane.scheduler.targets import select_targets
-from faultplane.scheduler.watch import Watch
+from faultplane.scheduler.watch import Watch, WatchHub
 from faultplane.spec import InjectionSpec
-from faultplane.xds import types
 from faultplane.xds.faults import FaultAssignment
 from faultplane.xds.resources import Resources
 
 log = structlog.get_logger("faultplane.scheduler")
-
-# The lease on switched-on faults outlives the deadline by this much, so the timer, not
-# the lease, ends a fault while the control server is up.
-LEASE_GRACE_SECONDS = 0.5
-SYSTEM = "faultplane"  # the principal of transitions nobody asked for (deadline, guard)
-HELD = "hypothesis held"
-REFUTED = "hypothesis refuted"
 
 
 class Refused(Exception):
@@ -64,15 +56,6 @@ class Plan:
     rendered: dict[str, Resources]  # per target: what it would be sent, fault switched on
 
 
-@dataclass(frozen=True)
-class _End:
-    state: State
-    reason: str
-    evidence: tuple[Evidence, ...] = ()
-    verdict: str = ""
-    by: str = SYSTEM
-
-
 class Scheduler:
     def __init__(
         self,
@@ -85,11 +68,9 @@ class Scheduler:
         self._plane = plane
         self._journal = journal
         self._approval = approval or ApprovalPolicy()
-        self._injections: dict[str, Injection] = {}
-        self._stops: dict[str, asyncio.Future[_End]] = {}
-        self._approvals: dict[str, asyncio.Future[str]] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._watchers: set[asyncio.Queue[tuple[Injection, Transition]]] = set()
+        self._injections: dict[str, Injection] = {}  # every injection, finished ones too
+        self._live: dict[str, Lifecycle] = {}  # injections whose lifecycle still runs
+        self._watchers = WatchHub()
         self._freeze: Freeze | None = None
 
     # -- admission -------------------------------------------------------------------
@@ -103,11 +84,33 @@ class Scheduler:
     async def create(
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
     ) -> Injection:
-        """Admit, record, and start an injection (or park it for approval)."""
+        """Admit, record, and start an injection (or park it for approval); returns once
+        it is on disk."""
+        lifecycle = self._admit(spec, document)
+        try:
+            await asyncio.shield(lifecycle.recorded)
+        except Exception:
+            if self._injections.get(lifecycle.injection.id) is lifecycle.injection:
+                del self._injections[lifecycle.injection.id]
+            self._live.pop(lifecycle.injection.id, None)
+            raise
+        injection = lifecycle.injection
+        log.info("injection created", injection=injection.id, owner=spec.owner,
+                 service=spec.target.service, targets=list(injection.targets),
+                 state=injection.transitions[0].to_state.value)  # fmt: skip
+        return injection
+
+    def _admit(self, spec: InjectionSpec, document: Mapping[str, Any]) -> Lifecycle:
+        """Every check and the registration, without an await."""
         if self._freeze is not None and self._freeze.active(time.time()):
             raise Refused(self._freeze.describe())
         injection_id = new_injection_id()
         matched, targets = self._select(spec, injection_id)
+        armed = FaultAssignment(injection_id, spec.fault, spec.target.scope, enabled=False)
+        try:
+            self._delivery.reserve(targets, injection_id, armed)
+        except SlotsExhausted as exc:
+            raise Refused(f"target: {exc}") from exc
         needs = self._approval.reasons(spec)
         first = State.PENDING_APPROVAL if needs else State.PENDING
         reason = (
@@ -119,16 +122,22 @@ class Scheduler:
             injection_id, spec, targets, matched, document, state=first, reason=reason
         )
         self._injections[injection_id] = injection  # from here on, others see its scope
-        try:
-            await self._journal.transition(injection, injection.transitions[0], principal)
-        except Exception:
-            del self._injections[injection_id]
-            raise
-        log.info("injection created", injection=injection_id, owner=spec.owner,
-                 service=spec.target.service, targets=list(targets), state=first.value)  # fmt: skip
-        self._start(injection)
-        self._publish(injection, injection.transitions[0])
-        return injection
+        return self._run(injection)
+
+    def _run(
+        self, injection: Injection, resume: Resume | None = None, restored: bool = False
+    ) -> Lifecycle:
+        lifecycle = Lifecycle(
+            injection, self._delivery, self._journal, self._approval, self._publish,
+            resume, restored,
+        )  # fmt: skip
+        self._live[injection.id] = lifecycle
+        lifecycle.task.add_done_callback(lambda _: self._ended(lifecycle))
+        return lifecycle
+
+    def _ended(self, lifecycle: Lifecycle) -> None:
+        if self._live.get(lifecycle.injection.id) is lifecycle:
+            del self._live[lifecycle.injection.id]
 
     def _select(
         self, spec: InjectionSpec, injection_id: str
@@ -165,26 +174,18 @@ class Scheduler:
         except SlotsExhausted as exc:
             raise Refused(f"target: sidecar {node}: {exc}") from exc
 
-    def _start(self, injection: Injection, resume: Resume | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._stops[injection.id] = loop.create_future()
-        if injection.state is State.PENDING_APPROVAL:
-            self._approvals[injection.id] = loop.create_future()
-        self._tasks[injection.id] = asyncio.create_task(self._lifecycle(injection, resume))
-
     # -- approval and freeze -----------------------------------------------------------
 
     def approve(self, injection_id: str, principal: str) -> Injection:
         injection = self.get(injection_id)
-        if injection.state is not State.PENDING_APPROVAL:
+        lifecycle = self._live.get(injection_id)
+        if injection.state is not State.PENDING_APPROVAL or lifecycle is None:
             raise Refused(
                 f"injection {injection_id} is {injection.state.value}, not PENDING_APPROVAL"
             )
         if principal == injection.owner:
             raise Refused(f"{principal} owns {injection_id}: someone else must approve it")
-        waiting = self._approvals[injection_id]
-        if not waiting.done():
-            waiting.set_result(principal)
+        lifecycle.approve(principal)
         return injection
 
     async def freeze(self, until: float | None, reason: str, principal: str) -> Freeze:
@@ -227,48 +228,53 @@ class Scheduler:
 
     def watch(self) -> Watch:
         """Every transition from now on; subscribed before this returns."""
-        return Watch(self._watchers)
+        return self._watchers.subscribe()
 
     # -- rollback --------------------------------------------------------------------
 
     async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
         """Withdraw a live injection; returns once every target answered the withdrawal."""
         injection = self.get(injection_id)
-        if not injection.state.live:
+        lifecycle = self._live.get(injection_id)
+        if lifecycle is None or not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
-        self._request_stop(injection_id, _operator_abort(reason, principal))
-        await asyncio.shield(self._tasks[injection_id])
+        lifecycle.request_stop(_operator_abort(reason, principal))
+        await asyncio.shield(lifecycle.task)
         return injection
 
     async def abort_all(self, reason: str, principal: str) -> list[Injection]:
-        live = [inj for inj in self._injections.values() if inj.state.live]
-        for injection in live:
-            self._request_stop(injection.id, _operator_abort(reason, principal))
-        await asyncio.gather(*(asyncio.shield(self._tasks[inj.id]) for inj in live))
-        return live
+        """Stop every lifecycle that exists now, whatever state each is in."""
+        live = list(self._live.values())
+        for lifecycle in live:
+            lifecycle.request_stop(_operator_abort(reason, principal))
+        await asyncio.gather(*(asyncio.shield(lc.task) for lc in live), return_exceptions=True)
+        return [lc.injection for lc in live if lc.injection.id in self._injections]
 
     async def record_reading(self, injection_id: str, reading: SloReading) -> None:
+        """Kept in memory at once; the store write is best effort (a failure is logged,
+        never raised: the guard must go on guarding)."""
         self.get(injection_id).readings.append(reading)
-        await self._journal.reading(injection_id, reading)
+        try:
+            await self._journal.reading(injection_id, reading)
+        except Exception as exc:
+            log.warning("could not store an SLO reading", injection=injection_id, error=str(exc))
 
     def refute(self, injection_id: str, reason: str, breach_limit_at: float) -> None:
         """The steady-state guard's abort: withdraw now, without waiting here."""
-        injection = self.get(injection_id)
-        if injection.state.live and not self._stops[injection_id].done():
-            injection.breach_limit_at = breach_limit_at
-            self._request_stop(injection_id, _End(State.ABORTED, reason, verdict=REFUTED))
+        lifecycle = self._live.get(injection_id)
+        if lifecycle is None or lifecycle.stop.done():
+            return
+        lifecycle.injection.breach_limit_at = breach_limit_at
+        lifecycle.request_stop(End(State.ABORTED, reason, verdict=REFUTED))
 
     async def close(self) -> None:
         """Stop every lifecycle task without withdrawing: leases end the faults, and a
         restart on the same store resumes what is still due."""
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-    def _request_stop(self, injection_id: str, end: _End) -> None:
-        stop = self._stops[injection_id]
-        if not stop.done():
-            stop.set_result(end)
+        live = list(self._live.values())
+        for lifecycle in live:
+            lifecycle.close()
+        await asyncio.gather(*(lc.task for lc in live), return_exceptions=True)
+        await self._journal.drain()
 
     # -- restart ---------------------------------------------------------------------
 
@@ -280,162 +286,68 @@ class Scheduler:
         self._freeze = Freeze.from_body(freeze) if freeze else None
         for stored in await self._journal.run(store.load_injections, None):
             readings = await self._journal.run(store.slo_readings, stored.id)
-            injection = injection_from_record(stored, readings, parse_spec)
+            injection = injection_from_record(stored, readings, parse_spec, strict=False)
             self._injections[injection.id] = injection
             if not injection.state.live:
                 continue
             decision = restore_decision(injection, time.time())
+            if not isinstance(decision, Finish):
+                decision = _still_fits(injection, parse_spec) or decision
+            if not isinstance(decision, Finish):
+                decision = self._resume(injection, decision) or decision
+            if isinstance(decision, Finish):
+                injection.verdict = decision.verdict
+                change = injection.transition(decision.state, decision.reason)
+                await self._journal.transition(injection, change, SYSTEM)
+                self._publish(injection, change)
+
+    def _resume(self, injection: Injection, decision: Resume | None) -> Finish | None:
+        """Put a restored injection back in its targets' desired state (resuming) or
+        reserve its slots (waiting for approval), and run its lifecycle; a Finish if its
+        targets can no longer carry it."""
+        spec = injection.spec
+        try:
             if decision is None:
-                self._start(injection)
-            elif isinstance(decision, Resume):
+                armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
+                self._delivery.reserve(injection.targets, injection.id, armed)
+            else:
                 # Back in every target's desired state before any sidecar reconnects.
                 log.info("resuming injection", injection=injection.id, left_s=decision.remaining)
-                spec = injection.spec
                 self._delivery.lease(
                     injection.id, time.monotonic() + decision.remaining + LEASE_GRACE_SECONDS
                 )
                 fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True)
                 self._delivery.place(injection.targets, injection.id, fault)
-                self._start(injection, decision)
-            else:
-                injection.verdict = decision.verdict
-                await self._transition(injection, decision.state, decision.reason)
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def _lifecycle(self, injection: Injection, resume: Resume | None) -> None:
-        end = await self._run_until_end(injection, resume)
-        injection.ending = (end.state, end.reason, end.verdict)
-        if end.state is not State.COMPLETED:
-            # A restart must finish this end, not resume the fault. (A deadline needs no
-            # record: a restart past it completes the injection anyway, and the withdrawal
-            # goes out without waiting for a disk commit.)
-            await self._journal.save(injection)
-        evidence = await self._withdraw(injection)
-        injection.verdict = end.verdict
-        await self._transition(injection, end.state, end.reason, end.evidence + evidence, end.by)
-        self._delivery.lease(injection.id, None)
-
-    async def _run_until_end(self, injection: Injection, resume: Resume | None) -> _End:
-        stop = self._stops[injection.id]
-        if injection.state is State.PENDING_APPROVAL:
-            approved = await self._await_approval(injection, stop)
-            if approved is not None:
-                return approved
-        if resume is None:
-            activation = asyncio.create_task(self._activate(injection))
-            await asyncio.wait({activation, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not activation.done():
-                activation.cancel()
-                await asyncio.gather(activation, return_exceptions=True)
-                return stop.result()
-            if (failure := activation.result()) is not None:
-                return failure
-            assert injection.ends_at is not None
-            remaining = injection.ends_at - time.time()  # the clock started at ACTIVE
-        else:
-            remaining = resume.remaining
-        if stop.done():
-            return stop.result()
-        deadline = _End(State.COMPLETED, "deadline reached", verdict=HELD)
-        timer = asyncio.get_running_loop().call_later(
-            max(0.0, remaining), self._request_stop, injection.id, deadline
-        )
-        try:
-            return await stop
-        finally:
-            timer.cancel()
-
-    async def _await_approval(
-        self, injection: Injection, stop: asyncio.Future[_End]
-    ) -> _End | None:
-        """None once approved (now PENDING); else why it ended while waiting."""
-        approval = self._approvals[injection.id]
-        timeout = self._approval.timeout_seconds - (time.time() - injection.created_at)
-        done, _ = await asyncio.wait(
-            {approval, stop}, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
-        )
-        if stop in done:
-            return stop.result()
-        if approval not in done:
-            return _End(
-                State.ABORTED, f"approval expired after {self._approval.timeout_seconds:g}s"
-            )
-        approver = approval.result()
-        injection.approved_by = approver
-        await self._transition(
-            injection, State.PENDING, f"approved by {approver}, pushing to targets", by=approver
-        )
+        except (KeyError, SlotsExhausted) as exc:
+            self._delivery.drop(injection.id)
+            return _no_longer_fits(injection, exc)
+        self._run(injection, decision, restored=True)
         return None
-
-    async def _activate(self, injection: Injection) -> _End | None:
-        """Arm, then enable, on every target; None once ACTIVE, else why it failed."""
-        armed = FaultAssignment(
-            injection.id, injection.spec.fault, injection.spec.target.scope, False
-        )
-        arm = await self._delivery.push(injection.targets, injection.id, armed, types.ROUTE)
-        if failure := _failure(arm, "arming"):
-            return failure
-        self._delivery.lease(
-            injection.id, time.monotonic() + injection.spec.duration_seconds + LEASE_GRACE_SECONDS
-        )
-        enabled = replace(armed, enabled=True)
-        enable = await self._delivery.push(injection.targets, injection.id, enabled, types.RUNTIME)
-        if failure := _failure(enable, "switching on", arm):
-            return failure
-        await self._transition(
-            injection, State.ACTIVE, "every target acknowledged the fault", arm + enable
-        )
-        return None
-
-    async def _withdraw(self, injection: Injection) -> tuple[Evidence, ...]:
-        """RTDS first (the fault stops at once), then RDS (the config goes away)."""
-        carrying = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
-        if not carrying:
-            return ()
-        fault = self._delivery.carries(carrying[0], injection.id)
-        assert fault is not None
-        off = replace(fault, enabled=False)
-        push = self._delivery.push
-        switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
-        remove = await push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
-        return switch_off + remove
-
-    async def _transition(
-        self,
-        injection: Injection,
-        state: State,
-        reason: str,
-        evidence: tuple[Evidence, ...] = (),
-        by: str = SYSTEM,
-    ) -> None:
-        change = injection.transition(state, reason, evidence)
-        await self._journal.transition(injection, change, by)
-        log.info("injection state changed", injection=injection.id, state=state.value,
-                 reason=reason, sidecars=len(evidence))  # fmt: skip
-        self._publish(injection, change)
 
     def _publish(self, injection: Injection, change: Transition) -> None:
-        for queue in self._watchers:
-            queue.put_nowait((injection, change))
+        self._watchers.publish((injection, change))
 
 
-def _failure(
-    evidence: tuple[Evidence, ...], phase: str, earlier: tuple[Evidence, ...] = ()
-) -> _End | None:
-    bad = [e for e in evidence if e.outcome != "acked"]
-    if not bad:
-        return None
-    first = bad[0]
-    detail = f": {first.error}" if first.error else ""
-    reason = f"{phase} failed: sidecar {first.sidecar} {first.outcome} {first.type}{detail}"
-    return _End(
-        State.FAILED, reason, earlier + evidence, "inconclusive: the fault never took effect"
+def _still_fits(injection: Injection, parse_spec: SpecParser) -> Finish | None:
+    """None if a live injection still fits today's mesh; else how it ends. Nothing of it
+    is put back then: the lease has ended whatever was switched on."""
+    try:
+        parse_spec(injection.document, True)
+    except Exception as exc:
+        return _no_longer_fits(injection, exc)
+    return None
+
+
+def _no_longer_fits(injection: Injection, exc: Exception) -> Finish:
+    return Finish(
+        State.ABORTED if injection.state is State.PENDING_APPROVAL else State.FAILED,
+        f"its target no longer fits the mesh after a restart: {exc}",
+        "inconclusive: the target changed during a control-server restart",
     )
 
 
-def _operator_abort(reason: str, principal: str) -> _End:
-    return _End(State.ABORTED, reason, verdict="inconclusive: aborted by an operator", by=principal)
+def _operator_abort(reason: str, principal: str) -> End:
+    return End(State.ABORTED, reason, verdict="inconclusive: aborted by an operator", by=principal)
 
 
 def new_injection_id() -> str:

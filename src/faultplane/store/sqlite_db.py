@@ -1,7 +1,10 @@
 """The SQLite connection under `SqliteStore`: opening, pragmas, migrations, transactions.
 
-Concurrency. One connection per store, guarded by an internal lock, opened with
-check_same_thread=False so the event loop thread or one worker thread may use it. Every
+Concurrency. One write connection per store, guarded by an internal lock, opened with
+check_same_thread=False so the event loop thread or one worker thread may use it. Reads
+use one read-only connection per thread, outside that lock: in WAL mode they see the last
+commit without blocking writers, so a long scan (verifying the audit chain) never delays
+the records of a live injection. Every
 write is BEGIN IMMEDIATE: it takes SQLite's write lock up front, so writers in other
 threads or processes wait (busy_timeout) instead of failing on a stale WAL snapshot, and
 read-then-write sequences such as "next audit seq = head + 1" can never interleave. That is
@@ -52,6 +55,9 @@ class SqliteDb:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._sync = "NORMAL"
         where = str(self.path)
         try:
@@ -90,6 +96,9 @@ class SqliteDb:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -117,17 +126,36 @@ class SqliteDb:
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection, opened on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"{self.path}: store is closed")
+            if conn is not None and conn in self._readers:
+                return conn
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA query_only = ON")
+            self._readers.append(conn)
+        self._local.conn = conn
+        return conn
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so multi-query reads see one consistent snapshot."""
-        with self._lock:
-            conn = self._connection()
+        try:
+            conn = self._reader()
+            conn.execute("BEGIN")
             try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {exc}") from exc
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
