@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from faultplane import logs
+from faultplane.api.validate import MAX_DURATION_SECONDS
 from faultplane.commands import UsageError, add_commands
 from faultplane.control import ControlServer, ServerConfig, TlsConfig
 from faultplane.governance_cli import add_governance_commands
@@ -24,6 +27,17 @@ from faultplane.store import default_db_path
 from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
 
 DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
+
+# Bounds of serve's numeric flags, checked while parsing, before anything starts: a
+# dead-man TTL of 0 (or NaN) would lease faults for nothing, or for ever.
+# Below 1 s a busy server cannot renew the lease (every ttl/3) before it lapses, and the
+# fault flickers off; no injection outlives MAX_DURATION_SECONDS, nor does any lease.
+DEADMAN_TTL_RANGE = (1.0, float(MAX_DURATION_SECONDS))
+ACK_TIMEOUT_RANGE = (0.1, 3600.0)
+# The guard must look often enough to act on a breach; faster than 50 ms is busy-looping.
+GUARD_TICK_RANGE = (0.05, 60.0)
+BASELINE_SECONDS_MAX = 30 * 86400.0
+MAX_FAULT_SLOTS = 64
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +53,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"faultplane: {exc}", file=sys.stderr)
         sys.exit(2)
     except grpc.RpcError as exc:
-        sys.exit(f"faultplane: {exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+        sys.exit(rpc_error_message(exc))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def rpc_error_message(exc: grpc.RpcError) -> str:
+    """`faultplane: CODE: details`, plus how to authenticate when that is what failed:
+    the server speaks of headers, the operator types flags."""
+    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
+    message = f"faultplane: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        message += (
+            " (pass --token or set $FAULTPLANE_TOKEN; with mutual TLS, also --ca, --cert "
+            "and --key; `faultplane token create` issues a token)"
+        )
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,33 +80,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the control server")
     serve.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
-    serve.add_argument("--xds-port", type=int, help="default: the mesh's control.xds_port")
-    serve.add_argument("--api-port", type=int, help="default: the mesh's control.api_port")
-    serve.add_argument("--metrics-port", type=int, help="default: the mesh's control.metrics_port")
-    serve.add_argument("--fault-slots", type=int, default=DEFAULT_FAULT_SLOTS)
+    port = integer(0, 65535)
+    serve.add_argument("--xds-port", type=port, help="default: the mesh's control.xds_port")
+    serve.add_argument("--api-port", type=port, help="default: the mesh's control.api_port")
+    serve.add_argument("--metrics-port", type=port, help="default: the mesh's control.metrics_port")
+    serve.add_argument(
+        "--fault-slots", type=integer(1, MAX_FAULT_SLOTS), default=DEFAULT_FAULT_SLOTS
+    )
     serve.add_argument(
         "--deadman-ttl",
-        type=float,
+        type=seconds(*DEADMAN_TTL_RANGE),
         default=10.0,
-        help="seconds a switched-on fault survives the control server's death (default 10)",
+        help="seconds a switched-on fault survives the control server's death "
+        f"(default 10; from {DEADMAN_TTL_RANGE[0]:g} to {DEADMAN_TTL_RANGE[1]:g})",
     )
     serve.add_argument(
         "--ack-timeout",
-        type=float,
+        type=seconds(*ACK_TIMEOUT_RANGE),
         default=10.0,
-        help="seconds to wait for a sidecar's ACK before an injection fails (default 10)",
+        help="seconds to wait for a sidecar's ACK before an injection fails "
+        f"(default 10; from {ACK_TIMEOUT_RANGE[0]:g} to {ACK_TIMEOUT_RANGE[1]:g})",
     )
     serve.add_argument("--slos", type=Path, help="the SLO catalogue (enables the guard)")
     serve.add_argument("--prometheus-url", help="Prometheus for SLOs with source: prometheus")
-    serve.add_argument("--guard-tick", type=float, default=1.0, help="seconds (default 1)")
+    serve.add_argument(
+        "--guard-tick",
+        type=seconds(*GUARD_TICK_RANGE),
+        default=1.0,
+        help="seconds between guard readings "
+        f"(default 1; from {GUARD_TICK_RANGE[0]:g} to {GUARD_TICK_RANGE[1]:g})",
+    )
     serve.add_argument(
         "--baseline-min-seconds",
-        type=float,
+        type=seconds(0.0, BASELINE_SECONDS_MAX),
         default=300.0,
         help="baseline history an SLO needs before an injection may use it (default 300)",
     )
     serve.add_argument(
-        "--baseline-window", type=float, default=3600.0, help="seconds of baseline kept"
+        "--baseline-window",
+        type=seconds(1.0, BASELINE_SECONDS_MAX),
+        default=3600.0,
+        help="seconds of baseline kept (at least --baseline-min-seconds)",
     )
     serve.add_argument("--db", type=Path, help="the store (default: $FAULTPLANE_STATE_DIR)")
     serve.add_argument(
@@ -91,11 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", type=Path, help="serve the operator API over TLS")
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--client-ca", type=Path, help="require client certificates (mTLS)")
-    serve.add_argument("--approval-max-pods", type=int, help="above this, a second person")
-    serve.add_argument("--approval-max-percentage", type=float)
-    serve.add_argument("--approval-max-duration", type=float, help="seconds")
     serve.add_argument(
-        "--approval-timeout", type=float, default=3600.0, help="unapproved injections expire"
+        "--approval-max-pods", type=integer(0, 1_000_000), help="above this, a second person"
+    )
+    serve.add_argument("--approval-max-percentage", type=number(0.0, 100.0, "percent"))
+    serve.add_argument(
+        "--approval-max-duration", type=seconds(0.0, float(MAX_DURATION_SECONDS)), help="seconds"
+    )
+    serve.add_argument(
+        "--approval-timeout",
+        type=seconds(1.0, 7 * 86400.0),
+        default=3600.0,
+        help="seconds; unapproved injections expire",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -123,7 +171,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def number(low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high]. argparse names the flag in the
+    error (`argument --deadman-ttl: ...`) and exits 2 before any handler runs."""
+    what = f" {unit}" if unit else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"must be a number of{what} from {low:g} to {high:g}, not {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    return number(low, high, "seconds")
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, not {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def check_serve_flags(args: argparse.Namespace) -> None:
+    """What no single flag's range can say: combinations that could never work."""
+    if args.baseline_window < args.baseline_min_seconds:
+        raise UsageError(
+            f"serve: --baseline-window ({args.baseline_window:g} s) must be at least "
+            f"--baseline-min-seconds ({args.baseline_min_seconds:g} s): a shorter window "
+            "never holds enough history, so every guarded injection would be refused"
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    check_serve_flags(args)
     mesh = load_mesh(args.mesh)
     slos = load_catalogue(args.slos, mesh.services) if args.slos else None
     if slos and not args.prometheus_url:

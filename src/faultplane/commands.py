@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,19 +153,36 @@ def _create_and_wait(
     stub: faultplane_pb2_grpc.FaultServiceStub, request: pb.InjectionRequest
 ) -> pb.Injection:
     """Create, then follow the injection until it leaves PENDING."""
-    events = stub.WatchInjections(pb.WatchInjectionsRequest())
-    try:
-        events.initial_metadata()  # subscribed: no state change can slip past
-        injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
-        current = stub.GetInjection(pb.GetInjectionRequest(id=injection.id), timeout=RPC_TIMEOUT)
-        if current.state != pb.PENDING:
-            return current
-        for event in events:
-            if event.injection.id == injection.id and event.injection.state != pb.PENDING:
-                return event.injection
-    finally:
-        events.cancel()
-    return injection
+    injection: pb.Injection | None = None
+    while True:
+        events = stub.WatchInjections(pb.WatchInjectionsRequest())
+        try:
+            events.initial_metadata()  # subscribed: no state change can slip past
+            if injection is None:
+                injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
+            current = stub.GetInjection(
+                pb.GetInjectionRequest(id=injection.id), timeout=RPC_TIMEOUT
+            )
+            if current.state != pb.PENDING:
+                return current
+            try:
+                for event in events:
+                    if event.injection.id == injection.id and event.injection.state != pb.PENDING:
+                        return event.injection
+            except grpc.RpcError as exc:
+                if not _watch_dropped(exc):
+                    raise
+                # The server dropped this watcher in a burst of other injections' events:
+                # subscribe again and re-read, rather than fail an injection that exists.
+                continue
+            return injection
+        finally:
+            events.cancel()
+
+
+def _watch_dropped(exc: grpc.RpcError) -> bool:
+    """The server ended a watch because its subscriber fell too far behind."""
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -248,17 +266,31 @@ def cmd_abort(args: argparse.Namespace) -> None:
 def cmd_watch(args: argparse.Namespace) -> None:
     channel, stub = _stub(args)
     with channel:
-        for event in stub.WatchInjections(pb.WatchInjectionsRequest(id=args.id)):
-            if args.json:
-                _print_json(event)
-                continue
-            change = event.transition
-            print(
-                f"{change.at.ToJsonString()}  {event.injection.id}  "
-                f"{state_name(change.from_state)} -> {state_name(change.to_state)}  "
-                f"{change.reason}",
-                flush=True,
-            )
+        while True:
+            try:
+                _print_events(stub, args)
+                return
+            except grpc.RpcError as exc:
+                if not _watch_dropped(exc):
+                    raise
+                # A live tail that fell behind (a slow terminal or pipe) is dropped by
+                # the server; say that events were missed and carry on.
+                details = exc.details()  # type: ignore[attr-defined]
+                print(f"faultplane: watch: {details}; resubscribing", file=sys.stderr, flush=True)
+
+
+def _print_events(stub: faultplane_pb2_grpc.FaultServiceStub, args: argparse.Namespace) -> None:
+    for event in stub.WatchInjections(pb.WatchInjectionsRequest(id=args.id)):
+        if args.json:
+            _print_json(event)
+            continue
+        change = event.transition
+        print(
+            f"{change.at.ToJsonString()}  {event.injection.id}  "
+            f"{state_name(change.from_state)} -> {state_name(change.to_state)}  "
+            f"{change.reason}",
+            flush=True,
+        )
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
