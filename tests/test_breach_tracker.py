@@ -13,7 +13,8 @@ COMPARE = SteadyStateSpec(slo="pay-ok", min=0.995, abort_after_seconds=2, compar
 
 
 def test_seed_loop_aborts_exactly_after_abort_after() -> None:
-    """The reference article's toy loop, one reading a second."""
+    """The reference article's toy loop, one reading a second (exactly: see below for
+    readings at real, jittered times)."""
     tracker = BreachTracker(STEADY)
     values = [0.999, 0.998, 0.997, 0.992, 0.991, 0.991, 0.999, 0.999]
     observed = []
@@ -29,6 +30,39 @@ def test_seed_loop_aborts_exactly_after_abort_after() -> None:
     assert first_abort == 6
     assert [tracker.must_abort(r) for r in observed] == [False] * 5 + [True] + [False] * 2
     assert all(r.error == "" and r.control_value is None for r in observed)
+
+
+def test_abort_after_is_real_time_not_a_count_of_ticks() -> None:
+    """The guard passes each reading's wall-clock time. Readings a little early or late on
+    their tick do not round up to whole ticks: the abort comes at the first reading at
+    least `abort_after` after the breach began (the seed loop above keeps its exact ticks
+    because its readings are exactly a second apart)."""
+    tracker = BreachTracker(STEADY)
+    times = [1.0, 2.02, 2.98, 4.01]  # the third is 20 ms short of 2 s into the breach
+    readings = [tracker.observe(t, Reading(0.9, at=t), None) for t in times]
+    assert [r.breach_seconds for r in readings] == pytest.approx([0, 1.02, 1.98, 3.01])
+    assert [tracker.must_abort(r) for r in readings] == [False, False, False, True]
+
+
+def test_a_tolerance_keeps_jittered_ticks_whole() -> None:
+    """The guard gives its trackers a tenth of a tick of tolerance: a reading 20 ms short
+    of 2 s on its tick still aborts there, one half a tick short does not."""
+    tracker = BreachTracker(STEADY, tolerance=0.1)
+    times = [1.0, 2.02, 2.98]
+    readings = [tracker.observe(t, Reading(0.9, at=t), None) for t in times]
+    assert [tracker.must_abort(r) for r in readings] == [False, False, True]
+    early = BreachTracker(STEADY, tolerance=0.1)
+    early.observe(1.0, Reading(0.9), None)
+    assert not early.must_abort(early.observe(2.5, Reading(0.9), None))
+
+
+def test_a_gap_between_readings_counts_as_breach_time() -> None:
+    """A guard that could not read for a while (a stalled tick) does not restart the
+    clock: the unobserved time inside a breach counts, never fly blind."""
+    tracker = BreachTracker(STEADY)
+    tracker.observe(1.0, Reading(0.9), None)
+    after_gap = tracker.observe(4.5, Reading(None, "read timed out after 3s"), None)
+    assert after_gap.breach_seconds == 3.5 and tracker.must_abort(after_gap)
 
 
 def test_breach_started_is_remembered_and_cleared() -> None:

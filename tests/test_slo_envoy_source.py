@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from faultplane.slo.catalogue import SloDef
-from faultplane.slo.sources import EnvoySource
+from faultplane.slo.sources import EnvoySource, admin_address
 from tests.test_slo_counters import Traffic, envoy_stats
 
 SUCCESS = SloDef(name="pay-ok", service="payments-api", window_seconds=60)
@@ -197,3 +197,98 @@ async def test_no_pods_and_unknown_pods() -> None:
     assert (await source.read(SUCCESS, [])).error == "no sidecars to read"
     unknown = await source.read(SUCCESS, ["payments-api-9"])
     assert unknown.value is None and unknown.error.startswith("payments-api-9:")
+
+
+# --- one sidecar's trouble stays its own ---------------------------------------------------
+
+
+async def test_a_garbage_page_makes_only_that_pod_unreadable(
+    admins: dict[str, FakeAdmin], session: aiohttp.ClientSession
+) -> None:
+    one, two = admins["payments-api-1"], admins["payments-api-2"]
+    source = EnvoySource(keep_seconds=60)
+    for ok in (100, 200):
+        _serve(one, ok=ok, errors=0)
+        two.text = "<html><body>502 Bad Gateway</body></html>"
+        await source.sample(session, _addresses(admins))
+
+    garbage = await source.read(SUCCESS, ["payments-api-2"])
+    assert not garbage.readable
+    assert garbage.error.startswith("payments-api-2: stats unparsable (ValueError")
+    assert (await source.read(SUCCESS, ["payments-api-1"])).value == 1.0
+
+    # It recovers once its page parses again (two clean samples for a window).
+    for ok in (10, 20):
+        _serve(two, ok=ok, errors=0)
+        await source.sample(session, _addresses(admins))
+    assert (await source.read(SUCCESS, list(admins))).value == 1.0
+
+
+async def test_a_pod_left_out_of_the_latest_round_is_not_read_from_old_samples(
+    admins: dict[str, FakeAdmin], session: aiohttp.ClientSession
+) -> None:
+    """A sidecar that was not sampled this round (it disconnected) has no current value:
+    its old history must not keep answering "fine"."""
+    source = EnvoySource(keep_seconds=60)
+    for ok in (100, 200):
+        for admin in admins.values():
+            _serve(admin, ok=ok, errors=0)
+        await source.sample(session, _addresses(admins))
+    await source.sample(session, {"payments-api-1": admins["payments-api-1"].address})
+
+    stale = await source.read(SUCCESS, ["payments-api-2"])
+    assert stale.value is None
+    assert stale.error == "payments-api-2: not sampled in the latest round"
+
+
+async def test_a_listener_missing_from_the_latest_page_is_not_read_from_old_samples(
+    admins: dict[str, FakeAdmin], session: aiohttp.ClientSession
+) -> None:
+    """After an Envoy restart its page lacks a listener until traffic returns: the
+    listener's old samples describe the past, not now."""
+    admin = admins["payments-api-1"]
+    pods = {"payments-api-1": admin.address}
+    source = EnvoySource(keep_seconds=60)
+    for ok in (100, 200):
+        _serve(admin, ok=ok, errors=0, egress_ok=ok)
+        await source.sample(session, pods)
+    admin.text = envoy_stats({"ingress": Traffic({"2": 5}, times_ms=[20] * 5)})
+    await source.sample(session, pods)
+
+    egress = await source.read(EGRESS_SUCCESS, ["payments-api-1"])
+    assert egress.value is None
+    assert egress.error == "payments-api-1: no egress stats in its latest sample"
+
+
+async def test_broken_admins_and_a_failed_round_are_unreadable(
+    admins: dict[str, FakeAdmin], session: aiohttp.ClientSession
+) -> None:
+    source = EnvoySource(keep_seconds=60)
+    one = {"payments-api-1": admins["payments-api-1"].address}
+    for ok in (100, 200):
+        _serve(admins["payments-api-1"], ok=ok, errors=0)
+        await source.sample(session, one, {"payments-api-9": "admin_port metadata 'x'"})
+    assert (await source.read(SUCCESS, ["payments-api-1"])).value == 1.0
+    broken = await source.read(SUCCESS, ["payments-api-1", "payments-api-9"])
+    assert broken.error == "payments-api-9: admin_port metadata 'x'"
+
+    source.fail("stats sampling failed (TimeoutError)")
+    failed = await source.read(SUCCESS, ["payments-api-1"])
+    assert failed.error == "payments-api-1: stats sampling failed (TimeoutError)"
+
+
+@pytest.mark.parametrize(
+    ("port", "address"),
+    [(18013, "127.0.0.1:18013"), (18013.0, "127.0.0.1:18013"), ("18013", "127.0.0.1:18013")],
+    ids=["int", "struct-number", "string"],
+)
+def test_admin_address_accepts_a_port_however_the_metadata_spells_it(
+    port: object, address: str
+) -> None:
+    assert admin_address(port) == address
+
+
+@pytest.mark.parametrize("port", [None, "", "18013/tcp", 18013.5, True, 0, 70000, -1, [18013]])
+def test_admin_address_refuses_what_is_not_a_port(port: object) -> None:
+    with pytest.raises(ValueError, match=r"admin_port metadata .* is not a port"):
+        admin_address(port)

@@ -116,6 +116,11 @@ class History:
         while len(self._samples) > 2 and self._samples[1][0] <= at - self._keep:
             self._samples.popleft()
 
+    @property
+    def newest_at(self) -> float | None:
+        """When the newest sample was taken, None before the first."""
+        return self._samples[-1][0] if self._samples else None
+
     def increase(self, window_seconds: float) -> tuple[Counters, float] | None:
         """(increase over the window, seconds actually covered), or None with < 2 samples.
 

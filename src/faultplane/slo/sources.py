@@ -39,29 +39,56 @@ class SloSource(Protocol):
 
 
 class EnvoySource:
-    """Samples sidecars' admin stats on every `sample` call and keeps a rolling history."""
+    """Samples sidecars' admin stats on every `sample` call and keeps a rolling history.
+
+    One sidecar's trouble is its own: a sidecar whose admin address is unusable, whose page
+    cannot be fetched or does not parse is marked unreadable, so reads over it are errors
+    (breaches) until it samples cleanly again, while reads over other sidecars go on.
+    """
 
     def __init__(self, keep_seconds: float) -> None:
         self._keep = keep_seconds
         self._histories: dict[tuple[str, str], History] = {}
         self._errors: dict[str, str] = {}
+        # pod -> time of its clean sample in the latest round; no entry, no fresh data
+        self._sampled: dict[str, float] = {}
 
-    async def sample(self, session: aiohttp.ClientSession, admins: Mapping[str, str]) -> None:
-        """Read every pod's stats once (pod name -> admin address)."""
-        for pod, text_or_error in zip(
-            admins, await _gather_stats(session, list(admins.values())), strict=True
-        ):
-            if isinstance(text_or_error, Exception):
-                self._errors[pod] = f"{pod}: stats unreadable ({type(text_or_error).__name__})"
+    async def sample(
+        self,
+        session: aiohttp.ClientSession,
+        admins: Mapping[str, str],
+        broken: Mapping[str, str] | None = None,
+    ) -> None:
+        """Read every pod's stats once (pod name -> admin address); `broken` names pods
+        whose address could not even be built (pod -> why). Never raises for one pod."""
+        for pod, why in (broken or {}).items():
+            self._errors[pod] = f"{pod}: {why}"
+        replies = await _gather_stats(session, list(admins.values()))
+        self._sampled = {}  # a pod not sampled now (disconnected) is not read from old data
+        for pod, reply in zip(admins, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self._errors[pod] = f"{pod}: stats unreadable ({type(reply).__name__})"
+                continue
+            try:
+                listeners = parse_listener_stats(reply)
+            except Exception as exc:  # whatever the page holds, it is this pod's problem
+                self._errors[pod] = f"{pod}: stats unparsable ({describe_error(exc)})"
                 continue
             self._errors.pop(pod, None)
-            now = time.monotonic()
-            for listener, counters in parse_listener_stats(text_or_error).items():
+            now = self._sampled[pod] = time.monotonic()
+            for listener, counters in listeners.items():
                 key = (pod, listener)
                 history = self._histories.get(key)
                 if history is None:
                     history = self._histories[key] = History(self._keep)
                 history.add(now, counters)
+
+    def fail(self, why: str) -> None:
+        """Sampling failed as a whole (it timed out, or the sidecars could not be listed):
+        no pod is fresh this round, and those of the last one say why."""
+        for pod in self._sampled:
+            self._errors[pod] = f"{pod}: {why}"
+        self._sampled = {}
 
     async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading:
         errors = [self._errors[pod] for pod in pods if pod in self._errors]
@@ -69,7 +96,13 @@ class EnvoySource:
             return Reading(None, "; ".join(errors))
         increases = []
         for pod in pods:
+            if pod not in self._sampled:
+                return Reading(None, f"{pod}: not sampled in the latest round")
             history = self._histories.get((pod, slo.listener))
+            if history is not None and history.newest_at != self._sampled[pod]:
+                # Its latest page had no such listener (an Envoy restart): old samples
+                # would describe the past, not now.
+                return Reading(None, f"{pod}: no {slo.listener} stats in its latest sample")
             increase = history.increase(slo.window_seconds) if history else None
             if increase is None:
                 return Reading(None, f"{pod}: not enough samples yet")
@@ -80,6 +113,24 @@ class EnvoySource:
         if value is None:
             return Reading(None, f"no requests in the last {slo.window_seconds:g}s")
         return Reading(value)
+
+
+def admin_address(port: object) -> str:
+    """The loopback admin address from a sidecar's `admin_port` metadata (a Struct number
+    arrives as a float); ValueError when it is not a port, so the caller can mark that one
+    sidecar unreadable instead of failing the whole sample."""
+    whole_float = isinstance(port, float) and port.is_integer()
+    if whole_float or (isinstance(port, str) and port.isdecimal()):
+        port = int(port)  # type: ignore[arg-type]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"admin_port metadata {port!r:.40} is not a port")
+    return f"127.0.0.1:{port}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a short reading error: a garbage page can make a long message."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 async def _gather_stats(
@@ -104,10 +155,13 @@ class PrometheusSource:
         body = await self._get("query", {"query": promql(slo, pods)})
         if isinstance(body, Reading):
             return body
-        result = body["data"]["result"]
-        if not result:
-            return Reading(None, f"prometheus: no data for {slo.name}")
-        value = float(result[0]["value"][1])
+        try:
+            result = body["data"]["result"]
+            if not result:
+                return Reading(None, f"prometheus: no data for {slo.name}")
+            value = float(result[0]["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            return Reading(None, f"prometheus: malformed reply ({describe_error(exc)})")
         if math.isnan(value):  # no requests in the window
             return Reading(None, f"no requests in the last {slo.window_seconds:g}s")
         return Reading(value)
@@ -126,14 +180,17 @@ class PrometheusSource:
         body = await self._get("query_range", params)
         if isinstance(body, Reading):
             return body
-        result = body["data"]["result"]
-        if not result:
-            return []
-        return [
-            Reading(float(value), at=float(at))
-            for at, value in result[0]["values"]
-            if not math.isnan(float(value))
-        ]
+        try:
+            result = body["data"]["result"]
+            if not result:
+                return []
+            return [
+                Reading(float(value), at=float(at))
+                for at, value in result[0]["values"]
+                if not math.isnan(float(value))
+            ]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            return Reading(None, f"prometheus: malformed reply ({describe_error(exc)})")
 
     async def _get(self, endpoint: str, params: dict[str, str]) -> dict | Reading:
         try:
@@ -143,6 +200,8 @@ class PrometheusSource:
                 body = await reply.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return Reading(None, f"prometheus unreadable ({type(exc).__name__})")
+        if not isinstance(body, dict):
+            return Reading(None, f"prometheus: malformed reply ({type(body).__name__})")
         if body.get("status") != "success":
             return Reading(None, f"prometheus: {body.get('error', 'query failed')}")
         return dict(body)
