@@ -113,7 +113,8 @@ async def test_fixed_delay_applies_to_calls_to_fraud_scoring_and_not_to_ledger(
 
     assert all(r.status == 200 and r.ms >= 150 for r in faulted)
     assert all(r.headers.get(INJECTION_HEADER) == injection.id for r in faulted)
-    assert all(r.status == 200 and r.ms < 100 for r in untouched)
+    # Whatever the machine's load, an untouched call never carries the 150 ms delay.
+    assert all(r.status == 200 and r.ms < 150 for r in untouched)
     assert all(INJECTION_HEADER not in r.headers for r in untouched)
 
 
@@ -235,7 +236,7 @@ async def test_deadline_withdraws_the_fault_and_records_every_ack(mesh_run: Mesh
         injection_request(
             target={**ALL_PAYMENTS, "upstream": None},
             fault={"type": "abort", "http_status": 503},
-            duration_seconds=1.5,
+            duration_seconds=3,
         ),
     )
     ingress = f"http://127.0.0.1:{ports(mesh_run, 'payments-api-4').ingress}/merchant-write"
@@ -244,11 +245,11 @@ async def test_deadline_withdraws_the_fault_and_records_every_ack(mesh_run: Mesh
     done = await wait_state(stub, injection.id, {pb.COMPLETED, pb.ABORTED, pb.FAILED})
     (after,) = await send(ingress, method="POST")
 
-    assert during.status == 503
+    assert during.status == 503  # 3 s of fault: ample for one request on a loaded box
     assert done.state == pb.COMPLETED and done.reason == "deadline reached"
     assert after.status == 200
     active = done.activated_at.ToNanoseconds()
-    assert done.ends_at.ToNanoseconds() - active == 1_500_000_000
+    assert done.ends_at.ToNanoseconds() - active == 3_000_000_000
     assert done.ended_at.ToNanoseconds() >= done.ends_at.ToNanoseconds()
     assert [pb.State.Name(t.to_state) for t in done.transitions] == [
         "PENDING", "ACTIVE", "COMPLETED",
