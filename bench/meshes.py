@@ -67,12 +67,20 @@ def placeholder_mesh(service: str, pods: int) -> Mesh:
     return service_mesh(service, pods, placeholder, control)
 
 
+BENCH_SLO = "merchant-write-success"
+
+
 def write_mesh(mesh: Mesh, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(TEMPLATE, directory / TEMPLATE_NAME)
     path = directory / "mesh.yaml"
     # JSON is YAML, and the C emitter keeps 10,000 pods quick to write.
     path.write_text(yaml.dump(mesh.to_dict(), Dumper=yaml.CSafeDumper, sort_keys=False))
+    # Every injection names a readable SLO: the one bench.api's requests use, over the
+    # first service (the one the scenarios fault).
+    first = next(iter(mesh.services))
+    slo = {"service": first, "kind": "success_ratio", "window_seconds": 60}
+    (directory / "slos.yaml").write_text(yaml.safe_dump({"slos": {BENCH_SLO: slo}}))
     return path
 
 

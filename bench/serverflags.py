@@ -30,4 +30,6 @@ def standalone_args(run_dir: Path) -> list[str]:
         args += ["--auth", "local"]
     if has("--db"):
         args += ["--db", str(run_dir / "faultplane.db")]
+    if (run_dir / "slos.yaml").exists():  # written beside the mesh by bench.meshes
+        args += ["--slos", str(run_dir / "slos.yaml"), "--baseline-min-seconds", "0"]
     return args

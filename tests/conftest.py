@@ -11,19 +11,28 @@ import pytest
 from faultplane.control import ControlServer, ServerConfig
 from faultplane.mesh import Mesh, load_mesh
 from faultplane.meshrun.ports import PortAllocator
+from faultplane.slo.catalogue import load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH_FILE = ROOT / "envoy-configs" / "mesh.yaml"
 
 
+SLO_FILE = ROOT / "envoy-configs" / "slos.yaml"
+
+
 def server_config(mesh: Mesh, **overrides: Any) -> ServerConfig:
-    """A server on the mesh's control ports, without a metrics endpoint."""
+    """A server on the mesh's control ports, without a metrics endpoint, guarding with the
+    mesh's SLO catalogue (every injection needs one) and no baseline wait."""
+    defaults: dict[str, Any] = {
+        "slos": load_catalogue(SLO_FILE, mesh.services),
+        "baseline_min_seconds": 0.0,
+    }
     return ServerConfig(
         mesh=mesh,
         xds_port=mesh.control.xds_port,
         api_port=mesh.control.api_port,
         metrics_port=None,
-        **overrides,
+        **{**defaults, **overrides},
     )
 
 

@@ -25,13 +25,21 @@ EXAMPLE: dict[str, Any] = json.loads(
 )
 
 
+LIFECYCLE_STEADY_STATE = {"slo": "merchant-write-success", "min": 0.0, "abort_after": 600}
+
+
 def injection_request(
     target: dict[str, Any] | None = None,
     fault: dict[str, Any] | None = None,
     **top: Any,
 ) -> pb.InjectionRequest:
-    """The issue's example document, with `target`/`fault` keys and top-level fields replaced."""
+    """The issue's example document, with `target`/`fault` keys and top-level fields replaced.
+
+    Its steady state is relaxed to one no test mesh breaches by accident (min 0, abort
+    after 10 minutes): tests of the lifecycle fault traffic on purpose, and the guard's
+    own tests pass the steady state they exercise."""
     document = copy.deepcopy(EXAMPLE)
+    document["steady_state"] = LIFECYCLE_STEADY_STATE
     if target is not None:
         document["target"] = {**document["target"], **target}
         document["target"] = {k: v for k, v in document["target"].items() if v is not None}

@@ -43,7 +43,10 @@ async def fault_gone(url: str) -> bool:
 @pytest.mark.parametrize("ttl", [2.0])
 async def test_sigkill_of_server_clears_fault_within_ttl(tmp_path: Path, ttl: float) -> None:
     async with MeshRun(
-        MESH_FILE, tmp_path, server_args=("--deadman-ttl", str(ttl)), load=False
+        MESH_FILE,
+        tmp_path,
+        server_args=("--deadman-ttl", str(ttl), "--baseline-min-seconds", "0"),
+        load=False,
     ) as run:
         injection, url = await start_fault(run, duration=300)
         (before,) = await send(url, method="POST")
@@ -60,7 +63,12 @@ async def test_sigkill_of_server_clears_fault_within_ttl(tmp_path: Path, ttl: fl
 
 async def test_sigkill_cannot_stretch_a_fault_past_its_deadline(tmp_path: Path) -> None:
     """The lease never outlives the deadline, even with a long dead-man TTL."""
-    async with MeshRun(MESH_FILE, tmp_path, server_args=("--deadman-ttl", "60"), load=False) as run:
+    async with MeshRun(
+        MESH_FILE,
+        tmp_path,
+        server_args=("--deadman-ttl", "60", "--baseline-min-seconds", "0"),
+        load=False,
+    ) as run:
         injection, url = await start_fault(run, duration=2)
         run.server.kill()
 

@@ -38,5 +38,5 @@ class FaultService(
         self.mesh = mesh
         self.store = store
         self.preflight = preflight
-        # Without a catalogue any SLO name is accepted (and nothing guards it).
-        self.slos: Collection[str] | None = preflight.catalogue if preflight else None
+        # Without a catalogue no SLO can be read, so every injection is refused.
+        self.slos: Collection[str] = preflight.catalogue if preflight else ()

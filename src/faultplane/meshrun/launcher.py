@@ -170,6 +170,9 @@ class MeshRun:
             sys.executable, "-m", "faultplane", "serve", "--mesh", str(resolved_mesh),
             "--auth", "local", "--db", str(self.run_dir / "faultplane.db"),
         ]  # fmt: skip
+        catalogue = self.mesh_file.parent / "slos.yaml"
+        if "--slos" not in self.server_args and catalogue.exists():
+            argv += ["--slos", str(catalogue)]  # the mesh's SLO catalogue, by default
         argv += self.server_args
         self.server = self._spawn(Child("control-server", argv, self.run_dir / "server.log"))
         await self.wait_server_healthy()

@@ -15,6 +15,7 @@ deliberate shutdown, for a restart to resume) leaves faults to the lease.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -121,7 +122,7 @@ class Lifecycle:
                 self._delivery.drop(injection.id)
                 evidence = ()
             withdrawn = True
-            injection.verdict = end.verdict
+            injection.verdict = deadline_verdict(injection) if end.verdict == HELD else end.verdict
             self._transition(end.state, end.reason, end.evidence + evidence, end.by)
         finally:
             if not withdrawn and not self._closing:
@@ -252,6 +253,29 @@ class Lifecycle:
                  reason=reason, sidecars=len(evidence))  # fmt: skip
         self._publish(injection, change)
         self._journal.record(injection, change, by)
+
+
+def deadline_verdict(injection: Injection) -> str:
+    """ "held" only when readable SLO readings cover the run: at least one, and no stretch
+    of `abort_after` or longer without one (start and end included), since a breach that
+    long could have gone unseen; otherwise inconclusive, saying why."""
+    start, end = injection.activated_at, injection.ends_at
+    if start is None or end is None:
+        return NEVER_TOOK_EFFECT
+    seen = sorted(
+        r.at for r in injection.readings if r.value is not None and not r.error and r.at >= start
+    )
+    if not seen:
+        return "inconclusive: the steady state was never read"
+    instants = [start, *seen, max(end, seen[-1])]
+    longest = max(later - earlier for earlier, later in itertools.pairwise(instants))
+    limit = injection.spec.steady_state.abort_after_seconds
+    if longest >= limit:
+        return (
+            f"inconclusive: the steady state went unread for {longest:.1f}s "
+            f"(abort_after {limit:g}s)"
+        )
+    return HELD
 
 
 def _failure(

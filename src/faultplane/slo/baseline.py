@@ -58,10 +58,17 @@ def baseline_stats(slo: str, readings: Iterable[Reading]) -> BaselineStats:
 
 def preflight_problem(stats: BaselineStats, minimum: float, min_seconds: float) -> str | None:
     """Why an injection guarded by `minimum` may not start yet, or None."""
-    if stats.seconds_covered < min_seconds or stats.p5 is None:
+    if stats.seconds_covered < min_seconds:
         return (
             f"steady_state.slo: only {stats.seconds_covered:.0f}s of baseline for {stats.slo}, "
             f"{min_seconds:g}s required before injecting"
+        )
+    if stats.p5 is None:
+        if min_seconds <= 0:
+            return None  # no history required, and none to compare `min` with
+        return (
+            f"steady_state.slo: {stats.slo} has {stats.seconds_covered:.0f}s of baseline but "
+            "not one readable sample: its normal value is unknown"
         )
     if minimum > stats.p5:
         return (
