@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -21,10 +22,19 @@ from faultplane.v1 import faultplane_pb2 as pb
 if TYPE_CHECKING:
     from faultplane.scheduler.journal import Journal
     from faultplane.scheduler.scheduler import Scheduler
-    from faultplane.store import Store
+    from faultplane.store import AuditEntry, Store
 
 Context = grpc.aio.ServicerContext
-MAX_AUDIT_ENTRIES = 10_000
+# ListAudit pages: page_size defaults to DEFAULT_AUDIT_PAGE and is capped at MAX_AUDIT_PAGE,
+# and a page stops short of AUDIT_PAGE_BYTES (plus at most one entry of up to
+# MAX_LISTED_ENTRY_BYTES), so it always fits the 4 MiB a gRPC client accepts by default.
+DEFAULT_AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 1000
+AUDIT_PAGE_BYTES = 2 * 1024 * 1024
+# Entries are bounded when written; one larger than this (written before they were: a
+# refused call's whole request) is listed as its size and sha256. `audit verify` still
+# checks it in full.
+MAX_LISTED_ENTRY_BYTES = 256 * 1024
 
 
 class GovernanceMethods:
@@ -38,7 +48,7 @@ class GovernanceMethods:
     ) -> pb.Injection:
         if not request.id:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "id: required")
-        injection = self.scheduler.get(request.id)
+        injection = await self.scheduler.find(request.id)
         if not may_act_on(principal.name, principal.role, injection.owner, "ApproveInjection"):
             raise PermissionDenied(
                 f"{principal.name} may not approve {injection.id}: it is their own injection"
@@ -69,21 +79,19 @@ class GovernanceMethods:
     async def ListAudit(
         self, request: pb.ListAuditRequest, context: Context, principal: Principal
     ) -> pb.ListAuditResponse:
-        limit = min(request.limit or MAX_AUDIT_ENTRIES, MAX_AUDIT_ENTRIES)
+        after = _after_seq(request.page_token)
+        size = min(request.page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
         entries = await self.journal.read(
-            self.store.audit_entries, request.injection_id or None, request.since or None, limit
+            self.store.audit_entries,
+            request.injection_id or None,
+            request.since or None,
+            size + 1,  # one more than the page: is there a next one?
+            after,
+            AUDIT_PAGE_BYTES,
         )
+        page, more = audit_page(entries, size)
         return pb.ListAuditResponse(
-            entries=[
-                pb.AuditEntry(
-                    seq=e.seq,
-                    at=timestamp(e.at),
-                    entry_json=json.dumps(e.entry, sort_keys=True),
-                    prev_hash=e.prev_hash,
-                    hash=e.hash,
-                )
-                for e in entries
-            ]
+            entries=page, next_page_token=str(page[-1].seq) if more and page else ""
         )
 
     @rpc
@@ -96,6 +104,8 @@ class GovernanceMethods:
             entries=verdict.entries,
             broken_at=verdict.broken_at or 0,
             problem=verdict.problem,
+            checked=verdict.checked,
+            unchecked=verdict.unchecked,
         )
 
 
@@ -126,3 +136,64 @@ def _representable(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds < _TIMESTAMP_MIN:
         return timestamp_pb2.Timestamp(seconds=_TIMESTAMP_MIN)
     return timestamp(seconds)
+
+
+def _after_seq(page_token: str) -> int:
+    """A page token is the seq of the last entry of the previous page."""
+    if not page_token:
+        return 0
+    if len(page_token) > 20 or not page_token.isdigit():
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from a previous page"
+        )
+    return int(page_token)
+
+
+def audit_page(entries: list[AuditEntry], size: int) -> tuple[list[pb.AuditEntry], bool]:
+    """The first entries (at most `size`, at least one) that fit AUDIT_PAGE_BYTES, and
+    whether more may follow. `entries` were read with limit size + 1 and max_bytes
+    AUDIT_PAGE_BYTES of stored text; the JSON listed here is never shorter than the
+    canonical JSON stored, so a read the store cut short always counts as "more" (at
+    worst the next page is empty)."""
+    page: list[pb.AuditEntry] = []
+    listed = read = 0
+    full = False
+    for entry in entries:
+        text = json.dumps(entry.entry, sort_keys=True)
+        read += len(text)
+        if full or len(page) == size:
+            continue
+        message = _audit_message(entry, text)
+        if page and listed + message.ByteSize() > AUDIT_PAGE_BYTES:
+            full = True  # in order: nothing after an entry that did not fit
+            continue
+        page.append(message)
+        listed += message.ByteSize()
+    return page, len(page) < len(entries) or read >= AUDIT_PAGE_BYTES
+
+
+def _audit_message(entry: AuditEntry, text: str) -> pb.AuditEntry:
+    if len(text) > MAX_LISTED_ENTRY_BYTES:
+        text = json.dumps(_oversized(entry.entry, text), sort_keys=True)
+    return pb.AuditEntry(
+        seq=entry.seq,
+        at=timestamp(entry.at),
+        entry_json=text,
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )
+
+
+def _oversized(entry: dict[str, Any], text: str) -> dict[str, Any]:
+    """What is listed of an entry too large to list: its short fields, size and hash."""
+    kept = {
+        key: value
+        for key, value in entry.items()
+        if isinstance(value, str | int | float) and len(str(value)) < 256
+    }
+    return {
+        **kept,
+        "oversized": True,
+        "entry_bytes": len(text),
+        "entry_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }

@@ -63,13 +63,80 @@ class _Problems:
         self.found.append((path, reason))
 
 
+# The longest text each field of an InjectionRequest may hold (characters). Every accepted
+# request is stored whole (its injection, the audit log), so every field is bounded, and
+# checked first: later messages quote values ("unknown service 'x'"), and a quoted
+# megabyte would flood the audit and the logs all the same.
+MAX_NAME = 256  # service, upstream, SLO, owner, fault type, header name, method
+MAX_SHORT_TEXT = 512  # selector, path prefix, header value
+MAX_MATCH_HEADERS = 8
+MAX_MATCH_METHODS = len(HTTP_METHODS)
+
+
+def length_problem(value: str, limit: int) -> str | None:
+    """The reason a text field is refused for its length, or None if it fits."""
+    if len(value) <= limit:
+        return None
+    return f"at most {limit} characters (got {len(value)})"
+
+
+def check_length(value: str, path: str, limit: int) -> None:
+    """Raise InvalidRequest (INVALID_ARGUMENT naming `path` and its limit) if `value` is
+    longer than `limit` characters: for free-text fields outside InjectionRequest, such
+    as an abort's `reason`."""
+    reason = length_problem(value, limit)
+    if reason is not None:
+        raise InvalidRequest([(path, reason)])
+
+
+def oversized_fields(request: pb.InjectionRequest) -> list[tuple[str, str]]:
+    """(field, reason) for every text field of the request over its limit."""
+    target, match = request.target, request.target.match
+    fields: list[tuple[str, str, int]] = [
+        ("target.service", target.service, MAX_NAME),
+        ("target.selector", target.selector, MAX_SHORT_TEXT),
+        ("target.upstream", target.upstream, MAX_NAME),
+        ("target.match.path_prefix", match.path_prefix, MAX_SHORT_TEXT),
+        ("fault.type", request.fault.type, MAX_NAME),
+        ("steady_state.slo", request.steady_state.slo, MAX_NAME),
+        ("steady_state.compare", request.steady_state.compare, MAX_NAME),
+        ("hypothesis", request.hypothesis, MAX_TEXT),
+        ("owner", request.owner, MAX_NAME),
+    ]
+    found: list[tuple[str, str]] = []
+    if len(match.headers) > MAX_MATCH_HEADERS:
+        found.append(("target.match.headers", f"at most {MAX_MATCH_HEADERS} headers"))
+    else:
+        for name, value in match.headers.items():
+            if len(name) > MAX_NAME:
+                found.append(("target.match.headers", f"header names of at most {MAX_NAME} "
+                              f"characters (got {len(name)})"))  # fmt: skip
+            else:
+                fields.append((f"target.match.headers.{name}", value, MAX_SHORT_TEXT))
+    if len(match.methods) > MAX_MATCH_METHODS:
+        found.append(("target.match.methods", f"at most {MAX_MATCH_METHODS} methods"))
+    else:
+        fields.extend(("target.match.methods", m, MAX_NAME) for m in match.methods)
+    for path, value, limit in fields:
+        reason = length_problem(value, limit)
+        if reason is not None:
+            found.append((path, reason))
+    return found
+
+
 def validate_request(
     request: pb.InjectionRequest, mesh: Mesh | None, slos: Collection[str] | None
 ) -> InjectionSpec:
-    """`slos`: the SLO catalogue's names, or None when no catalogue is configured.
+    """`slos`: the SLO catalogue's names (empty: none configured, so every SLO is
+    unreadable and refused), or None to skip the check (reloading a stored request).
 
     `mesh` None trusts the service and upstream names: reloading a record accepted
     against a mesh that has changed since."""
+    # Refused before any value is parsed, or echoed back in an error. Not on a reload
+    # (slos None): a record accepted before these limits existed must still load.
+    too_long = oversized_fields(request) if slos is not None else []
+    if too_long:
+        raise InvalidRequest(too_long)
     problems = _Problems([])
     target = _target(request, mesh, problems)
     fault = _fault(request, problems)
@@ -104,7 +171,9 @@ def _target(
         problems.add("target.selector", str(exc))
         ok = False
     if not 1 <= target.max_pods <= MAX_PODS_LIMIT:
-        problems.add("target.max_pods", f"required, between 1 and {MAX_PODS_LIMIT}")
+        bounds = f"between 1 and {MAX_PODS_LIMIT}"  # 0 is how proto3 says "not given"
+        reason = f"{bounds}, not {target.max_pods}" if target.max_pods else f"required, {bounds}"
+        problems.add("target.max_pods", reason)
         ok = False
     upstream = target.upstream or None
     if upstream is not None and service is not None and upstream not in service.dependencies:
@@ -227,13 +296,20 @@ _KIND_PARSERS: dict[
 
 
 def _duration(request: pb.InjectionRequest, problems: _Problems) -> float | None:
+    """Seconds, numeric on the API (the CLI turns "5m" into 300). Proto3 cannot tell a
+    missing number from 0, so only 0 says "required"; a value that was given is told
+    what was wrong with it, not that it is missing."""
     duration = request.duration_seconds
-    if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_SECONDS):
-        problems.add(
-            "duration_seconds", f"required, greater than 0 and at most {MAX_DURATION_SECONDS}"
-        )
-        return None
-    return duration
+    limit = f"at most {MAX_DURATION_SECONDS} ({MAX_DURATION_SECONDS // 3600} h)"
+    if duration == 0:
+        problems.add("duration_seconds", f"required: seconds, greater than 0 and {limit}")
+    elif math.isfinite(duration) and duration > MAX_DURATION_SECONDS:
+        problems.add("duration_seconds", f"{limit}, not {duration:g}")
+    elif not (math.isfinite(duration) and duration > 0):
+        problems.add("duration_seconds", f"must be greater than 0 and {limit}, not {duration:g}")
+    else:
+        return duration
+    return None
 
 
 def _steady_state(
@@ -246,6 +322,12 @@ def _steady_state(
     before = len(problems.found)
     if not steady.slo:
         problems.add("steady_state.slo", "required")
+    elif slos is not None and not slos:
+        problems.add(
+            "steady_state.slo",
+            f"cannot read SLO {steady.slo!r}: this server has no SLO catalogue "
+            "(start it with serve --slos FILE); the steady state is never optional",
+        )
     elif slos is not None and steady.slo not in slos:
         problems.add(
             "steady_state.slo", f"unknown SLO {steady.slo!r} (known: {', '.join(sorted(slos))})"

@@ -64,14 +64,16 @@ class FreezeState(_message.Message):
     def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
-    __slots__ = ("injection_id", "since", "limit")
+    __slots__ = ("injection_id", "since", "page_size", "page_token")
     INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     injection_id: str
     since: float
-    limit: int
-    def __init__(self, injection_id: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, injection_id: _Optional[str] = ..., since: _Optional[float] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("seq", "at", "entry_json", "prev_hash", "hash")
@@ -88,26 +90,32 @@ class AuditEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class ListAuditResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "next_page_token")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class AuditVerdict(_message.Message):
-    __slots__ = ("ok", "entries", "broken_at", "problem")
+    __slots__ = ("ok", "entries", "broken_at", "problem", "checked", "unchecked")
     OK_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     BROKEN_AT_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    UNCHECKED_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     entries: int
     broken_at: int
     problem: str
-    def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    checked: _containers.RepeatedScalarFieldContainer[str]
+    unchecked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ..., checked: _Optional[_Iterable[str]] = ..., unchecked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InjectionRequest(_message.Message):
     __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner")
