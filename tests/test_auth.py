@@ -38,8 +38,9 @@ from faultplane.auth.tls import TLSConfigError, channel_credentials, server_cred
 from faultplane.auth.tokens import MalformedToken, token_id_of
 from faultplane.v1 import faultplane_pb2
 
-VW, OP, AP, AD = Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN
-EVERYONE = {VW, OP, AP, AD}
+VW, OC, OP, AP, AD = Role.VIEWER, Role.ONCALL, Role.OPERATOR, Role.APPROVER, Role.ADMIN
+EVERYONE = {VW, OC, OP, AP, AD}
+STOPPERS = {OC, OP, AP, AD}  # stopping is easier than starting: everyone but a viewer
 
 # Written out by hand, independently of roles.py, so a change there has to change this.
 EXPECTED: dict[str, set[Role]] = {
@@ -51,13 +52,13 @@ EXPECTED: dict[str, set[Role]] = {
     "GetFreeze": EVERYONE,
     "ListAudit": EVERYONE,
     "VerifyAudit": EVERYONE,
+    "PlanInjection": EVERYONE,  # a dry run changes nothing
+    "AbortInjection": STOPPERS,
+    "AbortAllInjections": STOPPERS,
+    "Freeze": STOPPERS,
+    "Unfreeze": {OC, AD},  # lifting a freeze lets injections start: not an operator's call
     "CreateInjection": {OP, AP, AD},
-    "PlanInjection": {OP, AP, AD},
-    "AbortInjection": {OP, AP, AD},
     "ApproveInjection": {AP, AD},
-    "AbortAllInjections": {AD},
-    "Freeze": {AD},
-    "Unfreeze": {AD},
     "CreateToken": {AD},
     "ListTokens": {AD},
     "RevokeToken": {AD},
@@ -119,8 +120,19 @@ def test_role_parse(text: str) -> None:
 
 
 def test_role_parse_error_names_valid_roles() -> None:
-    with pytest.raises(UnknownRole, match="'root'; valid roles: viewer, operator, approver, admin"):
+    with pytest.raises(
+        UnknownRole, match="'root'; valid roles: viewer, oncall, operator, approver, admin"
+    ):
         Role.parse("root")
+
+
+def test_oncall_may_not_start_anything() -> None:
+    with pytest.raises(PermissionDenied) as info:
+        check_call(OC, "CreateInjection")
+    assert info.value.reason == (
+        "role oncall may not call CreateInjection; needs operator or approver or admin"
+    )
+    assert not may_call(OC, "ApproveInjection") and not may_call(OC, "CreateToken")
 
 
 # --- owner rules ---------------------------------------------------------------------
@@ -129,12 +141,14 @@ def test_role_parse_error_names_valid_roles() -> None:
 @pytest.mark.parametrize(
     ("role", "principal", "owner", "method", "expected"),
     [
-        # abort: operators and approvers only their own, admins anyone's, viewers never
+        # abort: anyone who may stop may stop anyone's fault; viewers never
         (VW, "vic", "vic", "AbortInjection", False),
+        (VW, "vic", "bob", "AbortInjection", False),
+        (OC, "oscar", "bob", "AbortInjection", True),
         (OP, "olga", "olga", "AbortInjection", True),
-        (OP, "olga", "bob", "AbortInjection", False),
+        (OP, "olga", "bob", "AbortInjection", True),
         (AP, "pat", "pat", "AbortInjection", True),
-        (AP, "pat", "bob", "AbortInjection", False),
+        (AP, "pat", "bob", "AbortInjection", True),
         (AD, "root", "bob", "AbortInjection", True),
         (AD, "root", "root", "AbortInjection", True),
         # approve: approvers only other people's, admins anyone's, others never
@@ -147,8 +161,11 @@ def test_role_parse_error_names_valid_roles() -> None:
         (AD, "root", "root", "ApproveInjection", True),
         # reads are not owner-scoped
         (VW, "vic", "bob", "GetInjection", True),
-        # not owner-scoped, and not callable: still refused
-        (OP, "olga", "olga", "AbortAllInjections", False),
+        (OC, "oscar", "bob", "ApproveInjection", False),
+        # not owner-scoped: may_call decides
+        (OP, "olga", "olga", "AbortAllInjections", True),
+        (VW, "vic", "vic", "AbortAllInjections", False),
+        (OP, "olga", "olga", "Unfreeze", False),
     ],
 )
 def test_may_act_on(role: Role, principal: str, owner: str, method: str, expected: bool) -> None:
@@ -157,7 +174,8 @@ def test_may_act_on(role: Role, principal: str, owner: str, method: str, expecte
 
 def test_may_act_on_defaults_to_abort() -> None:
     assert may_act_on("olga", OP, "olga")
-    assert not may_act_on("olga", OP, "bob")
+    assert may_act_on("olga", OP, "bob")
+    assert not may_act_on("vic", VW, "vic")
 
 
 @pytest.mark.parametrize(
@@ -168,6 +186,7 @@ def test_may_act_on_defaults_to_abort() -> None:
         (OP, "bob", False),
         (AP, "bob", False),
         (VW, "bob", False),
+        (OC, "bob", False),
         (AD, "bob", True),
         (AD, "", True),
     ],
@@ -577,7 +596,7 @@ async def serving(
 
 
 READ = "/faultplane.v1.FaultService/ListInjections"
-ABORT_ALL = "/faultplane.v1.FaultService/AbortAllInjections"
+ADMIN_ONLY = "/faultplane.v1.FaultService/ListTokens"
 
 
 async def call(
@@ -598,18 +617,18 @@ async def test_mtls_principal_is_the_client_certificate_subject(pki: Pki, store:
         client = channel_credentials(pki.ca, pki.alice_cert, pki.alice_key)
         async with grpc.aio.secure_channel(target, client) as channel:
             assert await call(channel) == (grpc.StatusCode.OK, f"{ALICE}|operator|mtls")
-            code, details = await call(channel, ABORT_ALL)
+            code, details = await call(channel, ADMIN_ONLY)
             assert code == grpc.StatusCode.PERMISSION_DENIED
-            assert details == "role operator may not call AbortAllInjections; needs admin"
+            assert details == "role operator may not call ListTokens; needs admin"
             # A token issued to the same subject decides the role.
             admin = store.create(ALICE, "admin")
-            assert await call(channel, ABORT_ALL, admin) == (
+            assert await call(channel, ADMIN_ONLY, admin) == (
                 grpc.StatusCode.OK,
                 f"{ALICE}|admin|mtls",
             )
             # Someone else's token does not lend its identity to alice's certificate.
             root = store.create("root", "admin")
-            code, details = await call(channel, ABORT_ALL, root)
+            code, details = await call(channel, ADMIN_ONLY, root)
             assert code == grpc.StatusCode.UNAUTHENTICATED
             assert "issued to 'root'" in details
     # What grpcio reports, pinned so a grpc upgrade that changes it fails here.
@@ -676,7 +695,7 @@ async def test_server_tls_with_bearer_token(pki: Pki, store: FakeStore) -> None:
         code, details = await call(channel)
         assert code == grpc.StatusCode.UNAUTHENTICATED
         assert "missing credentials" in details
-        assert (await call(channel, ABORT_ALL, token))[0] == grpc.StatusCode.PERMISSION_DENIED
+        assert (await call(channel, ADMIN_ONLY, token))[0] == grpc.StatusCode.PERMISSION_DENIED
     assert SUBJECT_KEY not in handler.seen_contexts[0]
 
 

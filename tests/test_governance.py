@@ -121,10 +121,13 @@ async def test_no_token_is_unauthenticated_and_the_refusal_is_audited(start: Sta
         ("ListInjections", pb.ListInjectionsRequest(), {"vic", "alice", "bob", "root"}),
         ("ListSidecars", pb.ListSidecarsRequest(), {"vic", "alice", "bob", "root"}),
         ("ListAudit", pb.ListAuditRequest(), {"vic", "alice", "bob", "root"}),
+        # Every role may plan; vic and bob are refused here only for naming alice as owner.
         ("PlanInjection", request_by("alice"), {"alice", "root"}),
         ("ApproveInjection", pb.ApproveInjectionRequest(id="inj-x"), {"bob", "root"}),
-        ("AbortAllInjections", pb.AbortAllInjectionsRequest(), {"root"}),
-        ("Freeze", pb.FreezeRequest(reason="r"), {"root"}),
+        # Stopping is easier than starting: every role but a viewer stops and freezes...
+        ("AbortAllInjections", pb.AbortAllInjectionsRequest(), {"alice", "bob", "root"}),
+        ("Freeze", pb.FreezeRequest(reason="r"), {"alice", "bob", "root"}),
+        # ...but lifting a freeze is for oncall and admin (test_roles_stop has oncall).
         ("Unfreeze", pb.UnfreezeRequest(), {"root"}),
     ],
 )
@@ -159,15 +162,12 @@ async def test_owner_is_the_caller_unless_an_admin_files_it(start: Start) -> Non
 
     spoofed = await rpc_error(api.call("CreateInjection", request_by("bob"), "alice"))
     for_bob = await api.call("CreateInjection", request_by("bob"), "root")
-    not_hers = await rpc_error(
-        api.call("AbortInjection", pb.AbortInjectionRequest(id=for_bob.id), "alice")
-    )
-    own = await api.call("AbortInjection", pb.AbortInjectionRequest(id=for_bob.id), "root")
+    # Stopping is easier than starting: alice may stop bob's fault, and it says whose.
+    stopped = await api.call("AbortInjection", pb.AbortInjectionRequest(id=for_bob.id), "alice")
 
     assert spoofed.code() == grpc.StatusCode.PERMISSION_DENIED and "owner" in spoofed.details()
     assert for_bob.owner == "bob"
-    assert not_hers.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert own.state == pb.ABORTED and "root" in own.reason
+    assert stopped.state == pb.ABORTED and stopped.reason == "aborted by alice (owner: bob)"
     created = [e for e in await audit_entries(api) if e.get("method") == "CreateInjection"]
     assert [(e["principal"], e["outcome"]) for e in created] == [
         ("alice", "PERMISSION_DENIED"), ("root", "OK"),

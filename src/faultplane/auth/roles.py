@@ -5,10 +5,21 @@ injection, the caller and the injection's owner. Keeping it here, away from the 
 lets the whole matrix be tested exhaustively and read in one place. Anything not listed
 is refused: a new RPC is unreachable until someone decides who may call it.
 
-Roles are cumulative: viewer < operator < approver < admin. An approver is a senior
-operator who can also sign off other people's injections (never their own: the point of
-approval is a second pair of eyes); an admin can do everything, including the
-mesh-wide actions (abort-all, freeze) and token management.
+Stopping is easier than starting. Every role that may act at all may stop: abort any
+injection (not only its own), abort all of them, and freeze new ones. Starting is
+guarded: creating needs `operator`, lifting a freeze (which lets injections start again)
+needs `oncall` or `admin`, and approving someone else's injection needs `approver`.
+
+  viewer    reads, and plans (a plan changes nothing)
+  oncall    viewer + stop (abort any, abort-all, freeze) + unfreeze; never injects
+  operator  viewer + stop + create
+  approver  operator + approve other people's injections (never their own: the point of
+            approval is a second pair of eyes)
+  admin     everything, including tokens
+
+Unfreeze is deliberately not an operator's: a freeze set for peak trading must not be
+lifted by the person who wants to inject. The on-call engineer who froze the mesh during
+an incident lifts it afterwards.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ class PermissionDenied(Exception):
 
 class Role(StrEnum):
     VIEWER = "viewer"
+    ONCALL = "oncall"
     OPERATOR = "operator"
     APPROVER = "approver"
     ADMIN = "admin"
@@ -51,17 +63,22 @@ class Role(StrEnum):
 
 
 class Permission(StrEnum):
-    READ = "read"  # look at injections, sidecars, freeze state, the audit log
-    INJECT = "inject"  # create, plan and abort one's own injections
+    READ = "read"  # look at injections, sidecars, freeze state, the audit log; plan
+    STOP = "stop"  # abort any injection, abort all of them, freeze new ones
+    LIFT_FREEZE = "lift_freeze"  # unfreeze: let injections start again
+    INJECT = "inject"  # create injections
     APPROVE = "approve"  # approve someone else's injection
-    ADMINISTER = "administer"  # mesh-wide actions and tokens
+    ADMINISTER = "administer"  # tokens, and any mesh-wide action that is not a stop
 
+
+_READ_STOP = {Permission.READ, Permission.STOP}
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
     {
         Role.VIEWER: frozenset({Permission.READ}),
-        Role.OPERATOR: frozenset({Permission.READ, Permission.INJECT}),
-        Role.APPROVER: frozenset({Permission.READ, Permission.INJECT, Permission.APPROVE}),
+        Role.ONCALL: frozenset({*_READ_STOP, Permission.LIFT_FREEZE}),
+        Role.OPERATOR: frozenset({*_READ_STOP, Permission.INJECT}),
+        Role.APPROVER: frozenset({*_READ_STOP, Permission.INJECT, Permission.APPROVE}),
         Role.ADMIN: frozenset(Permission),
     }
 )
@@ -76,13 +93,13 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
         "GetFreeze": Permission.READ,
         "ListAudit": Permission.READ,
         "VerifyAudit": Permission.READ,
+        "PlanInjection": Permission.READ,  # a dry run: it changes nothing
+        "AbortInjection": Permission.STOP,
+        "AbortAllInjections": Permission.STOP,
+        "Freeze": Permission.STOP,
+        "Unfreeze": Permission.LIFT_FREEZE,
         "CreateInjection": Permission.INJECT,
-        "PlanInjection": Permission.INJECT,
-        "AbortInjection": Permission.INJECT,
         "ApproveInjection": Permission.APPROVE,
-        "AbortAllInjections": Permission.ADMINISTER,
-        "Freeze": Permission.ADMINISTER,
-        "Unfreeze": Permission.ADMINISTER,
         "CreateToken": Permission.ADMINISTER,
         "ListTokens": Permission.ADMINISTER,
         "RevokeToken": Permission.ADMINISTER,
@@ -90,7 +107,8 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
 )
 
 # Methods that act on one existing injection, where the owner matters (see may_act_on).
-OWNER_SCOPED = frozenset({"AbortInjection", "ApproveInjection"})
+# AbortInjection is not one: anyone who may stop may stop anyone's fault.
+OWNER_SCOPED = frozenset({"ApproveInjection"})
 
 
 def method_name(method: str) -> str:
@@ -130,18 +148,17 @@ def check_call(role: Role, method: str) -> None:
 def may_act_on(principal: str, role: Role, owner: str, method: str = "AbortInjection") -> bool:
     """Whether `principal` may call `method` on an injection owned by `owner`.
 
-    Operators and approvers abort only their own injections; approvers approve only
-    other people's (self-approval would defeat the second pair of eyes); admins may do
-    anything to anyone's. For methods that are not owner-scoped this is may_call.
+    Aborting is not owner-scoped: whoever may stop may stop anyone's injection (the audit
+    names who stopped whose). Approvers approve only other people's (self-approval would
+    defeat the second pair of eyes); admins may do anything to anyone's. For methods that
+    are not owner-scoped this is may_call.
     """
     if not may_call(role, method):
         return False
     name = method_name(method)
     if role is Role.ADMIN or name not in OWNER_SCOPED:
         return True
-    if name == "ApproveInjection":
-        return principal != owner
-    return principal == owner
+    return principal != owner  # ApproveInjection, the one owner-scoped method
 
 
 def may_claim_owner(principal: str, role: Role, owner: str) -> bool:

@@ -110,7 +110,8 @@ class Journal:
         audit = {
             "kind": "transition",
             "at": change.at,
-            "principal": principal,
+            "principal": principal,  # who made the change (who stopped it, for ABORTED)
+            "owner": injection.owner,  # whose injection it is
             "injection_id": injection.id,
             **transition_body(change),
         }

@@ -12,7 +12,12 @@ Guarantees every implementation must give:
 * `record_transition` is one transaction: transition, injection state and audit entry are
   all written or none is.
 * the audit log is append-only and hash-chained (see `faultplane.store.audit`); appends are
-  serialised across threads and processes so the chain never forks.
+  serialised across threads and processes so the chain never forks. A store given an audit
+  key (how is the implementation's business: `SqliteStore(path, audit_key=...)`) keys every
+  entry it appends with it and anchors the chain head outside itself, and `verify_audit`
+  reports in `checked` exactly which of these it verified.
+* `prune_injections` deletes finished injections with their transitions and readings, and
+  never an audit entry: the audit names injections by id only, so its chain stays whole.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 JsonDict = dict[str, Any]
+# The injection states that never change again: what retention may delete.
+FINISHED_STATES = ("COMPLETED", "ABORTED", "FAILED")
 
 
 class StoreError(Exception):
@@ -68,12 +75,18 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class AuditVerdict:
-    """Result of walking the audit chain. `broken_at` is the seq of the first bad entry."""
+    """Result of walking the audit chain. `broken_at` is the seq of the first bad entry.
+
+    `checked` says, one sentence each, which guarantees were verified (the hash chain, the
+    keyed hash, the anchored head); `unchecked` what could not be and why (no key, say).
+    """
 
     ok: bool
     entries: int
     broken_at: int | None
     problem: str
+    checked: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,22 @@ class Store(Protocol):
 
     def load_injections(self, states: Collection[str] | None = None) -> list[StoredInjection]: ...
 
+    # finished injections leave the scheduler's memory; these find them (and prune them)
+    def load_injection(self, injection_id: str) -> StoredInjection | None: ...
+
+    def page_injections(
+        self,
+        states: Collection[str] | None,
+        service: str | None,
+        before: tuple[float, str] | None,
+        limit: int,
+        skip: Collection[str] = (),
+    ) -> list[StoredInjection]: ...
+
+    def prune_injections(
+        self, before: float, states: Collection[str] = FINISHED_STATES, limit: int = 500
+    ) -> int: ...
+
     # audit chain
     def append_audit(self, entry: JsonDict) -> AuditEntry: ...
 
@@ -132,6 +161,8 @@ class Store(Protocol):
         injection_id: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[AuditEntry]: ...
 
     def verify_audit(self) -> AuditVerdict: ...

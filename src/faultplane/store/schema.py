@@ -78,6 +78,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         )""",
     ),
+    # 2: listing injections newest first from the index alone (finished injections leave
+    # the scheduler's memory and are paged from here), and finding what retention prunes
+    (
+        "CREATE INDEX injections_listing ON injections(created_at, id, state, service)",
+        "CREATE INDEX injections_updated ON injections(state, updated_at)",
+    ),
+    # 3: which hash each audit entry carries: 'sha256' (every entry written before the
+    # chain was keyed) or 'hmac-sha256/<key id>' (faultplane.store.audit_key)
+    ("ALTER TABLE audit ADD COLUMN scheme TEXT NOT NULL DEFAULT 'sha256'",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

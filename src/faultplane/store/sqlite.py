@@ -12,8 +12,9 @@ import sqlite3
 import time
 from collections.abc import Collection
 
-from faultplane.store.audit import GENESIS_HASH, AuditRow, canonical_json, entry_hash, verify_chain
+from faultplane.store.audit import GENESIS_HASH, canonical_json, seal_entry
 from faultplane.store.base import (
+    FINISHED_STATES,
     AuditEntry,
     AuditVerdict,
     BaselineSample,
@@ -25,13 +26,17 @@ from faultplane.store.base import (
     StoredTransition,
     UnknownInjection,
 )
-from faultplane.store.sqlite_db import SqliteDb, default_db_path, dumps_body
+from faultplane.store.sqlite_audit import KeyedAuditDb
+from faultplane.store.sqlite_db import default_db_path, dumps_body
 
 __all__ = ["SqliteStore", "default_db_path"]
 
 
-class SqliteStore(SqliteDb):
-    """The `Store` protocol on one SQLite file; schema migrations are applied at open."""
+class SqliteStore(KeyedAuditDb):
+    """The `Store` protocol on one SQLite file; schema migrations are applied at open.
+
+    `SqliteStore(path, audit_key=key)` keys the audit chain (faultplane.store.sqlite_audit).
+    """
 
     # -- injections and transitions ---------------------------------------------------------
 
@@ -96,6 +101,100 @@ class SqliteStore(SqliteDb):
             for iid, state, service, created_at, body in rows
         ]
 
+    def load_injection(self, injection_id: str) -> StoredInjection | None:
+        with self._read() as conn:
+            found = self._load_ids(conn, [injection_id])
+        return found[0] if found else None
+
+    def page_injections(
+        self,
+        states: Collection[str] | None,
+        service: str | None,
+        before: tuple[float, str] | None,
+        limit: int,
+        skip: Collection[str] = (),
+    ) -> list[StoredInjection]:
+        """Newest first (created_at, then id, descending), strictly older than `before`,
+        at most `limit`, leaving out the ids in `skip` (those the caller holds itself).
+        The scan reads only the listing index; bodies are read for the page alone."""
+        clauses: list[str] = []
+        params: list[str | float] = []
+        if states is not None:
+            if not states:
+                return []
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            params += list(states)
+        if service:
+            clauses.append("service = ?")
+            params.append(service)
+        if before is not None:
+            clauses.append("(created_at, id) < (?, ?)")
+            params += [before[0], before[1]]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        ids: list[str] = []
+        with self._read() as conn:
+            scan = conn.execute(
+                f"SELECT id FROM injections INDEXED BY injections_listing {where} "
+                "ORDER BY created_at DESC, id DESC",
+                params,
+            )
+            for (injection_id,) in scan:  # row by row: stops once the page is full
+                if injection_id not in skip:
+                    ids.append(injection_id)
+                    if len(ids) >= limit:
+                        break
+            return self._load_ids(conn, ids) if ids else []
+
+    def _load_ids(self, conn: sqlite3.Connection, ids: list[str]) -> list[StoredInjection]:
+        """These injections with their transitions, in the order of `ids`."""
+        marks = ",".join("?" * len(ids))
+        rows = {
+            row[0]: row
+            for row in conn.execute(
+                "SELECT id, state, service, created_at, body FROM injections "
+                f"WHERE id IN ({marks})",
+                ids,
+            )
+        }
+        history: dict[str, list[StoredTransition]] = {iid: [] for iid in rows}
+        for iid, seq, at, body in conn.execute(
+            "SELECT injection_id, seq, at, body FROM transitions "
+            f"WHERE injection_id IN ({marks}) ORDER BY injection_id, seq",
+            ids,
+        ):
+            history[iid].append(StoredTransition(seq, at, json.loads(body)))
+        return [
+            StoredInjection(iid, state, service, created_at, json.loads(body), tuple(history[iid]))
+            for iid, state, service, created_at, body in (rows[i] for i in ids if i in rows)
+        ]
+
+    def prune_injections(
+        self, before: float, states: Collection[str] = FINISHED_STATES, limit: int = 500
+    ) -> int:
+        """Delete up to `limit` injections in `states` whose record last changed before
+        `before` (for a finished one: when it finished), with their transitions and SLO
+        readings, in one transaction; how many went. Call again while it returns `limit`:
+        small batches keep the write lock short. The audit is never touched."""
+        if not states:
+            return 0
+        marks = ",".join("?" * len(states))
+        with self._write(durable=False) as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT id FROM injections WHERE state IN ({marks}) AND updated_at < ? "
+                    "LIMIT ?",
+                    [*states, before, limit],
+                )
+            ]
+            if not ids:
+                return 0
+            chosen = ",".join("?" * len(ids))
+            conn.execute(f"DELETE FROM slo_readings WHERE injection_id IN ({chosen})", ids)
+            conn.execute(f"DELETE FROM transitions WHERE injection_id IN ({chosen})", ids)
+            conn.execute(f"DELETE FROM injections WHERE id IN ({chosen})", ids)
+            return len(ids)
+
     def _upsert_injection(
         self,
         conn: sqlite3.Connection,
@@ -140,11 +239,11 @@ class SqliteStore(SqliteDb):
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
             ).fetchone() or (0, GENESIS_HASH)
         seq, prev_hash = head[0] + 1, head[1]
-        digest = entry_hash(prev_hash, seq, at, normal)
+        scheme, digest = seal_entry(prev_hash, seq, at, normal, self.audit_key)
         injection_id = normal.get("injection_id")
         conn.execute(
-            "INSERT INTO audit (seq, at, injection_id, entry, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (seq, at, injection_id, entry, prev_hash, hash, scheme) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 seq,
                 at,
@@ -152,6 +251,7 @@ class SqliteStore(SqliteDb):
                 canonical_json(normal),
                 prev_hash,
                 digest,
+                scheme,
             ),
         )
         conn.execute(
@@ -159,6 +259,7 @@ class SqliteStore(SqliteDb):
             "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (seq, digest),
         )
+        self._appended_head = (seq, digest)  # anchored once the transaction commits
         return AuditEntry(seq, at, normal, prev_hash, digest)
 
     def audit_entries(
@@ -166,32 +267,41 @@ class SqliteStore(SqliteDb):
         injection_id: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[AuditEntry]:
-        """Entries oldest first (by seq); `since` is inclusive, `limit` keeps the first N."""
-        clauses: list[str] = []
-        params: list[str | float] = []
+        """Entries oldest first (by seq); `since` is inclusive, `limit` keeps the first N,
+        `after_seq` starts after that entry (a page), `max_bytes` stops once the entries'
+        stored text reaches it (the entry that reaches it is included, so at least one)."""
+        clauses: list[str] = ["seq > ?"]
+        params: list[str | float] = [after_seq]
         if injection_id is not None:
             clauses.append("injection_id = ?")
             params.append(injection_id)
         if since is not None:
             clauses.append("at >= ?")
             params.append(since)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(-1 if limit is None else max(limit, 0))
+        entries: list[AuditEntry] = []
+        total = 0
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT seq, at, entry, prev_hash, hash FROM audit {where} ORDER BY seq LIMIT ?",
+                "SELECT seq, at, entry, prev_hash, hash FROM audit "
+                f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
                 params,
-            ).fetchall()
-        return [AuditEntry(s, at, json.loads(e), p, h) for s, at, e, p, h in rows]
+            )
+            # Row by row, not fetchall: a page stops at max_bytes without first reading
+            # every row the query matches into memory.
+            for seq, at, text, prev_hash, digest in rows:
+                entries.append(AuditEntry(seq, at, json.loads(text), prev_hash, digest))
+                total += len(text)
+                if max_bytes is not None and total >= max_bytes:
+                    break
+        return entries
 
     def verify_audit(self) -> AuditVerdict:
-        with self._read() as conn:
-            head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            rows = conn.execute(
-                "SELECT seq, at, entry, prev_hash, hash, injection_id FROM audit ORDER BY seq"
-            )
-            return verify_chain((AuditRow(*row) for row in rows), head)
+        """The chain; with the audit key, also the keyed hashes and the anchored heads."""
+        return self._verify_keyed()
 
     # -- tokens -----------------------------------------------------------------------------
 

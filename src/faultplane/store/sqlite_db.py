@@ -32,6 +32,7 @@ from typing import Any, Self
 
 from faultplane.store.audit import canonical_json
 from faultplane.store.base import StoreError
+from faultplane.store.private_files import prepare_store_path
 from faultplane.store.schema import check_version, migrate
 
 
@@ -53,7 +54,7 @@ class SqliteDb:
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_store_path(self.path)  # dir 0700, file 0600 (-wal/-shm follow); warns if loose
         self._lock = threading.RLock()
         self._busy_timeout = busy_timeout
         self._local = threading.local()
