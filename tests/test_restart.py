@@ -30,7 +30,7 @@ ABORT_ALL_PAYMENTS = {
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MeshRun]:
-    args = ("--deadman-ttl", "3", "--ack-timeout", "20")
+    args = ("--deadman-ttl", "3", "--ack-timeout", "20", "--baseline-min-seconds", "0")
     async with MeshRun(
         MESH_FILE, tmp_path_factory.mktemp("mesh"), load=False, server_args=args
     ) as mesh_run:
@@ -82,7 +82,8 @@ async def test_live_injection_resumes_with_its_remaining_time(run: MeshRun) -> N
 
     assert resumed.state == pb.ACTIVE
     assert resumed.ends_at == active.ends_at
-    assert [t.to_state for t in resumed.transitions] == [pb.PENDING, pb.ACTIVE]
+    # The outage is in the history: ACTIVE -> ACTIVE says when the fault was off.
+    assert [t.to_state for t in resumed.transitions] == [pb.PENDING, pb.ACTIVE, pb.ACTIVE]
 
     await wait_until(lambda: reconverged(run), 30, "every sidecar to converge on the new server")
     for pod in ("payments-api-1", "payments-api-2", "payments-api-3", "payments-api-4"):
@@ -90,7 +91,9 @@ async def test_live_injection_resumes_with_its_remaining_time(run: MeshRun) -> N
         assert reply.status == 503 and reply.headers.get(INJECTION_HEADER) == created.id, pod
 
     aborted = await call(run, "AbortInjection", pb.AbortInjectionRequest(id=created.id))
-    assert [t.to_state for t in aborted.transitions] == [pb.PENDING, pb.ACTIVE, pb.ABORTED]
+    assert [t.to_state for t in aborted.transitions] == [
+        pb.PENDING, pb.ACTIVE, pb.ACTIVE, pb.ABORTED,
+    ]  # fmt: skip
     assert {e.outcome for e in aborted.transitions[-1].evidence} == {"acked"}
     assert (await send(ingress(run, "payments-api-3"), method="POST"))[0].status == 200
     verdict = await call(run, "VerifyAudit", pb.VerifyAuditRequest())

@@ -26,7 +26,8 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from faultplane.api.gate import Gate
+from faultplane.api.gate import DEFAULT_PEER_LIMIT, DEFAULT_PRINCIPAL_LIMIT, Gate
+from faultplane.api.ratelimit import DEFAULT_WINDOW_SECONDS, RefusalLimiter
 from faultplane.api.service import FaultService
 from faultplane.api.validate import validate_request
 from faultplane.auth.principal import LOCAL_MODE_WARNING, Authenticator, check_local_bind
@@ -36,12 +37,19 @@ from faultplane.scheduler.approval import ApprovalPolicy
 from faultplane.scheduler.guard import SteadyStateGuard
 from faultplane.scheduler.journal import Journal
 from faultplane.scheduler.preflight import Preflight
+from faultplane.scheduler.registry import KEEP_FINISHED
+from faultplane.scheduler.retention import (
+    DEFAULT_RETAIN_DAYS,
+    PRUNE_EVERY_SECONDS,
+    Retention,
+)
 from faultplane.scheduler.scheduler import Scheduler
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.sources import EnvoySource, PrometheusSource, Reading, SloSource
 from faultplane.spec import InjectionSpec
 from faultplane.store import SqliteStore
+from faultplane.store.audit_key import default_key_path, open_audit_key
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
@@ -54,6 +62,11 @@ log = structlog.get_logger("faultplane.control")
 HOST = "127.0.0.1"
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 FAULT_SERVICE = faultplane_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
+# The largest operator request the API reads. Chosen, not gRPC's 4 MiB default: the
+# largest valid request (validation bounds every text field) is a few KiB, and anything
+# bigger is refused by gRPC itself, RESOURCE_EXHAUSTED, before it reaches the gate or
+# the audit log.
+MAX_API_MESSAGE_BYTES = 1024 * 1024
 XDS_SERVER_OPTIONS = [
     ("grpc.max_concurrent_streams", 1 << 20),
     ("grpc.so_reuseport", 0),
@@ -98,17 +111,35 @@ class ServerConfig:
     baseline_window: float = 3600.0
     # The store; None: a throwaway database (tests, demos), nothing survives a restart.
     db_path: Path | None = None
+    # The secret that keys the audit chain, kept outside the store; None: `audit.key` next
+    # to the database. Created 0600 if missing; refused if group or others may read it.
+    audit_key_file: Path | None = None
     # "token": bearer tokens (or mTLS); "local": one local admin, no credentials.
     auth: Literal["token", "local"] = "local"
     tls: TlsConfig | None = None
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # Refused calls audited one by one per window, per anonymous host and per principal;
+    # past that, RESOURCE_EXHAUSTED and one summary per window (faultplane.api.ratelimit).
+    refusal_limit: int = DEFAULT_PEER_LIMIT
+    principal_refusal_limit: int = DEFAULT_PRINCIPAL_LIMIT
+    refusal_window: float = DEFAULT_WINDOW_SECONDS
+    # Finished injections older than this many days are pruned from the store (0: kept
+    # for ever), hourly and at start; finished injections kept in memory besides the live
+    # ones (faultplane.scheduler.retention, faultplane.scheduler.registry).
+    retain_days: float = DEFAULT_RETAIN_DAYS
+    keep_finished: int = KEEP_FINISHED
+    prune_every: float = PRUNE_EVERY_SECONDS
 
     def __post_init__(self) -> None:
         # The CLI refuses these with friendlier ranges; in-process callers get this floor.
-        for name in ("deadman_ttl", "ack_timeout", "guard_tick"):
+        for name in ("deadman_ttl", "ack_timeout", "guard_tick", "prune_every"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be a positive number of seconds, not {value!r}")
+        if not (math.isfinite(self.retain_days) and self.retain_days >= 0):
+            raise ValueError(f"retain_days: must be 0 or more days, not {self.retain_days!r}")
+        if self.keep_finished < 0:
+            raise ValueError(f"keep_finished: must be 0 or more, not {self.keep_finished!r}")
 
 
 class ControlServer:
@@ -118,7 +149,8 @@ class ControlServer:
         if db_path is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="faultplane-"))
             db_path = self._scratch / "faultplane.db"
-        self.store = SqliteStore(db_path)
+        key = open_audit_key(config.audit_key_file or default_key_path(db_path))
+        self.store = SqliteStore(db_path, audit_key=key)
         self.journal = Journal(self.store)
         self.cache = SnapshotCache()
         self.registry = SidecarRegistry()
@@ -130,8 +162,14 @@ class ControlServer:
             config.deadman_ttl,
         )
         self.scheduler = Scheduler(
-            self.source, self.journal, ack_timeout=config.ack_timeout, approval=config.approval
-        )
+            self.source, self.journal, ack_timeout=config.ack_timeout, approval=config.approval,
+            deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
+        )  # fmt: skip
+        self.retention = Retention(
+            self.scheduler, self.journal, config.retain_days, config.baseline_window,
+            config.prune_every,
+        )  # fmt: skip
+        self._retention_task: asyncio.Task[None] | None = None
         self.baseline = BaselineBook(config.baseline_window)
         self.preflight: Preflight | None = None
         self._guard_task: asyncio.Task[None] | None = None
@@ -141,6 +179,7 @@ class ControlServer:
         self.metrics_port: int | None = None
         self._xds_server: grpc.aio.Server | None = None
         self._api_server: grpc.aio.Server | None = None
+        self._gate: Gate | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_http: Any = None
         self._stopped = False
@@ -157,6 +196,7 @@ class ControlServer:
     async def start(self) -> None:
         config = self.config
         await self.scheduler.restore(self.parse_spec)
+        self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
         await self._start_guard()
         self._xds_server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
@@ -180,16 +220,29 @@ class ControlServer:
             pods=len(config.mesh.pods),
             instance=self.cache.instance,
             db=str(self.store.path),
+            audit_key=str(self.store.audit_key.path) if self.store.audit_key else None,
             auth=config.auth,
             tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
         )
 
     def _build_api_server(self) -> grpc.aio.Server:
         config = self.config
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_API_MESSAGE_BYTES),
+            ]
+        )
         authenticator = Authenticator(self.store, config.auth)
+        window = config.refusal_window
+        self._gate = Gate(
+            authenticator,
+            self.journal,
+            peers=RefusalLimiter(config.refusal_limit, window),
+            principals=RefusalLimiter(config.principal_refusal_limit, window),
+        )
         service = FaultService(
-            Gate(authenticator, self.journal),
+            self._gate,
             self.registry,
             self.scheduler,
             config.mesh,
@@ -258,14 +311,20 @@ class ControlServer:
         if self._guard_task is not None:
             self._guard_task.cancel()
             await asyncio.gather(self._guard_task, return_exceptions=True)
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         await self.scheduler.close()
         if self._session is not None:
             await self._session.close()
         servers = [s for s in (self._api_server, self._xds_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
+        await self.scheduler.record_stop()  # no sidecar renews a lease from here on
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
+        if self._gate is not None:  # the open rate-limit windows' summaries
+            await self._gate.close()
         self.journal.close()
         self.store.close()
         if self._scratch is not None:

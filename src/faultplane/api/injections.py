@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from google.protobuf import json_format
 
 from faultplane.api.convert import injection_message, state_from_message, transition_message
 from faultplane.api.gate import ApiError, rpc, stream_rpc
-from faultplane.api.validate import validate_request
+from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
 from faultplane.spec import InjectionSpec
@@ -21,6 +22,7 @@ from faultplane.xds.resources import EGRESS, INGRESS
 
 if TYPE_CHECKING:
     from faultplane.mesh import Mesh
+    from faultplane.scheduler.model import Injection
     from faultplane.scheduler.preflight import Preflight
     from faultplane.scheduler.scheduler import Scheduler
 
@@ -60,7 +62,9 @@ class InjectionMethods:
                     sidecar=node,
                     route_config=route_config,
                     route_config_json=json_format.MessageToJson(
-                        rendered[types.ROUTE][route_config], indent=None
+                        rendered[types.ROUTE][route_config],
+                        indent=None,
+                        preserving_proto_field_name=True,  # snake_case, as Envoy's docs
                     ),
                     runtime=runtime_keys(rendered[types.RUNTIME]),
                 )
@@ -72,41 +76,41 @@ class InjectionMethods:
     async def GetInjection(
         self, request: pb.GetInjectionRequest, context: Context, principal: Principal
     ) -> pb.Injection:
-        return injection_message(self.scheduler.get(_required_id(request.id)))
+        return injection_message(await self.scheduler.find(_required_id(request.id)))
 
     @rpc
     async def ListInjections(
         self, request: pb.ListInjectionsRequest, context: Context, principal: Principal
     ) -> pb.ListInjectionsResponse:
-        try:
-            offset = int(request.page_token or 0)
-            if offset < 0:
-                raise ValueError
-        except ValueError:
-            raise ApiError(
-                grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from a previous page"
-            ) from None
+        """Newest first, from memory and the store. Each page continues after the last
+        injection of the previous one (a new injection does not shift the pages). Listed
+        injections carry no readings: `GetInjection` has them, and a page of injections
+        with thousands of readings each would not fit in a reply."""
+        after = _page_after(request.page_token)
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         states = {state_from_message(s) for s in request.states if s != pb.STATE_UNSPECIFIED}
-        found = self.scheduler.list(states, request.service)
-        more = offset + size < len(found)
+        found, more = await self.scheduler.page(states, request.service, after, size)
+        messages = [injection_message(inj) for inj in found]
+        for message in messages:
+            message.ClearField("readings")
         return pb.ListInjectionsResponse(
-            injections=[injection_message(inj) for inj in found[offset : offset + size]],
-            next_page_token=str(offset + size) if more else "",
+            injections=messages,
+            next_page_token=_page_token(found[-1]) if more else "",
         )
 
     @rpc
     async def AbortInjection(
         self, request: pb.AbortInjectionRequest, context: Context, principal: Principal
     ) -> pb.Injection:
-        injection = self.scheduler.get(_required_id(request.id))
+        check_length(request.reason, "reason", MAX_TEXT)
+        injection = await self.scheduler.find(_required_id(request.id))
         if not may_act_on(principal.name, principal.role, injection.owner, "AbortInjection"):
             raise PermissionDenied(
                 f"{principal.name} ({principal.role.value}) may not abort {injection.id}, "
                 f"owned by {injection.owner}"
             )
         aborted = await self.scheduler.abort(
-            injection.id, _abort_reason(request.reason, principal), principal.name
+            injection.id, _abort_reason(request.reason, principal, injection.owner), principal.name
         )
         return injection_message(aborted)
 
@@ -114,6 +118,7 @@ class InjectionMethods:
     async def AbortAllInjections(
         self, request: pb.AbortAllInjectionsRequest, context: Context, principal: Principal
     ) -> pb.AbortAllInjectionsResponse:
+        check_length(request.reason, "reason", MAX_TEXT)
         aborted = await self.scheduler.abort_all(
             _abort_reason(request.reason, principal), principal.name
         )
@@ -151,10 +156,38 @@ def _required_id(injection_id: str) -> str:
     return injection_id
 
 
+def _page_token(last: Injection) -> str:
+    return f"{last.created_at!r}/{last.id}"
+
+
+def _page_after(token: str) -> tuple[float, str] | None:
+    """The (created_at, id) a page token continues after; a bad token is refused."""
+    if not token:
+        return None
+    created_at, _, injection_id = token.partition("/")
+    try:
+        key = (float(created_at), injection_id)
+    except ValueError:
+        key = (math.nan, "")
+    if not (math.isfinite(key[0]) and key[1]):
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from a previous page"
+        )
+    return key
+
+
 def _document(request: pb.InjectionRequest) -> dict[str, Any]:
     return json_format.MessageToDict(request, preserving_proto_field_name=True)
 
 
-def _abort_reason(reason: str, principal: Principal) -> str:
-    by = f"aborted by {principal.name}" if principal.via != "local" else "aborted by operator"
+def _abort_reason(reason: str, principal: Principal, owner: str = "") -> str:
+    """The ABORTED transition's reason: who stopped it and, if it was someone else's
+    fault, whose (anyone who may stop may stop anyone's; the audit says so). Local mode
+    has one identity, and its owners are whatever the documents say: no owner there."""
+    if principal.via == "local":
+        by = "aborted by operator"
+    else:
+        by = f"aborted by {principal.name}"
+        if owner and owner != principal.name:
+            by += f" (owner: {owner})"
     return f"{by}: {reason}" if reason else by

@@ -5,6 +5,9 @@ Every state change goes through `Injection.transition`, which enforces the state
     PENDING_APPROVAL -> PENDING | ABORTED        (two-person rule; expiry aborts)
     PENDING -> ACTIVE -> COMPLETED | ABORTED | FAILED
     PENDING -> ABORTED | FAILED
+    ACTIVE -> ACTIVE                             (resumed after a control-server outage:
+                                                  the history shows the gap; the deadline
+                                                  does not move)
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class State(enum.Enum):
 ALLOWED = {
     State.PENDING_APPROVAL: {State.PENDING, State.ABORTED},
     State.PENDING: {State.ACTIVE, State.ABORTED, State.FAILED},
-    State.ACTIVE: {State.COMPLETED, State.ABORTED, State.FAILED},
+    State.ACTIVE: {State.ACTIVE, State.COMPLETED, State.ABORTED, State.FAILED},
 }
 
 
@@ -121,10 +124,11 @@ class Injection:
         if to_state not in ALLOWED.get(self.state, set()):
             raise IllegalTransition(f"{self.id}: {self.state.value} -> {to_state.value}")
         now = time.time()
-        change = Transition(self.state, to_state, now, reason, evidence)
+        was = self.state
+        change = Transition(was, to_state, now, reason, evidence)
         self.transitions.append(change)
         self.state, self.reason = to_state, reason
-        if to_state is State.ACTIVE:
+        if to_state is State.ACTIVE and was is not State.ACTIVE:
             self.activated_at = switched_on_at if switched_on_at is not None else now
             self.ends_at = self.activated_at + self.spec.duration_seconds
         elif not to_state.live:

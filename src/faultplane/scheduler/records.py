@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
+from faultplane.scheduler.readings import bound_readings
 from faultplane.spec import InjectionSpec
 from faultplane.store import StoredInjection
 
@@ -75,11 +76,16 @@ def injection_from_record(
     parse_spec: SpecParser,
     strict: bool,
 ) -> Injection:
+    """An injection back from its stored record; its readings bounded as in memory (see
+    `faultplane.scheduler.readings`)."""
     body = stored.body
     ending = body.get("ending")
+    spec = parse_spec(body["document"], strict)
+    kept = [SloReading(at=at, **reading) for at, reading in readings]
+    bound_readings(kept, spec.steady_state.abort_after_seconds, body.get("activated_at"))
     return Injection(
         id=stored.id,
-        spec=parse_spec(body["document"], strict),
+        spec=spec,
         targets=tuple(body["targets"]),
         matched=tuple(body["matched"]),
         document=body["document"],
@@ -90,7 +96,7 @@ def injection_from_record(
         ends_at=body.get("ends_at"),
         ended_at=body.get("ended_at"),
         transitions=[_transition(t.body) for t in stored.transitions],
-        readings=[SloReading(at=at, **reading) for at, reading in readings],
+        readings=kept,
         verdict=body.get("verdict", ""),
         breach_limit_at=body.get("breach_limit_at"),
         ending=(State(ending[0]), ending[1], ending[2]) if ending else None,

@@ -6,7 +6,10 @@ A pure decision, so every case is testable without a crash:
   switched on, and the new server serves no fault;
 - PENDING_APPROVAL: nothing was applied; keep waiting for approval;
 - ACTIVE and due: resume for the time left;
-- ACTIVE and past its deadline: completed during the outage (the lease ended it).
+- ACTIVE and past its deadline: completed during the outage (the lease ended it);
+- live, but its target no longer fits today's mesh: ended (nothing of it is put back).
+
+A resumed injection's history then tells the outage (`faultplane.scheduler.uptime`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faultplane.scheduler.model import Injection, State
+from faultplane.scheduler.records import SpecParser
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,30 @@ class Finish:
     verdict: str
 
 
-def restore_decision(injection: Injection, now: float) -> Resume | Finish | None:
-    """None: leave it as it is (waiting for approval)."""
+def restore_decision(
+    injection: Injection, now: float, parse_spec: SpecParser | None = None
+) -> Resume | Finish | None:
+    """None: leave it as it is (waiting for approval). With `parse_spec`, one that would
+    resume or keep waiting is first checked against today's mesh."""
+    decision = _by_state(injection, now)
+    if parse_spec is None or isinstance(decision, Finish):
+        return decision
+    try:
+        parse_spec(injection.document, True)
+    except Exception as exc:
+        return no_longer_fits(injection, exc)
+    return decision
+
+
+def no_longer_fits(injection: Injection, exc: Exception) -> Finish:
+    return Finish(
+        State.ABORTED if injection.state is State.PENDING_APPROVAL else State.FAILED,
+        f"its target no longer fits the mesh after a restart: {exc}",
+        "inconclusive: the target changed during a control-server restart",
+    )
+
+
+def _by_state(injection: Injection, now: float) -> Resume | Finish | None:
     if injection.ending is not None:
         state, reason, verdict = injection.ending
         return Finish(state, f"{reason} (finished after a control-server restart)", verdict)

@@ -4,7 +4,11 @@ Admission (freeze, target selection, conflict and slot checks, slot reservation,
 lifecycle with its stop future) runs without an `await`, so concurrent CreateInjection
 calls cannot interleave inside it and a stop requested at any later moment finds
 something to stop. Each admitted injection then runs one `Lifecycle` task (see
-`faultplane.scheduler.lifecycle`); a restart reloads every injection (see `restore`).
+`faultplane.scheduler.lifecycle`); a restart reloads every live injection (see `restore`)
+and records, in each resumed one's history, the outage it went through (see
+`faultplane.scheduler.uptime`). Memory holds the live injections and a bounded window of
+finished ones; `find` and `page` reach the rest in the store (see
+`faultplane.scheduler.registry`).
 """
 
 from __future__ import annotations
@@ -30,15 +34,19 @@ from faultplane.scheduler.lifecycle import (
     Lifecycle,
 )
 from faultplane.scheduler.model import Injection, SloReading, State, Transition
+from faultplane.scheduler.readings import bound_readings
 from faultplane.scheduler.records import SpecParser, injection_from_record
-from faultplane.scheduler.restore import Finish, Resume, restore_decision
+from faultplane.scheduler.registry import KEEP_FINISHED, InjectionRegistry, PageKey
+from faultplane.scheduler.restore import Finish, Resume, no_longer_fits, restore_decision
 from faultplane.scheduler.targets import select_targets
+from faultplane.scheduler.uptime import Uptime, outage_reason
 from faultplane.scheduler.watch import Watch, WatchHub
 from faultplane.spec import InjectionSpec
 from faultplane.xds.faults import FaultAssignment
 from faultplane.xds.resources import Resources
 
 log = structlog.get_logger("faultplane.scheduler")
+LIVE_STATES = tuple(state.value for state in State if state.live)
 
 
 class Refused(Exception):
@@ -63,13 +71,20 @@ class Scheduler:
         journal: Journal,
         ack_timeout: float = 10.0,
         approval: ApprovalPolicy | None = None,
+        deadman_ttl: float = 10.0,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
+        """`deadman_ttl`: the plane's lease on switched-on faults, recorded so that the
+        next server can say when they went off; `keep_finished`: how many finished
+        injections stay in memory (the rest are read from the store)."""
         self._delivery = Delivery(plane, ack_timeout)
         self._plane = plane
         self._journal = journal
         self._approval = approval or ApprovalPolicy()
-        self._injections: dict[str, Injection] = {}  # every injection, finished ones too
+        # Every live injection and the most recently finished ones.
+        self._injections = InjectionRegistry(journal, keep_finished)
         self._live: dict[str, Lifecycle] = {}  # injections whose lifecycle still runs
+        self._uptime = Uptime(journal, deadman_ttl)
         self._watchers = WatchHub()
         self._freeze: Freeze | None = None
 
@@ -90,8 +105,7 @@ class Scheduler:
         try:
             await asyncio.shield(lifecycle.recorded)
         except Exception:
-            if self._injections.get(lifecycle.injection.id) is lifecycle.injection:
-                del self._injections[lifecycle.injection.id]
+            self._injections.remove(lifecycle.injection)
             self._live.pop(lifecycle.injection.id, None)
             raise
         injection = lifecycle.injection
@@ -121,7 +135,7 @@ class Scheduler:
         injection = Injection(
             injection_id, spec, targets, matched, document, state=first, reason=reason
         )
-        self._injections[injection_id] = injection  # from here on, others see its scope
+        self._injections.add(injection)  # from here on, others see its scope
         return self._run(injection)
 
     def _run(
@@ -138,6 +152,7 @@ class Scheduler:
     def _ended(self, lifecycle: Lifecycle) -> None:
         if self._live.get(lifecycle.injection.id) is lifecycle:
             del self._live[lifecycle.injection.id]
+        self._injections.retire(lifecycle.injection)  # no-op unless it finished
 
     def _select(
         self, spec: InjectionSpec, injection_id: str
@@ -155,7 +170,7 @@ class Scheduler:
                 f"steady_state.compare: control mode needs unfaulted sidecars of "
                 f"{target.service}, but all {len(sidecars)} would be faulted"
             )
-        for other in self._injections.values():
+        for other in self._injections:  # every live injection is in memory
             if other.state.live and other.spec.target.scope == target.scope:
                 shared = sorted(set(other.targets) & set(chosen))
                 if shared:
@@ -205,26 +220,46 @@ class Scheduler:
     # -- queries ---------------------------------------------------------------------
 
     def get(self, injection_id: str) -> Injection:
-        try:
-            return self._injections[injection_id]
-        except KeyError:
-            raise NotFound(injection_id) from None
+        """An injection in memory: every live one, and the recently finished ones."""
+        injection = self._injections.get(injection_id)
+        if injection is None:
+            raise NotFound(injection_id)
+        return injection
+
+    async def find(self, injection_id: str) -> Injection:
+        """Any injection: from memory, else from the store (off the event loop)."""
+        injection = await self._injections.find(injection_id)
+        if injection is None:
+            raise NotFound(injection_id)
+        return injection
+
+    @property
+    def in_memory(self) -> int:
+        """How many injections memory holds (live ones plus the recent finished window)."""
+        return len(self._injections)
 
     def active(self) -> list[Injection]:
-        return [inj for inj in self._injections.values() if inj.state is State.ACTIVE]
+        return [inj for inj in self._injections if inj.state is State.ACTIVE]
 
     def list(self, states: set[State] | None = None, service: str = "") -> list[Injection]:
-        """Newest first."""
+        """The injections in memory, newest first (`page` lists the store's too)."""
         return sorted(
             (
                 inj
-                for inj in self._injections.values()
+                for inj in self._injections
                 if (not states or inj.state in states)
                 and (not service or inj.spec.target.service == service)
             ),
             key=lambda inj: (inj.created_at, inj.id),
             reverse=True,
         )
+
+    async def page(
+        self, states: set[State], service: str, after: PageKey | None, limit: int
+    ) -> tuple[list[Injection], bool]:
+        """Every injection, memory and store, newest first: up to `limit` older than
+        `after`, and whether more follow. Store-listed ones carry no readings."""
+        return await self._injections.page(states, service, after, limit)
 
     def watch(self) -> Watch:
         """Every transition from now on; subscribed before this returns."""
@@ -234,7 +269,7 @@ class Scheduler:
 
     async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
         """Withdraw a live injection; returns once every target answered the withdrawal."""
-        injection = self.get(injection_id)
+        injection = await self.find(injection_id)
         lifecycle = self._live.get(injection_id)
         if lifecycle is None or not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
@@ -248,12 +283,16 @@ class Scheduler:
         for lifecycle in live:
             lifecycle.request_stop(_operator_abort(reason, principal))
         await asyncio.gather(*(asyncio.shield(lc.task) for lc in live), return_exceptions=True)
-        return [lc.injection for lc in live if lc.injection.id in self._injections]
+        return [lc.injection for lc in live if not _never_admitted(lc)]
 
     async def record_reading(self, injection_id: str, reading: SloReading) -> None:
         """Kept in memory at once; the store write is best effort (a failure is logged,
-        never raised: the guard must go on guarding)."""
-        self.get(injection_id).readings.append(reading)
+        never raised: the guard must go on guarding). Memory keeps a bounded, thinned
+        history (`faultplane.scheduler.readings`); the store keeps every reading."""
+        injection = self.get(injection_id)
+        injection.readings.append(reading)
+        steady = injection.spec.steady_state
+        bound_readings(injection.readings, steady.abort_after_seconds, injection.activated_at)
         try:
             await self._journal.reading(injection_id, reading)
         except Exception as exc:
@@ -276,30 +315,51 @@ class Scheduler:
         await asyncio.gather(*(lc.task for lc in live), return_exceptions=True)
         await self._journal.drain()
 
+    async def record_stop(self) -> None:
+        """Record a clean stop, once no sidecar is served any more (the xDS server is
+        down): faults left on lapse within one TTL of it. Without it, the next server
+        reads the last heartbeat, as after a crash."""
+        await self._uptime.end()
+
+    def forget_finished_before(self, before: float) -> int:
+        """Drop from memory what retention pruned from the store (finished before then)."""
+        return self._injections.forget_finished_before(before)
+
     # -- restart ---------------------------------------------------------------------
 
     async def restore(self, parse_spec: SpecParser) -> None:
-        """Reload every injection from the store: resume the live ones that are still due,
-        finish the rest (their faults are already gone with the lease)."""
+        """Reload every live injection from the store: resume the ones still due (their
+        history then shows the outage: an ACTIVE -> ACTIVE transition saying when the
+        fault was off, see `faultplane.scheduler.uptime`), finish the rest (their faults
+        are already gone with the lease). Finished injections stay in the store, found
+        there on demand. Then start recording this server's own uptime."""
         store = self._journal.store
-        freeze = await self._journal.run(store.get_setting, "freeze")
+        self._injections.parse_spec = parse_spec
+        freeze = await self._journal.read(store.get_setting, "freeze")
         self._freeze = Freeze.from_body(freeze) if freeze else None
-        for stored in await self._journal.run(store.load_injections, None):
-            readings = await self._journal.run(store.slo_readings, stored.id)
+        previous = await self._uptime.previous()
+        for stored in await self._journal.read(store.load_injections, LIVE_STATES):
+            readings = await self._journal.read(store.slo_readings, stored.id)
             injection = injection_from_record(stored, readings, parse_spec, strict=False)
-            self._injections[injection.id] = injection
+            self._injections.add(injection)
             if not injection.state.live:
                 continue
-            decision = restore_decision(injection, time.time())
-            if not isinstance(decision, Finish):
-                decision = _still_fits(injection, parse_spec) or decision
+            now = time.time()
+            decision = restore_decision(injection, now, parse_spec)
             if not isinstance(decision, Finish):
                 decision = self._resume(injection, decision) or decision
-            if isinstance(decision, Finish):
+            if isinstance(decision, Resume):
+                reason = outage_reason(previous, injection, now, decision.remaining)
+                change = injection.transition(State.ACTIVE, reason)
+                self._journal.record(injection, change, SYSTEM)
+                self._publish(injection, change)
+            elif isinstance(decision, Finish):
                 injection.verdict = decision.verdict
                 change = injection.transition(decision.state, decision.reason)
                 await self._journal.transition(injection, change, SYSTEM)
                 self._publish(injection, change)
+                self._injections.retire(injection)
+        await self._uptime.begin()
 
     def _resume(self, injection: Injection, decision: Resume | None) -> Finish | None:
         """Put a restored injection back in its targets' desired state (resuming) or
@@ -320,7 +380,7 @@ class Scheduler:
                 self._delivery.place(injection.targets, injection.id, fault)
         except (KeyError, SlotsExhausted) as exc:
             self._delivery.drop(injection.id)
-            return _no_longer_fits(injection, exc)
+            return no_longer_fits(injection, exc)
         self._run(injection, decision, restored=True)
         return None
 
@@ -328,22 +388,10 @@ class Scheduler:
         self._watchers.publish((injection, change))
 
 
-def _still_fits(injection: Injection, parse_spec: SpecParser) -> Finish | None:
-    """None if a live injection still fits today's mesh; else how it ends. Nothing of it
-    is put back then: the lease has ended whatever was switched on."""
-    try:
-        parse_spec(injection.document, True)
-    except Exception as exc:
-        return _no_longer_fits(injection, exc)
-    return None
-
-
-def _no_longer_fits(injection: Injection, exc: Exception) -> Finish:
-    return Finish(
-        State.ABORTED if injection.state is State.PENDING_APPROVAL else State.FAILED,
-        f"its target no longer fits the mesh after a restart: {exc}",
-        "inconclusive: the target changed during a control-server restart",
-    )
+def _never_admitted(lifecycle: Lifecycle) -> bool:
+    """Its first record failed: CreateInjection refused it, nobody saw it start."""
+    recorded = lifecycle.recorded
+    return recorded.done() and not recorded.cancelled() and recorded.exception() is not None
 
 
 def _operator_abort(reason: str, principal: str) -> End:
