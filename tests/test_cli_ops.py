@@ -24,7 +24,10 @@ SOUTH = {"payments-api-1", "payments-api-2", "payments-api-3"}
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MeshRun]:
-    async with MeshRun(MESH_FILE, tmp_path_factory.mktemp("mesh"), load=False) as mesh_run:
+    args = ("--baseline-min-seconds", "0")
+    async with MeshRun(
+        MESH_FILE, tmp_path_factory.mktemp("mesh"), load=False, server_args=args
+    ) as mesh_run:
         yield mesh_run
 
 
@@ -93,7 +96,9 @@ async def test_example_file_works_as_is_for_plan_inject_ls_and_abort(run: MeshRu
 
     assert [i["id"] for i in listed] == [injection["id"]]
     assert injection["id"] in table and "latency p50 200ms p99 500ms -> fraud-scoring" in table
-    assert aborted[0]["state"] == "ABORTED" and aborted[0]["reason"] == "aborted by operator: done"
+    assert aborted[0]["state"] == "ABORTED"
+    assert aborted[0]["reason"].startswith("aborted by operator")  # who stopped whose fault
+    assert aborted[0]["reason"].endswith(": done")
 
 
 async def test_abort_all_from_the_cli(run: MeshRun) -> None:

@@ -90,7 +90,7 @@ def test_demo_runs_the_seed_fault_to_its_deadline_and_the_guard_aborts_the_secon
     )  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)  # --json: stdout is the one JSON document
     assert summary["sidecars"] == 7
     assert summary["requests"] > 0
     assert summary["ok"] == summary["requests"]
@@ -100,7 +100,7 @@ def test_demo_runs_the_seed_fault_to_its_deadline_and_the_guard_aborts_the_secon
     phases = summary["phases"]
     assert phases["during"]["calls"] > 0 and phases["during"]["p50_ms"] >= 190
     assert phases["before"]["p50_ms"] < 100 and phases["after"]["p50_ms"] < 100
-    assert "ACTIVE -> COMPLETED: deadline reached" in result.stdout
+    assert "ACTIVE -> COMPLETED: deadline reached" in result.stderr  # narration
     held, refuted = summary["injections"]
     assert held["verdict"] == "hypothesis held"
     assert refuted["state"] == "ABORTED" and refuted["verdict"] == "hypothesis refuted"

@@ -15,6 +15,7 @@ import grpc
 
 from faultplane import logs
 from faultplane.api.validate import MAX_DURATION_SECONDS
+from faultplane.client import rpc_error_message
 from faultplane.commands import UsageError, add_commands
 from faultplane.control import ControlServer, ServerConfig, TlsConfig
 from faultplane.governance_cli import add_governance_commands
@@ -22,8 +23,10 @@ from faultplane.mesh import MeshError, load_mesh
 from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
 from faultplane.meshrun.launcher import HOST, MeshRun
 from faultplane.scheduler.approval import ApprovalPolicy
+from faultplane.scheduler.registry import KEEP_FINISHED
+from faultplane.scheduler.retention import DEFAULT_RETAIN_DAYS
 from faultplane.slo.catalogue import CatalogueError, load_catalogue
-from faultplane.store import default_db_path
+from faultplane.store import StoreError, default_db_path
 from faultplane.xds.resources import DEFAULT_FAULT_SLOTS
 
 DEFAULT_MESH = Path("envoy-configs/mesh.yaml")
@@ -38,6 +41,7 @@ ACK_TIMEOUT_RANGE = (0.1, 3600.0)
 GUARD_TICK_RANGE = (0.05, 60.0)
 BASELINE_SECONDS_MAX = 30 * 86400.0
 MAX_FAULT_SLOTS = 64
+RETAIN_DAYS_MAX = 100 * 365.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,26 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"faultplane: bad mesh: {exc}")
     except CatalogueError as exc:
         sys.exit(f"faultplane: bad SLO catalogue: {exc}")
+    except StoreError as exc:  # e.g. an audit key others may read, a newer schema
+        sys.exit(f"faultplane: {exc}")
     except UsageError as exc:
         print(f"faultplane: {exc}", file=sys.stderr)
         sys.exit(2)
     except grpc.RpcError as exc:
-        sys.exit(rpc_error_message(exc))
+        sys.exit(rpc_error_message(exc, args))  # exit 1: a refused or failed call
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def rpc_error_message(exc: grpc.RpcError) -> str:
-    """`faultplane: CODE: details`, plus how to authenticate when that is what failed:
-    the server speaks of headers, the operator types flags."""
-    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    message = f"faultplane: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        message += (
-            " (pass --token or set $FAULTPLANE_TOKEN; with mutual TLS, also --ca, --cert "
-            "and --key; `faultplane token create` issues a token)"
-        )
-    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--db", type=Path, help="the store (default: $FAULTPLANE_STATE_DIR)")
     serve.add_argument(
+        "--audit-key-file",
+        type=Path,
+        help="the secret keying the audit chain, kept outside the store (default: audit.key "
+        "next to --db; created 0600 if missing, refused if group or others may read it); "
+        "the signed chain head is appended to audit.anchor beside it",
+    )
+    serve.add_argument(
         "--auth",
         choices=["token", "local"],
         default="token",
@@ -144,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=seconds(1.0, 7 * 86400.0),
         default=3600.0,
         help="seconds; unapproved injections expire",
+    )
+    serve.add_argument(
+        "--retain-days",
+        type=number(0.0, RETAIN_DAYS_MAX, "days"),
+        default=DEFAULT_RETAIN_DAYS,
+        help="delete injections that finished more than this many days ago, with their "
+        "history and readings, hourly and at start; never the audit log "
+        f"(default {DEFAULT_RETAIN_DAYS:g}; 0 keeps them for ever)",
+    )
+    serve.add_argument(
+        "--keep-finished",
+        type=integer(0, 1_000_000),
+        default=KEEP_FINISHED,
+        help="finished injections kept in memory; older ones are read from the store "
+        f"(default {KEEP_FINISHED})",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -245,9 +260,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         baseline_min_seconds=args.baseline_min_seconds,
         baseline_window=args.baseline_window,
         db_path=args.db or default_db_path(),
+        audit_key_file=args.audit_key_file,
         auth=args.auth,
         tls=_tls_config(args),
         approval=_approval_policy(args),
+        retain_days=args.retain_days,
+        keep_finished=args.keep_finished,
     )
 
     async def run() -> None:

@@ -1,35 +1,42 @@
 """Operator commands: inject, plan, get, ls, abort, watch, sidecars.
 
 Each talks to the operator API at --api (or $FAULTPLANE_API). Tables by default,
-`--json` for scripts.
+`--json` for scripts: with it, stdout carries only JSON (messages go to stderr). Exit
+codes: 0 done, 1 a refused or failed call, 2 a usage error (bad flags, a bad document).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from faultplane.client import add_connection_arguments, fault_stub, open_channel
+from faultplane.client import RPC_TIMEOUT, add_connection_arguments, fault_stub, open_channel
+from faultplane.control import MAX_API_MESSAGE_BYTES
 from faultplane.display import (
     baseline_summary,
     injection_detail,
     injections_table,
+    plan_summary,
     sidecars_table,
-    state_name,
 )
+from faultplane.document import DocumentError, read_injection_request, size_problem
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
+from faultplane.watching import RECONNECT_FOR, cmd_watch, watch_dropped
 
-RPC_TIMEOUT = 30.0
+# The API's limit on a request (the server's gRPC max message size): a larger request is
+# refused here, naming the fields that make it large, before it is sent. A server with
+# another limit refuses with RESOURCE_EXHAUSTED, which `_sent` words the same way.
+MAX_REQUEST_BYTES = MAX_API_MESSAGE_BYTES
+_TOO_LARGE = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 
 
 class UsageError(Exception):
@@ -39,7 +46,7 @@ class UsageError(Exception):
 def add_commands(commands: argparse._SubParsersAction) -> None:
     inject = commands.add_parser("inject", help="start an injection from a JSON or YAML file")
     _api(inject)
-    inject.add_argument("-f", "--file", type=Path, required=True)
+    inject.add_argument("-f", "--file", required=True, help="JSON or YAML; - for stdin")
     inject.add_argument(
         "--no-wait", action="store_true", help="return at once instead of waiting for ACTIVE"
     )
@@ -48,7 +55,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     plan = commands.add_parser("plan", help="dry run: the sidecars and changes, nothing applied")
     _api(plan)
-    plan.add_argument("-f", "--file", type=Path, required=True)
+    plan.add_argument("-f", "--file", required=True, help="JSON or YAML; - for stdin")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=cmd_plan)
 
@@ -78,9 +85,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     abort.add_argument("--json", action="store_true")
     abort.set_defaults(handler=cmd_abort)
 
-    watch = commands.add_parser("watch", help="print state changes as they happen")
+    watch = commands.add_parser(
+        "watch",
+        help="print state changes as they happen; with an ID, until that injection ends",
+    )
     _api(watch)
-    watch.add_argument("id", nargs="?", default="")
+    watch.add_argument(
+        "id", nargs="?", default="", help="only this injection; exit 0 once it has ended"
+    )
+    watch.add_argument(
+        "--reconnect-for",
+        type=_seconds,
+        metavar="SECONDS",
+        default=RECONNECT_FOR,
+        help="seconds to keep resubscribing while the control server is unavailable "
+        f"(default {RECONNECT_FOR:g}); then exit 1",
+    )
     watch.add_argument("--json", action="store_true")
     watch.set_defaults(handler=cmd_watch)
 
@@ -102,6 +122,16 @@ def _api(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 86400, not {text!r}")
+    return value
+
+
 def _state_names() -> list[str]:
     return [name for name, _ in pb.State.items() if name != "STATE_UNSPECIFIED"]
 
@@ -111,20 +141,31 @@ def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, faultplane_pb2_grpc.F
     return channel, fault_stub(channel)
 
 
-def read_request(path: Path) -> pb.InjectionRequest:
-    """An InjectionRequest from a JSON or YAML document with the API's field names."""
+def read_request(path: str) -> pb.InjectionRequest:
+    """The request a document describes, every problem of it named by field (exit 2)."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid JSON or YAML: {exc}") from exc
-    if not isinstance(document, dict):
-        raise UsageError(f"{path}: must be a mapping with target, fault, duration_seconds, ...")
+        request = read_injection_request(path)
+    except DocumentError as exc:
+        raise UsageError(str(exc)) from None
+    problem = size_problem(request, MAX_REQUEST_BYTES)
+    if problem:
+        raise UsageError(f"{'<stdin>' if path == '-' else path}: {problem}")
+    return request
+
+
+def _sent(call: Any, request: pb.InjectionRequest) -> Any:
+    """`call(request)`, with a refusal for size turned into which field is too large."""
     try:
-        return json_format.ParseDict(document, pb.InjectionRequest())
-    except json_format.ParseError as exc:
-        raise UsageError(f"{path}: {exc}") from exc
+        return call(request, timeout=RPC_TIMEOUT)
+    except grpc.RpcError as exc:
+        found = _TOO_LARGE.search(exc.details() or "")  # type: ignore[attr-defined]
+        if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or not found:  # type: ignore[attr-defined]
+            raise
+        raise _TooLarge(size_problem(request, int(found.group(2))) or str(exc)) from None
+
+
+class _TooLarge(Exception):
+    """The server refused the request for its size (exit 1, like any refused call)."""
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -135,18 +176,23 @@ def _print_json(message: Message) -> None:
     print(json.dumps(to_dict(message)), flush=True)
 
 
-def cmd_inject(args: argparse.Namespace) -> None:
+def cmd_inject(args: argparse.Namespace) -> int:
     request = read_request(args.file)
     channel, stub = _stub(args)
     with channel:
-        if args.no_wait:
-            injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
-        else:
-            injection = _create_and_wait(stub, request)
+        try:
+            if args.no_wait:
+                injection = _sent(stub.CreateInjection, request)
+            else:
+                injection = _create_and_wait(stub, request)
+        except _TooLarge as exc:
+            print(f"faultplane: RESOURCE_EXHAUSTED: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         _print_json(injection)
     else:
         print(injection_detail(injection))
+    return 0
 
 
 def _create_and_wait(
@@ -159,7 +205,7 @@ def _create_and_wait(
         try:
             events.initial_metadata()  # subscribed: no state change can slip past
             if injection is None:
-                injection = stub.CreateInjection(request, timeout=RPC_TIMEOUT)
+                injection = _sent(stub.CreateInjection, request)
             current = stub.GetInjection(
                 pb.GetInjectionRequest(id=injection.id), timeout=RPC_TIMEOUT
             )
@@ -170,7 +216,7 @@ def _create_and_wait(
                     if event.injection.id == injection.id and event.injection.state != pb.PENDING:
                         return event.injection
             except grpc.RpcError as exc:
-                if not _watch_dropped(exc):
+                if not watch_dropped(exc):
                     raise
                 # The server dropped this watcher in a burst of other injections' events:
                 # subscribe again and re-read, rather than fail an injection that exists.
@@ -180,26 +226,20 @@ def _create_and_wait(
             events.cancel()
 
 
-def _watch_dropped(exc: grpc.RpcError) -> bool:
-    """The server ended a watch because its subscriber fell too far behind."""
-    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-
-
-def cmd_plan(args: argparse.Namespace) -> None:
+def cmd_plan(args: argparse.Namespace) -> int:
     request = read_request(args.file)
     channel, stub = _stub(args)
     with channel:
-        plan = stub.PlanInjection(request, timeout=RPC_TIMEOUT)
+        try:
+            plan = _sent(stub.PlanInjection, request)
+        except _TooLarge as exc:
+            print(f"faultplane: RESOURCE_EXHAUSTED: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         _print_json(plan)
-        return
-    print(f"matched: {', '.join(plan.matched)}")
-    print(f"targets: {', '.join(plan.targets)}")
-    for sidecar in plan.sidecars:
-        print(f"\n{sidecar.sidecar}: route config {sidecar.route_config!r}")
-        print(json.dumps(json.loads(sidecar.route_config_json), indent=2))
-        for key, percent in sorted(sidecar.runtime.items()):
-            print(f"  runtime {key} = {percent:g} %")
+    else:
+        print(plan_summary(plan, request))
+    return 0
 
 
 def cmd_get(args: argparse.Namespace) -> None:
@@ -261,36 +301,6 @@ def cmd_abort(args: argparse.Namespace) -> None:
         print(json.dumps([to_dict(inj) for inj in aborted]), flush=True)
     else:
         print(injections_table(aborted) if aborted else "nothing live to abort")
-
-
-def cmd_watch(args: argparse.Namespace) -> None:
-    channel, stub = _stub(args)
-    with channel:
-        while True:
-            try:
-                _print_events(stub, args)
-                return
-            except grpc.RpcError as exc:
-                if not _watch_dropped(exc):
-                    raise
-                # A live tail that fell behind (a slow terminal or pipe) is dropped by
-                # the server; say that events were missed and carry on.
-                details = exc.details()  # type: ignore[attr-defined]
-                print(f"faultplane: watch: {details}; resubscribing", file=sys.stderr, flush=True)
-
-
-def _print_events(stub: faultplane_pb2_grpc.FaultServiceStub, args: argparse.Namespace) -> None:
-    for event in stub.WatchInjections(pb.WatchInjectionsRequest(id=args.id)):
-        if args.json:
-            _print_json(event)
-            continue
-        change = event.transition
-        print(
-            f"{change.at.ToJsonString()}  {event.injection.id}  "
-            f"{state_name(change.from_state)} -> {state_name(change.to_state)}  "
-            f"{change.reason}",
-            flush=True,
-        )
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:

@@ -6,6 +6,9 @@ It brings the mesh up with real Envoy sidecars and load, then runs two experimen
    calls from the targeted pods), withdrawn at its deadline: hypothesis held;
 2. 503 on 30 % of payments-api's inbound requests, guarded by merchant-write-success:
    the steady-state guard withdraws it without a human: hypothesis refuted.
+
+With --json, stdout is one JSON document (the summary) and the narration goes to stderr,
+so `faultplane demo --json | jq .` works.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +62,14 @@ GUARDED_INJECTION: dict[str, Any] = {
 }
 
 
+# Where `say` writes: stdout for people, stderr when stdout is the JSON summary. Module
+# state, set once per run: the demo is one command, and every step narrates.
+_narrate_to_stderr = False
+
+
 async def run_demo(mesh_file: Path, duration: float, as_json: bool) -> int:
+    global _narrate_to_stderr
+    _narrate_to_stderr = as_json
     run_dir = Path(tempfile.mkdtemp(prefix="faultplane-demo-"))
     say(f"bringing the mesh up from {mesh_file} (logs in {run_dir})")
     server_args = ("--slos", str(mesh_file.parent / "slos.yaml"), "--baseline-min-seconds", "3")
@@ -228,4 +239,4 @@ def _seconds(stamp: Any) -> float:
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(text, file=sys.stderr if _narrate_to_stderr else sys.stdout, flush=True)

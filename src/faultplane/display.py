@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC
@@ -40,6 +42,44 @@ def sidecars_table(sidecars: Sequence[pb.Sidecar]) -> str:
         )
     headers = ["SIDECAR", "SERVICE", "LABELS", "CONNECTED", *(t.upper() for t in xds_types)]
     return table([*headers, "LAST NACK"], rows)
+
+
+def natural_key(name: str) -> list[int | str]:
+    """payments-api-2 before payments-api-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def plan_summary(plan: pb.InjectionPlan, request: pb.InjectionRequest) -> str:
+    """What `inject` would do, one rendering per distinct change: the sidecars that get the
+    same route config and runtime keys share one block, named together."""
+    targets = sorted(plan.targets, key=natural_key)
+    lines = [
+        f"matched: {', '.join(plan.matched) or 'nothing'}",
+        f"targets: {', '.join(targets) or 'none'}",
+    ]
+    cap = request.target.max_pods
+    if cap < len(plan.matched):
+        lines.append(
+            f"note: max_pods {cap} < {len(plan.matched)} matched: these {len(targets)} are "
+            "this plan's pick; `inject` picks again for the injection it creates, so the "
+            "sidecars it faults may differ"
+        )
+    groups: dict[tuple[str, str, tuple[tuple[str, float], ...]], list[str]] = {}
+    for sidecar in plan.sidecars:
+        change = (
+            sidecar.route_config,
+            sidecar.route_config_json,
+            tuple(sorted(sidecar.runtime.items())),
+        )
+        groups.setdefault(change, []).append(sidecar.sidecar)
+    count = len(groups)
+    lines.append(f"{count} distinct change{'' if count == 1 else 's'}:")
+    for (route_config, config_json, runtime), sidecars in groups.items():
+        names = ", ".join(sorted(sidecars, key=natural_key))
+        lines.append(f"\n{names}: route config {route_config!r}")
+        lines.append(json.dumps(json.loads(config_json), indent=2))
+        lines += [f"  runtime {key} = {percent:g} %" for key, percent in runtime]
+    return "\n".join(lines)
 
 
 def state_name(state: int) -> str:
