@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from google.protobuf import json_format
 from faultplane.meshrun.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The issue's example document, exactly as the CLI reads it.
 EXAMPLE: dict[str, Any] = json.loads(
@@ -148,3 +151,22 @@ async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
     except grpc.aio.AioRpcError as exc:
         return exc
     raise AssertionError("the call succeeded; expected an error")
+
+
+CLI_TIMEOUT = 60.0  # an interpreter, grpc and one call, on a loaded 2-core machine
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """One `faultplane ARGS` process, without blocking the event loop: (exit, out, err)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "faultplane", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -11,11 +11,9 @@ In-process servers with fake sidecars cover what the history says when less is k
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -33,9 +31,9 @@ from faultplane.scheduler.uptime import HEARTBEAT_SECONDS
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds.faults import INJECTION_HEADER
-from tests.conftest import MESH_FILE, ROOT, server_config
+from tests.conftest import MESH_FILE, server_config
 from tests.fake_sidecar import fake_sidecars
-from tests.helpers import injection_request, send, wait_state
+from tests.helpers import injection_request, run_cli, send, wait_state
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,7 +41,6 @@ TTL = 3.0
 ALL_PAYMENTS = {"selector": "", "max_pods": 4, "upstream": None}
 ABORT = {"type": "abort", "http_status": 503}
 STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC"
-CLI_TIMEOUT = 60.0
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -57,18 +54,9 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MeshRun
 
 async def cli(run: MeshRun, *args: str) -> str:
     """`faultplane ARGS --api ...` as a child process; its stdout (exit 0 required)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "faultplane", *args, "--api", run.api_address, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, f"faultplane {' '.join(args)}: {err.decode()}"
-    return out.decode()
+    code, out, err = await run_cli(*args, "--api", run.api_address)
+    assert code == 0, f"faultplane {' '.join(args)}: {err}"
+    return out
 
 
 def ingress(run: MeshRun) -> str:

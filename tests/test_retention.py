@@ -15,7 +15,6 @@ child processes started with asyncio, so the in-process server keeps serving mea
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import sqlite3
@@ -41,13 +40,12 @@ from faultplane.scheduler.readings import MAX_READINGS, RECENT_READINGS, bound_r
 from faultplane.scheduler.scheduler import NotFound
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
-from tests.conftest import ROOT, SLO_FILE, server_config
+from tests.conftest import SLO_FILE, server_config
 from tests.fake_sidecar import fake_sidecars
-from tests.helpers import injection_request, rpc_error, wait_state
+from tests.helpers import injection_request, rpc_error, run_cli, wait_state
 
 INBOUND = {"selector": "", "max_pods": 4, "upstream": None}
 ABORT = {"type": "abort", "http_status": 503}
-CLI_TIMEOUT = 60.0
 START_TIMEOUT = 60.0
 
 
@@ -97,20 +95,7 @@ async def start(mesh: Mesh, tmp_path: Path) -> AsyncIterator[Start]:
         await server.stop(grace=0)
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
-    """One `faultplane ARGS` process, without blocking the event loop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "faultplane", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+cli = run_cli
 
 
 async def ok(*args: str) -> str:
