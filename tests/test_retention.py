@@ -276,6 +276,12 @@ async def test_retain_days_prunes_old_injections_and_the_audit_still_verifies(
             grpc.aio.insecure_channel(api) as channel,
         ):
             stub = faultplane_pb2_grpc.FaultServiceStub(channel)
+
+            async def all_connected() -> bool:
+                listed = await stub.ListSidecars(pb.ListSidecarsRequest(), timeout=10)
+                return sum(s.connected for s in listed.sidecars) == len(pods)
+
+            await wait_until(all_connected, START_TIMEOUT, "the fake sidecars", [server])
             for _ in range(4):
                 request = injection_request(
                     target=INBOUND, fault=ABORT, steady_state={

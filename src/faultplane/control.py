@@ -60,6 +60,8 @@ from faultplane.xds.source import MeshSource
 log = structlog.get_logger("faultplane.control")
 
 HOST = "127.0.0.1"
+# How long a stop waits for records the store keeps refusing before it gives them up.
+DRAIN_SECONDS = 10.0
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 FAULT_SERVICE = faultplane_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
 # The largest operator request the API reads. Chosen, not gRPC's 4 MiB default: the
@@ -308,18 +310,22 @@ class ControlServer:
             return
         self._stopped = True
         await self._health.enter_graceful_shutdown()
-        if self._guard_task is not None:
-            self._guard_task.cancel()
-            await asyncio.gather(self._guard_task, return_exceptions=True)
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            await asyncio.gather(self._retention_task, return_exceptions=True)
+        # Operators first: no call may start what nobody will guard or stop. Then the
+        # lifecycles (left to their leases, for a restart to resume), at once the sidecars
+        # (no lease is renewed after that), and only then the guard and the records.
+        if self._api_server is not None:
+            await self._api_server.stop(grace)
         await self.scheduler.close()
+        if self._xds_server is not None:
+            await self._xds_server.stop(grace)
+        await self.scheduler.record_stop()  # no sidecar renews a lease from here on
+        for task in (self._guard_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.journal.drain(timeout=DRAIN_SECONDS)
         if self._session is not None:
             await self._session.close()
-        servers = [s for s in (self._api_server, self._xds_server) if s is not None]
-        await asyncio.gather(*(server.stop(grace) for server in servers))
-        await self.scheduler.record_stop()  # no sidecar renews a lease from here on
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

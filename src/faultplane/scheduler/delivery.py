@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
+
+import structlog
 
 from faultplane.scheduler.model import Evidence
 from faultplane.xds import types
 from faultplane.xds.faults import FaultAssignment, SlotsExhausted
 from faultplane.xds.registry import AckOutcome, AckTimeout, SidecarStatus
 from faultplane.xds.resources import Resources
+
+log = structlog.get_logger("faultplane.delivery")
 
 
 class FaultPlane(Protocol):
@@ -47,6 +52,7 @@ class Delivery:
         # so a later admission cannot take them and a push cannot run out of them.
         self._reserved: dict[str, dict[str, FaultAssignment]] = {}
         self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
+        self._lapses: dict[str, asyncio.TimerHandle] = {}  # injection -> its lease's end
 
     def render_with(self, node: str, fault: FaultAssignment) -> Resources:
         """What `node` would be sent with `fault` added to everything it carries or has
@@ -68,7 +74,7 @@ class Delivery:
             del self._reserved[node][injection_id]
             if not self._reserved[node]:
                 del self._reserved[node]
-        self._lease_until.pop(injection_id, None)
+        self.lease(injection_id, None)
 
     def drop(self, injection_id: str) -> None:
         """Take the injection's fault out of every desired state now, waiting for no one.
@@ -85,11 +91,38 @@ class Delivery:
         return self._faults.get(node, {}).get(injection_id)
 
     def lease(self, injection_id: str, until: float | None) -> None:
-        """Switched-on faults of this injection may not outlive `until` (monotonic)."""
+        """Switched-on faults of this injection may not outlive `until` (monotonic): the
+        sidecars' TTLs are capped there, and at `until` the keys are switched off here
+        too, should the lifecycle not have withdrawn them by then."""
+        lapse = self._lapses.pop(injection_id, None)
+        if lapse is not None:
+            lapse.cancel()
         if until is None:
             self._lease_until.pop(injection_id, None)
-        else:
-            self._lease_until[injection_id] = until
+            return
+        self._lease_until[injection_id] = until
+        # The event loop's clock is time.monotonic, the lease's clock.
+        self._lapses[injection_id] = asyncio.get_running_loop().call_at(
+            until, self._lapse, injection_id
+        )
+
+    def leased(self, injection_id: str) -> bool:
+        """Its fault is (being) switched on under a lease."""
+        return injection_id in self._lease_until
+
+    def _lapse(self, injection_id: str) -> None:
+        """The lease ran out before the withdrawal (a stuck lifecycle, a clock stepped
+        back): this injection's keys go off now; other injections on the same sidecars
+        keep theirs and their leases."""
+        self._lapses.pop(injection_id, None)
+        self._lease_until.pop(injection_id, None)
+        for node, faults in self._faults.items():
+            fault = faults.get(injection_id)
+            if fault is not None and fault.enabled:
+                faults[injection_id] = replace(fault, enabled=False)
+                self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+        log.warning("lease ran out before the withdrawal: keys switched off",
+                    injection=injection_id)  # fmt: skip
 
     def place(self, nodes: Sequence[str], injection_id: str, fault: FaultAssignment) -> None:
         """Put the fault in the nodes' desired state without waiting for anyone (restore)."""

@@ -27,10 +27,10 @@ audit_log = structlog.get_logger("faultplane.audit")
 log = structlog.get_logger("faultplane.journal")
 T = TypeVar("T")
 
-# Backoff between attempts of a background record; the last delay repeats until the
-# record is given up after RECORD_GIVE_UP_SECONDS (logged, counted in the metric).
+# Backoff between attempts of a background record; the last delay repeats for as long
+# as the store keeps failing. A lifecycle record is never given up: a lost end would let
+# a restart resume a fault that was stopped. (There is one chain per injection.)
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
-RECORD_GIVE_UP_SECONDS = 300.0
 READ_THREADS = 2
 
 
@@ -60,10 +60,22 @@ class Journal:
         """Persist the injection's current state in the background."""
         self._chain(injection.id, "injection state", lambda: self.save(injection))
 
-    async def drain(self) -> None:
-        """Wait for every background record (shutdown, tests)."""
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for every background record (shutdown, tests), at most `timeout` seconds;
+        False if some were still failing then (they are logged; a restart reads the store
+        as it is, and an injection whose end was not recorded resumes only until its
+        deadline, under a fresh guard)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
         while self._pending:
-            await asyncio.gather(*self._pending.values(), return_exceptions=True)
+            left = None if until is None else until - loop.time()
+            if left is not None and left <= 0:
+                log.error("records still failing at shutdown", injections=sorted(self._pending))
+                for task in self._pending.values():
+                    task.cancel()
+                return False
+            await asyncio.wait(list(self._pending.values()), timeout=left)
+        return True
 
     def _chain(self, key: str, what: str, write: Callable[[], Awaitable[Any]]) -> None:
         previous = self._pending.get(key)
@@ -85,8 +97,6 @@ class Journal:
     ) -> None:
         if previous is not None:
             await asyncio.wait({previous})
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + RECORD_GIVE_UP_SECONDS
         attempt = 0
         while True:
             try:
@@ -95,9 +105,6 @@ class Journal:
             except Exception as exc:
                 metrics.STORE_ERRORS.labels("record").inc()
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                if loop.time() + delay > give_up_at:
-                    log.error("store record given up", injection=key, what=what, error=str(exc))
-                    return
                 log.warning("store record failed, retrying", injection=key, what=what,
                             error=str(exc), retry_in_s=delay)  # fmt: skip
                 attempt += 1

@@ -125,6 +125,8 @@ class Lifecycle:
             injection.verdict = deadline_verdict(injection) if end.verdict == HELD else end.verdict
             self._transition(end.state, end.reason, end.evidence + evidence, end.by)
         finally:
+            if not self.recorded.done():
+                self.recorded.cancel()  # closed before its first record: nobody waits on
             if not withdrawn and not self._closing:
                 # Died mid-way (an exception in the withdrawal itself): take the fault out
                 # of every desired state without waiting for anyone.
@@ -154,10 +156,13 @@ class Lifecycle:
                 return approved
         if self._resume is None:
             activation = asyncio.create_task(self._activate())
-            await asyncio.wait({activation, self.stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not activation.done():
-                activation.cancel()
-                await asyncio.gather(activation, return_exceptions=True)
+            try:
+                await asyncio.wait({activation, self.stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not activation.done():  # stopped, or this task cancelled (close)
+                    activation.cancel()
+                    await asyncio.gather(activation, return_exceptions=True)
+            if activation.cancelled():  # the stop came first
                 return self.stop.result()
             if (failure := activation.result()) is not None:
                 return failure

@@ -102,12 +102,9 @@ class Scheduler:
         """Admit, record, and start an injection (or park it for approval); returns once
         it is on disk."""
         lifecycle = self._admit(spec, document)
-        try:
-            await asyncio.shield(lifecycle.recorded)
-        except Exception:
-            self._injections.remove(lifecycle.injection)
-            self._live.pop(lifecycle.injection.id, None)
-            raise
+        # Shielded: a caller that gives up does not stop the lifecycle; one whose first
+        # record failed is forgotten by `_ended`, whoever was waiting.
+        await asyncio.shield(lifecycle.recorded)
         injection = lifecycle.injection
         log.info("injection created", injection=injection.id, owner=spec.owner,
                  service=spec.target.service, targets=list(injection.targets),
@@ -152,7 +149,10 @@ class Scheduler:
     def _ended(self, lifecycle: Lifecycle) -> None:
         if self._live.get(lifecycle.injection.id) is lifecycle:
             del self._live[lifecycle.injection.id]
-        self._injections.retire(lifecycle.injection)  # no-op unless it finished
+        if _never_admitted(lifecycle):
+            self._injections.remove(lifecycle.injection)  # refused: as if never created
+        else:
+            self._injections.retire(lifecycle.injection)  # no-op unless it finished
 
     def _select(
         self, spec: InjectionSpec, injection_id: str
@@ -239,7 +239,14 @@ class Scheduler:
         return len(self._injections)
 
     def active(self) -> list[Injection]:
-        return [inj for inj in self._injections if inj.state is State.ACTIVE]
+        """What the guard watches: ACTIVE injections, and PENDING ones whose fault is
+        already switched on while the last ACKs are awaited."""
+        return [
+            inj
+            for inj in self._injections
+            if inj.state is State.ACTIVE
+            or (inj.state is State.PENDING and self._delivery.leased(inj.id))
+        ]
 
     def list(self, states: set[State] | None = None, service: str = "") -> list[Injection]:
         """The injections in memory, newest first (`page` lists the store's too)."""
@@ -313,7 +320,6 @@ class Scheduler:
         for lifecycle in live:
             lifecycle.close()
         await asyncio.gather(*(lc.task for lc in live), return_exceptions=True)
-        await self._journal.drain()
 
     async def record_stop(self) -> None:
         """Record a clean stop, once no sidecar is served any more (the xDS server is
@@ -340,7 +346,13 @@ class Scheduler:
         previous = await self._uptime.previous()
         for stored in await self._journal.read(store.load_injections, LIVE_STATES):
             readings = await self._journal.read(store.slo_readings, stored.id)
-            injection = injection_from_record(stored, readings, parse_spec, strict=False)
+            try:
+                injection = injection_from_record(stored, readings, parse_spec, strict=False)
+            except Exception:
+                # Unreadable: nothing of it can be put back (its lease has ended whatever
+                # was on); the server starts for everything else.
+                log.exception("cannot reload a stored injection; left as it is", id=stored.id)
+                continue
             self._injections.add(injection)
             if not injection.state.live:
                 continue
@@ -356,7 +368,7 @@ class Scheduler:
             elif isinstance(decision, Finish):
                 injection.verdict = decision.verdict
                 change = injection.transition(decision.state, decision.reason)
-                await self._journal.transition(injection, change, SYSTEM)
+                self._journal.record(injection, change, SYSTEM)  # retried; start goes on
                 self._publish(injection, change)
                 self._injections.retire(injection)
         await self._uptime.begin()

@@ -168,9 +168,12 @@ class StreamState:
                 continue
             if state.in_flight is not None:
                 continue
+            due = last.sent_at + desired.ttl_seconds / 3
+            if desired.lease_until is not None and due >= desired.lease_until:
+                continue  # the lease is over: nothing is renewed past it
             selected, version, _ = self._plan(type_url, state, desired, snapshot)
             if not state.is_rejected(version, frozenset(selected)):
-                deadlines.append(last.sent_at + desired.ttl_seconds / 3)
+                deadlines.append(due)
         return min(deadlines, default=None)
 
     def _response_for(
@@ -262,8 +265,14 @@ def _base_version(version: str) -> str:
 
 
 def _lease_due(last: Sent | None, desired: TypeSnapshot, now: float) -> bool:
+    """A leased response is re-sent every third of its TTL, and never once its lease is
+    over (a 1 ms TTL would switch the fault on again for that millisecond)."""
     ttl = desired.ttl_seconds
-    return last is not None and ttl is not None and now >= last.sent_at + ttl / 3
+    if last is None or ttl is None:
+        return False
+    if desired.lease_until is not None and now >= desired.lease_until:
+        return False
+    return now >= last.sent_at + ttl / 3
 
 
 def _lease_seconds(desired: TypeSnapshot, now: float) -> float | None:
