@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +31,7 @@ from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds import types
 from faultplane.xds.faults import INJECTION_HEADER
+from faultplane.xds.server import AdsServer
 from tests.conftest import MESH_FILE, server_config
 from tests.helpers import (
     fault_runtime_keys,
@@ -367,6 +372,46 @@ async def test_store_failure_mid_injection_never_keeps_the_fault_on(
     await wait_until(clean_traffic, timeout=10, what="the deadline withdrawal", interval=0.02)
     # Off by the deadline (give or take the withdrawal's round trip), never later.
     assert time.time() <= ends_at + 2.0
+
+
+async def test_a_stalled_sidecar_does_not_spin_the_event_loop(
+    mesh_run: MeshRun, stub, control: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: Counter[str] = Counter()
+    send_due = AdsServer._send_due
+
+    async def counted(self: AdsServer, node_id: str, *args: Any) -> None:
+        passes[node_id] += 1
+        await send_due(self, node_id, *args)
+
+    monkeypatch.setattr(AdsServer, "_send_due", counted)
+    node = "payments-api-4"  # the only sidecar of shard north-1
+    await inject(
+        stub,
+        injection_request(
+            target={"selector": "shard=north-1", "max_pods": 1, "upstream": None},
+            fault={"type": "abort", "http_status": 503},
+        ),
+    )
+    envoy = next(p for p in mesh_run.pods if p.pod.name == node).envoy
+    stalled_at = time.time()
+    os.kill(envoy.process.pid, signal.SIGSTOP)  # alive, connected, answering nothing
+    try:
+        rtds = control.registry.get(node).status(types.RUNTIME)
+
+        async def lease_resent_unanswered() -> bool:
+            return rtds.sent_at is not None and rtds.sent_at > stalled_at
+
+        # The lease is re-sent every ttl/3 (5 s / 3): that response stays unACKed.
+        await wait_until(lease_resent_unanswered, 10, what="a lease re-send to the stalled sidecar")
+        before = passes[node]
+        await asyncio.sleep(2.0)  # the measurement window itself: nothing to wait for
+        wakeups = passes[node] - before
+    finally:
+        os.kill(envoy.process.pid, signal.SIGCONT)
+    print(f"stream passes in 2 s with a stalled sidecar: {wakeups}")
+    # Before the fix: tens of thousands (the heartbeat re-armed at once, forever).
+    assert wakeups <= 2, wakeups
 
 
 async def test_restarted_sidecar_gets_the_live_fault_back(
