@@ -38,7 +38,6 @@ def test_baseline_stats_quantiles() -> None:
     assert stats.p5 == pytest.approx(0.905)
     assert stats.median == pytest.approx(0.950)
     assert stats.p95 == pytest.approx(0.995)
-    assert stats.noise_band == (stats.p5, stats.p95)
 
 
 def test_baseline_stats_counts_unreadable_and_ignores_their_times() -> None:

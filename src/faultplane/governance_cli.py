@@ -19,7 +19,7 @@ from pathlib import Path
 from faultplane.auth.names import principal_problem
 from faultplane.auth.roles import Role
 from faultplane.auth.tokens import new_token, token_hash
-from faultplane.client import add_connection_arguments, fault_stub, open_channel
+from faultplane.client import RPC_TIMEOUT, add_connection_arguments, fault_stub, open_channel
 from faultplane.commands import UsageError, to_dict
 from faultplane.display import injection_detail, table
 from faultplane.store import SqliteStore, StoreError, default_db_path
@@ -33,7 +33,6 @@ from faultplane.store.audit_key import (
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
-RPC_TIMEOUT = 30.0
 # Entries asked for per ListAudit call (the server allows up to 1000, and also ends a page
 # before it outgrows one message).
 AUDIT_PAGE = 500

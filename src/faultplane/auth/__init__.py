@@ -28,7 +28,7 @@ from faultplane.auth.roles import (
     method_name,
     roles_for,
 )
-from faultplane.auth.tokens import MalformedToken, new_token, token_hash, verify_token
+from faultplane.auth.tokens import MalformedToken, new_token, token_hash
 
 __all__ = [
     "LOCAL_MODE_WARNING",
@@ -54,5 +54,4 @@ __all__ = [
     "new_token",
     "roles_for",
     "token_hash",
-    "verify_token",
 ]

@@ -8,7 +8,6 @@ it is. The secret is 256 bits from `secrets`, so the token as a whole is unguess
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 
@@ -45,12 +44,3 @@ def token_hash(token: str) -> str:
     presented token by its hash in one query.
     """
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def verify_token(token: str, stored_hash: str) -> bool:
-    """Whether `token` hashes to `stored_hash`, compared in constant time.
-
-    For stores that fetch a record by id and then compare: a timing difference in that
-    comparison must not reveal how much of the hash matched.
-    """
-    return hmac.compare_digest(token_hash(token), stored_hash)

@@ -26,11 +26,6 @@ class BaselineStats:
     p95: float | None
     unreadable: int
 
-    @property
-    def noise_band(self) -> tuple[float | None, float | None]:
-        """The range the SLO stays in 90 % of the time (p5 to p95)."""
-        return self.p5, self.p95
-
 
 def baseline_stats(slo: str, readings: Iterable[Reading]) -> BaselineStats:
     readings = list(readings)

@@ -41,9 +41,6 @@ class SloDef:
     description: str = ""
 
 
-Catalogue = Mapping[str, SloDef]
-
-
 def load_catalogue(path: str | Path, services: Mapping[str, object]) -> dict[str, SloDef]:
     try:
         doc = yaml.safe_load(Path(path).read_text())

@@ -7,7 +7,6 @@ ENDPOINT: Final = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssig
 LISTENER: Final = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 RUNTIME: Final = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
-RESOURCE_WRAPPER: Final = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 
 # Make-before-break: clusters before the endpoints that fill them, listeners before the
 # routes they name, runtime (which only flips percentages) last.
