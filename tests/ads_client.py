@@ -8,7 +8,6 @@ for the server to have done something (never a sleep).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from types import TracebackType
 
 import grpc
@@ -20,19 +19,6 @@ from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
 from faultplane.xds.server import AdsServer
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Return as soon as `condition()` holds; fail after `timeout` seconds.
-
-    Polls, because what it waits for is server state with no event to await. The timeout
-    only bounds a failing test: a passing one returns when the condition holds.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        await asyncio.sleep(0.002)
 
 
 class RawAdsClient:

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
+from faultplane.control import ControlServer, ServerConfig
 from faultplane.mesh import Mesh, Pod
 from faultplane.xds import types
+from tests.helpers import until
 
 NAMES = {
     types.CLUSTER: (),
@@ -88,3 +90,23 @@ async def fake_sidecars(
     finally:
         for sidecar in sidecars:
             await sidecar.close()
+
+
+async def start_with_sidecars(
+    stack: AsyncExitStack,
+    config: ServerConfig,
+    pods: list[Pod],
+    ack_delay: dict[str, float] | None = None,
+) -> tuple[ControlServer, grpc.aio.Channel]:
+    """An in-process server with fake sidecars for `pods`, all connected, and a channel
+    to its API; `stack` closes the channel and sidecars, then stops the server."""
+    server = ControlServer(config)
+    await server.start()
+    stack.push_async_callback(server.stop, 0)
+    xds = f"127.0.0.1:{server.xds_port}"
+    await stack.enter_async_context(fake_sidecars(xds, config.mesh, pods, ack_delay))
+    connected = lambda: sum(s.connected for s in server.registry.sidecars()) == len(pods)  # noqa: E731
+    await until(connected, 20, "the fake sidecars to connect")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
+    await stack.enter_async_context(channel)
+    return server, channel

@@ -7,7 +7,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,3 +170,16 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
         raise
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Return as soon as `condition()` holds; fail after `timeout` seconds.
+
+    Polls, because what it waits for is server state with no event to await. The timeout
+    only bounds a failing test: a passing one returns when the condition holds.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        await asyncio.sleep(0.002)

@@ -17,7 +17,8 @@ from faultplane.control import ControlServer
 from faultplane.mesh import Mesh
 from faultplane.xds import types
 from faultplane.xds.resources import sidecar_resources
-from tests.ads_client import RawAdsClient, until
+from tests.ads_client import RawAdsClient
+from tests.helpers import until
 
 NODE = "payments-api-1"
 ROUTES = ("egress", "ingress")

@@ -13,6 +13,7 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds import types
 from tests.conftest import MESH_FILE, server_config
-from tests.fake_sidecar import fake_sidecars
-from tests.helpers import injection_request, rpc_error, wait_state
+from tests.fake_sidecar import start_with_sidecars
+from tests.helpers import injection_request, rpc_error, until, wait_state
 
 PAYMENTS = ["payments-api-1", "payments-api-2", "payments-api-3", "payments-api-4"]
 INBOUND = {"selector": "", "max_pods": 4, "upstream": None}
@@ -96,39 +97,18 @@ Start = Callable[..., Any]
 
 @pytest_asyncio.fixture
 async def start(mesh: Mesh, tmp_path: Path) -> AsyncIterator[Start]:
-    servers: list[ControlServer] = []
-    contexts: list[Any] = []
+    async with AsyncExitStack() as stack:
 
-    async def start_harness(
-        mesh_model: Mesh = mesh, ack_delay: dict[str, float] | None = None, **config: Any
-    ) -> Harness:
-        config.setdefault("db_path", tmp_path / "faultplane.db")
-        server = ControlServer(server_config(mesh_model, **config))
-        await server.start()
-        servers.append(server)
-        sidecars = fake_sidecars(
-            f"127.0.0.1:{server.xds_port}", mesh_model, list(mesh_model.pods), ack_delay
-        )
-        await sidecars.__aenter__()
-        contexts.append(sidecars)
-        pods = len(mesh_model.pods)
-        await until(lambda: sum(s.connected for s in server.registry.sidecars()) == pods)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
-        contexts.append(channel)
-        return Harness(server, faultplane_pb2_grpc.FaultServiceStub(channel))
+        async def start_harness(
+            mesh_model: Mesh = mesh, ack_delay: dict[str, float] | None = None, **config: Any
+        ) -> Harness:
+            config.setdefault("db_path", tmp_path / "faultplane.db")
+            server, channel = await start_with_sidecars(
+                stack, server_config(mesh_model, **config), list(mesh_model.pods), ack_delay
+            )
+            return Harness(server, faultplane_pb2_grpc.FaultServiceStub(channel))
 
-    yield start_harness
-    for context in reversed(contexts):
-        await context.__aexit__(None, None, None)
-    for server in servers:
-        await server.stop(grace=0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+        yield start_harness
 
 
 def fail_writes(server: ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:

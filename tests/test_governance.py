@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import grpc
@@ -27,7 +28,7 @@ from faultplane.scheduler.approval import ApprovalPolicy
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import server_config
-from tests.fake_sidecar import fake_sidecars
+from tests.fake_sidecar import start_with_sidecars
 from tests.helpers import injection_request, rpc_error, wait_state
 from tests.test_auth import Pki, pki  # noqa: F401 (the certificate fixture)
 
@@ -59,41 +60,21 @@ Start = Callable[..., Awaitable[Api]]
 
 @pytest_asyncio.fixture
 async def start(mesh: Mesh, tmp_path: Path) -> AsyncIterator[Start]:
-    servers: list[ControlServer] = []
-    contexts = []
+    async with AsyncExitStack() as stack:
 
-    async def start_api(**config) -> Api:
-        server = ControlServer(
-            server_config(mesh, db_path=tmp_path / "faultplane.db", auth="token", **config)
-        )
-        await server.start()
-        servers.append(server)
-        sidecars = fake_sidecars(
-            f"127.0.0.1:{server.xds_port}", mesh, list(mesh.services["payments-api"].pods)
-        )
-        await sidecars.__aenter__()
-        contexts.append(sidecars)
-        await _until(lambda: sum(s.connected for s in server.registry.sidecars()) == 4)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
-        contexts.append(channel)
-        api = Api(server, channel)
-        for principal, role in (("vic", "viewer"), ("alice", "operator"),
-                                ("bob", "approver"), ("root", "admin")):  # fmt: skip
-            api.issue(principal, role)
-        return api
+        async def start_api(**config) -> Api:
+            server, channel = await start_with_sidecars(
+                stack,
+                server_config(mesh, db_path=tmp_path / "faultplane.db", auth="token", **config),
+                list(mesh.services["payments-api"].pods),
+            )
+            api = Api(server, channel)
+            for principal, role in (("vic", "viewer"), ("alice", "operator"),
+                                    ("bob", "approver"), ("root", "admin")):  # fmt: skip
+                api.issue(principal, role)
+            return api
 
-    yield start_api
-    for context in reversed(contexts):
-        await context.__aexit__(None, None, None)
-    for server in servers:
-        await server.stop(grace=0)
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+        yield start_api
 
 
 def request_by(owner: str, **overrides) -> pb.InjectionRequest:

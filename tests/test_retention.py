@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from faultplane.scheduler.scheduler import NotFound
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import SLO_FILE, server_config
-from tests.fake_sidecar import fake_sidecars
+from tests.fake_sidecar import fake_sidecars, start_with_sidecars
 from tests.helpers import injection_request, rpc_error, run_cli, wait_state
 
 INBOUND = {"selector": "", "max_pods": 4, "upstream": None}
@@ -66,33 +67,21 @@ Start = Callable[..., Awaitable[Served]]
 async def start(mesh: Mesh, tmp_path: Path) -> AsyncIterator[Start]:
     """An in-process server (local auth, its own store) with payments-api's four pods as
     fake sidecars; stopped, with its sidecars and channel, afterwards."""
-    servers: list[ControlServer] = []
-    contexts: list[Any] = []
+    async with AsyncExitStack() as stack:
+        servers = 0
 
-    async def start_server(**config: Any) -> Served:
-        db = tmp_path / f"server-{len(servers)}" / "faultplane.db"
-        server = ControlServer(server_config(mesh, db_path=db, **config))
-        await server.start()
-        servers.append(server)
-        sidecars = fake_sidecars(
-            f"127.0.0.1:{server.xds_port}", mesh, list(mesh.services["payments-api"].pods)
-        )
-        await sidecars.__aenter__()
-        contexts.append(sidecars)
+        async def start_server(**config: Any) -> Served:
+            nonlocal servers
+            db = tmp_path / f"server-{servers}" / "faultplane.db"
+            servers += 1
+            server, channel = await start_with_sidecars(
+                stack,
+                server_config(mesh, db_path=db, **config),
+                list(mesh.services["payments-api"].pods),
+            )
+            return Served(server, faultplane_pb2_grpc.FaultServiceStub(channel))
 
-        async def connected() -> bool:
-            return sum(s.connected for s in server.registry.sidecars()) == 4
-
-        await wait_until(connected, 20, "the fake sidecars to connect")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
-        contexts.append(channel)
-        return Served(server, faultplane_pb2_grpc.FaultServiceStub(channel))
-
-    yield start_server
-    for context in reversed(contexts):
-        await context.__aexit__(None, None, None)
-    for server in servers:
-        await server.stop(grace=0)
+        yield start_server
 
 
 cli = run_cli

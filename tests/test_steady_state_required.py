@@ -20,9 +20,8 @@ from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import ROOT, server_config
 from tests.fake_sidecar import fake_sidecars
-from tests.helpers import injection_request, rpc_error, wait_state
+from tests.helpers import injection_request, rpc_error, until, wait_state
 from tests.test_auth_e2e import Serve, refused, serve  # noqa: F401 (the serve fixture)
-from tests.test_failsafe_lifecycle import until
 
 EXAMPLE_FILE = ROOT / "examples" / "latency-fraud-scoring.json"
 SLO_FILE = ROOT / "envoy-configs" / "slos.yaml"

@@ -20,7 +20,8 @@ from faultplane.control import XDS_SERVER_OPTIONS
 from faultplane.xds import server as server_module
 from faultplane.xds import types
 from faultplane.xds.server import AdsServer
-from tests.ads_client import InProcessAds, RawAdsClient, until
+from tests.ads_client import InProcessAds, RawAdsClient
+from tests.helpers import until
 
 NODE = "stalled-1"
 LAYER = ("faultplane",)
