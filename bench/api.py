@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from faultplane.meshrun.launcher import grpc_serving
+from faultplane.demo.launcher import grpc_serving
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 

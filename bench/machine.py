@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from faultplane.meshrun.processes import envoy_binary
+from faultplane.demo.processes import envoy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

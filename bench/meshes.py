@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from faultplane.mesh import Mesh, parse_mesh
-from faultplane.meshrun.bootstrap import TEMPLATE_NAME
-from faultplane.meshrun.ports import PortAllocator
+from faultplane.demo.bootstrap import TEMPLATE_NAME
+from faultplane.demo.ports import PortAllocator
+from faultplane.model.mesh import Mesh, parse_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy-configs" / TEMPLATE_NAME

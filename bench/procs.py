@@ -19,7 +19,7 @@ from types import FrameType, TracebackType
 
 import psutil
 
-from faultplane.meshrun.processes import Child
+from faultplane.demo.processes import Child
 
 _LIVE: list[Child] = []
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from bench import api
 from bench.core import Context
 from bench.meshes import real_mesh, write_mesh
-from faultplane.mesh import Mesh
-from faultplane.meshrun.launcher import MeshRun
+from faultplane.demo.launcher import MeshRun
+from faultplane.model.mesh import Mesh
 
 SERVICE = "bench"
 PODS = 10

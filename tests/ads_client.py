@@ -14,7 +14,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from faultplane.control import XDS_SERVER_OPTIONS
+from faultplane.server.control import XDS_SERVER_OPTIONS
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry

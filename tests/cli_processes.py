@@ -20,10 +20,10 @@ from typing import Any
 import grpc
 import pytest
 
-from faultplane.mesh import load_mesh
-from faultplane.meshrun.launcher import grpc_serving
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import Child, wait_until
+from faultplane.demo.launcher import grpc_serving
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child, wait_until
+from faultplane.model.mesh import load_mesh
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, ROOT

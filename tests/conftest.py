@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from faultplane.control import ControlServer, ServerConfig
-from faultplane.mesh import Mesh, load_mesh
-from faultplane.meshrun.ports import PortAllocator
+from faultplane.demo.ports import PortAllocator
+from faultplane.model.mesh import Mesh, load_mesh
+from faultplane.server.control import ControlServer, ServerConfig
 from faultplane.slo.catalogue import load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
-from faultplane.control import ControlServer, ServerConfig
-from faultplane.mesh import Mesh, Pod
+from faultplane.model.mesh import Mesh, Pod
+from faultplane.server.control import ControlServer, ServerConfig
 from faultplane.xds import types
 from tests.helpers import until
 

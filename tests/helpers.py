@@ -16,7 +16,7 @@ import aiohttp
 import grpc
 from google.protobuf import json_format
 
-from faultplane.meshrun.processes import wait_until
+from faultplane.demo.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 

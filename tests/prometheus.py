@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from faultplane.mesh import Mesh
-from faultplane.meshrun.ports import free_port
-from faultplane.meshrun.processes import Child, wait_until
+from faultplane.demo.ports import free_port
+from faultplane.demo.processes import Child, wait_until
+from faultplane.model.mesh import Mesh
 
 SCRAPE_INTERVAL = "500ms"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import Child
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child
 from tests.conftest import MESH_FILE
 from tests.test_auth_e2e import _wait_serving, run_cli
 

@@ -13,10 +13,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.runtime.v3 import rtds_pb2
 from google.protobuf import any_pb2, struct_pb2
 
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh
+from faultplane.model.mesh import Mesh
+from faultplane.render.resources import sidecar_resources
+from faultplane.server.control import ControlServer
 from faultplane.xds import types
-from faultplane.xds.resources import sidecar_resources
 from tests.ads_client import RawAdsClient
 from tests.helpers import until
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from faultplane.meshrun.ports import PortAllocator
+from faultplane.demo.ports import PortAllocator
 from tests.conftest import MESH_FILE
 from tests.serve_process import Launcher, launch  # noqa: F401 (the fixture)
 from tests.test_auth_e2e import CLI_TIMEOUT, create_token, ok, refused, run_cli

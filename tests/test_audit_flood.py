@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 from faultplane.api.validate import InvalidRequest, validate_request
-from faultplane.control import ControlServer
+from faultplane.server.control import ControlServer
 from faultplane.store import SqliteStore
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc

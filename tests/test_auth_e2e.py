@@ -25,8 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from faultplane.auth.tls import channel_credentials
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import Child
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child
 from tests.conftest import MESH_FILE, ROOT
 from tests.test_auth import Pki, pki  # noqa: F401 (the certificate fixture)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from faultplane.scheduler.guard import BreachTracker
+from faultplane.guard.steady_state import BreachTracker
+from faultplane.model.spec import SteadyStateSpec
 from faultplane.slo.sources import Reading
-from faultplane.spec import SteadyStateSpec
 
 STEADY = SteadyStateSpec(slo="pay-ok", min=0.995, abort_after_seconds=2)
 COMPARE = SteadyStateSpec(slo="pay-ok", min=0.995, abort_after_seconds=2, compare="control")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from faultplane.meshrun.launcher import MeshRun
-from faultplane.xds.faults import INJECTION_HEADER
+from faultplane.demo.launcher import MeshRun
+from faultplane.render.faults import INJECTION_HEADER
 from tests.conftest import MESH_FILE, ROOT
 from tests.helpers import EXAMPLE, percentile, send
 

@@ -25,8 +25,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from faultplane.control import MAX_API_MESSAGE_BYTES
-from faultplane.meshrun.ports import PortAllocator
+from faultplane.demo.ports import PortAllocator
+from faultplane.server.control import MAX_API_MESSAGE_BYTES
 from tests.cli_processes import (
     ABORT_ALL,
     Result,

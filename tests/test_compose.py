@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from faultplane.mesh import Mesh, Pod, load_mesh
-from faultplane.meshrun.bootstrap import render_bootstrap, template_beside
-from faultplane.meshrun.launcher import HOST, envoy_argv
+from faultplane.demo.bootstrap import render_bootstrap, template_beside
+from faultplane.demo.launcher import HOST, envoy_argv
+from faultplane.model.mesh import Mesh, Pod, load_mesh
 
 ROOT = Path(__file__).parent.parent
 MESH_FILE = ROOT / "envoy-configs" / "mesh.yaml"
@@ -106,7 +106,7 @@ def test_exactly_one_app_and_one_sidecar_per_pod_and_nothing_else(
             assert len(mounts) == 1, name
             pod = Path(mounts[0][0]).stem
             sidecars[pod] = sidecars.get(pod, 0) + 1
-        elif "faultplane.meshrun.app" in command(service):
+        elif "faultplane.demo.app" in command(service):
             pod = one_flag(command(service), "--pod")
             apps[pod] = apps.get(pod, 0) + 1
         else:
@@ -166,7 +166,7 @@ def test_app_runs_the_pods_service_ports_and_dependencies(
     services: dict[str, dict[str, Any]], pod: Pod
 ) -> None:
     argv = command(services[app_name(pod)])
-    assert argv[:3] == ["python", "-m", "faultplane.meshrun.app"]
+    assert argv[:3] == ["python", "-m", "faultplane.demo.app"]
     assert one_flag(argv, "--service") == pod.service
     assert one_flag(argv, "--pod") == pod.name
     assert int(one_flag(argv, "--port")) == pod.ports.app
@@ -219,7 +219,7 @@ def test_loadgen_targets_the_load_services_ingress_ports(
     assert MESH.load is not None
     loadgen = services["loadgen"]
     argv = command(loadgen)
-    assert argv[:3] == ["python", "-m", "faultplane.meshrun.loadgen"]
+    assert argv[:3] == ["python", "-m", "faultplane.demo.loadgen"]
     targets = [int(t) for t in flag_values(argv, "--target")]
     assert targets == [pod.ports.ingress for pod in MESH.services[MESH.load.service].pods]
     assert one_flag(argv, "--method") == MESH.load.method

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from faultplane.api.validate import MAX_FREEZE_SECONDS
-from faultplane.scheduler.approval import Freeze
+from faultplane.lifecycle.approval import Freeze
 from faultplane.store import SqliteStore
 from faultplane.v1 import faultplane_pb2 as pb
 from tests.helpers import rpc_error

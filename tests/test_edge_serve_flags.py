@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from faultplane.cli import build_parser
-from faultplane.meshrun.ports import PortAllocator
+from faultplane.cli.main import build_parser
+from faultplane.demo.ports import PortAllocator
 from tests.conftest import MESH_FILE
 
 BAD = ["0", "-1", "nan", "inf", "-inf", "ten"]

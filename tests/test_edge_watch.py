@@ -16,9 +16,9 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from faultplane.commands import _create_and_wait
-from faultplane.scheduler.model import Injection, Transition
-from faultplane.scheduler.watch import DEFAULT_MAX_BACKLOG, Watch, WatchHub, WatchItem, WatchLagged
+from faultplane.cli.injections import _create_and_wait
+from faultplane.lifecycle.watch import DEFAULT_MAX_BACKLOG, Watch, WatchHub, WatchItem, WatchLagged
+from faultplane.model.injection import Injection, Transition
 from faultplane.v1 import faultplane_pb2 as pb
 from tests.test_governance import Api, Start, request_by, start  # noqa: F401 (the server)
 

@@ -11,12 +11,12 @@ import pytest
 from envoy.config.route.v3 import route_components_pb2
 from prometheus_client import REGISTRY
 
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh
-from faultplane.meshrun.launcher import MeshRun, envoy_argv
-from faultplane.meshrun.processes import Child, envoy_binary, wait_until
+from faultplane.demo.launcher import MeshRun, envoy_argv
+from faultplane.demo.processes import Child, envoy_binary, wait_until
+from faultplane.model.mesh import Mesh
+from faultplane.render.resources import sidecar_resources
+from faultplane.server.control import ControlServer
 from faultplane.xds import types
-from faultplane.xds.resources import sidecar_resources
 from tests.conftest import MESH_FILE
 
 POD = "payments-api-1"

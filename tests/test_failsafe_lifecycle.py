@@ -25,12 +25,12 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.runtime.v3 import rtds_pb2
 
 from faultplane.api.validate import validate_request
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh, load_mesh, parse_mesh
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.scheduler.approval import ApprovalPolicy
-from faultplane.scheduler.lifecycle import LEASE_GRACE_SECONDS, Lifecycle
-from faultplane.scheduler.model import State
+from faultplane.demo.ports import PortAllocator
+from faultplane.lifecycle.approval import ApprovalPolicy
+from faultplane.lifecycle.lifecycle import LEASE_GRACE_SECONDS, Lifecycle
+from faultplane.model.injection import State
+from faultplane.model.mesh import Mesh, load_mesh, parse_mesh
+from faultplane.server.control import ControlServer
 from faultplane.store import StoreError
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc

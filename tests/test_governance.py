@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 
 from faultplane.auth.tokens import new_token, token_hash
-from faultplane.control import ControlServer, ServerConfig, TlsConfig
-from faultplane.mesh import Mesh
-from faultplane.scheduler.approval import ApprovalPolicy
+from faultplane.lifecycle.approval import ApprovalPolicy
+from faultplane.model.mesh import Mesh
+from faultplane.server.control import ControlServer, ServerConfig, TlsConfig
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import server_config

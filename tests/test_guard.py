@@ -15,12 +15,12 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from faultplane.control import ControlServer, ServerConfig
-from faultplane.mesh import load_mesh
-from faultplane.meshrun.launcher import MeshRun
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import wait_until
-from faultplane.scheduler.guard import JITTER_SHARE
+from faultplane.demo.launcher import MeshRun
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import wait_until
+from faultplane.guard.steady_state import JITTER_SHARE
+from faultplane.model.mesh import load_mesh
+from faultplane.server.control import ControlServer, ServerConfig
 from faultplane.slo.catalogue import parse_catalogue
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc

@@ -21,13 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from faultplane.meshrun.processes import wait_until
-from faultplane.scheduler.guard import JITTER_SHARE, SteadyStateGuard
-from faultplane.scheduler.model import SloReading
+from faultplane.demo.processes import wait_until
+from faultplane.guard.steady_state import JITTER_SHARE, SteadyStateGuard
+from faultplane.model.injection import SloReading
+from faultplane.model.spec import SteadyStateSpec
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.sources import EnvoySource, Reading
-from faultplane.spec import SteadyStateSpec
 from faultplane.store import StoreError
 from tests.test_slo_counters import Traffic, envoy_stats
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from faultplane.meshrun.processes import wait_until
+from faultplane.demo.processes import wait_until
+from faultplane.model.spec import SteadyStateSpec
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.sources import Reading
-from faultplane.spec import SteadyStateSpec
 from tests.test_guard_failsafe import (
     DEADLINE,
     TICK,
@@ -137,6 +137,6 @@ async def test_readings_carry_the_time_they_were_taken() -> None:
 def test_next_tick_is_the_next_grid_point_in_the_future(
     due: float, now: float, expected: float
 ) -> None:
-    from faultplane.scheduler.guard import next_tick  # new with the skip-missed rule
+    from faultplane.guard.steady_state import next_tick  # new with the skip-missed rule
 
     assert next_tick(due, now, 1.0) == pytest.approx(expected)

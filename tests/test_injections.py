@@ -21,16 +21,16 @@ import pytest
 import pytest_asyncio
 from envoy.config.route.v3 import route_pb2
 
-from faultplane.control import ControlServer
-from faultplane.mesh import load_mesh
-from faultplane.meshrun.launcher import MeshRun, envoy_argv
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import Child, envoy_binary, wait_until
+from faultplane.demo.launcher import MeshRun, envoy_argv
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child, envoy_binary, wait_until
+from faultplane.model.mesh import load_mesh
+from faultplane.render.faults import INJECTION_HEADER
+from faultplane.server.control import ControlServer
 from faultplane.store import StoreError
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds import types
-from faultplane.xds.faults import INJECTION_HEADER
 from faultplane.xds.server import AdsServer
 from tests.conftest import MESH_FILE, server_config
 from tests.helpers import (

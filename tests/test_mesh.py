@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from faultplane.mesh import PORT_NAMES, LoadSpec, Mesh, MeshError, load_mesh, parse_mesh
+from faultplane.model.mesh import PORT_NAMES, LoadSpec, Mesh, MeshError, load_mesh, parse_mesh
 
 ROOT = Path(__file__).parent.parent
 DEMO_MESH = ROOT / "envoy-configs" / "mesh.yaml"

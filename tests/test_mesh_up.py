@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from faultplane.client import fault_stub
-from faultplane.meshrun.launcher import MeshRun
-from faultplane.meshrun.processes import wait_until
+from faultplane.cli.connection import fault_stub
+from faultplane.demo.launcher import MeshRun
+from faultplane.demo.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from tests.conftest import MESH_FILE, ROOT
 

@@ -23,14 +23,14 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh
-from faultplane.meshrun.launcher import MeshRun
-from faultplane.meshrun.processes import wait_until
-from faultplane.scheduler.uptime import HEARTBEAT_SECONDS
+from faultplane.demo.launcher import MeshRun
+from faultplane.demo.processes import wait_until
+from faultplane.lifecycle.uptime import HEARTBEAT_SECONDS
+from faultplane.model.mesh import Mesh
+from faultplane.render.faults import INJECTION_HEADER
+from faultplane.server.control import ControlServer
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
-from faultplane.xds.faults import INJECTION_HEADER
 from tests.conftest import MESH_FILE, server_config
 from tests.fake_sidecar import fake_sidecars
 from tests.helpers import injection_request, run_cli, send, wait_state

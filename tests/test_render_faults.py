@@ -11,10 +11,9 @@ from envoy.service.runtime.v3 import rtds_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import json_format
 
-from faultplane.mesh import load_mesh
-from faultplane.spec import Abort, Bandwidth, FaultSpec, Latency, Match, Scope
-from faultplane.xds import types
-from faultplane.xds.faults import (
+from faultplane.model.mesh import load_mesh
+from faultplane.model.spec import Abort, Bandwidth, FaultSpec, Latency, Match, Scope
+from faultplane.render.faults import (
     INJECTION_HEADER,
     FaultAssignment,
     SlotsExhausted,
@@ -23,7 +22,7 @@ from faultplane.xds.faults import (
     runtime_layer,
     slot_configs,
 )
-from faultplane.xds.resources import (
+from faultplane.render.resources import (
     EGRESS,
     INGRESS,
     RUNTIME_LAYER,
@@ -31,6 +30,7 @@ from faultplane.xds.resources import (
     fault_slot_name,
     sidecar_resources,
 )
+from faultplane.xds import types
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH = load_mesh(ROOT / "envoy-configs" / "mesh.yaml")

@@ -12,11 +12,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from faultplane.meshrun.launcher import MeshRun
-from faultplane.meshrun.processes import wait_until
+from faultplane.demo.launcher import MeshRun
+from faultplane.demo.processes import wait_until
+from faultplane.render.faults import INJECTION_HEADER
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
-from faultplane.xds.faults import INJECTION_HEADER
 from tests.conftest import MESH_FILE
 from tests.helpers import faulted_routes, injection_request, send, wait_state
 

@@ -31,14 +31,14 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh
-from faultplane.meshrun.launcher import grpc_serving
-from faultplane.meshrun.processes import Child, wait_until
-from faultplane.scheduler.approval import ApprovalPolicy
-from faultplane.scheduler.model import SloReading
-from faultplane.scheduler.readings import MAX_READINGS, RECENT_READINGS, bound_readings, readable
-from faultplane.scheduler.scheduler import NotFound
+from faultplane.demo.launcher import grpc_serving
+from faultplane.demo.processes import Child, wait_until
+from faultplane.guard.readings import MAX_READINGS, RECENT_READINGS, bound_readings, readable
+from faultplane.lifecycle.approval import ApprovalPolicy
+from faultplane.lifecycle.scheduler import NotFound
+from faultplane.model.injection import SloReading
+from faultplane.model.mesh import Mesh
+from faultplane.server.control import ControlServer
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import SLO_FILE, server_config

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from faultplane.mesh import load_mesh
+from faultplane.model.mesh import load_mesh
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, ROOT

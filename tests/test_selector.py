@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from faultplane.selector import Requirement, Selector, SelectorError, parse_selector
+from faultplane.model.selector import Requirement, Selector, SelectorError, parse_selector
 
 SOUTH = {"shard": "south-1", "tier": "critical"}
 NORTH = {"shard": "north-1", "tier": "critical"}

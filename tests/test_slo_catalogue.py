@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from faultplane.mesh import load_mesh
+from faultplane.model.mesh import load_mesh
 from faultplane.slo.catalogue import CatalogueError, SloDef, load_catalogue, parse_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent

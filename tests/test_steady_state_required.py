@@ -11,10 +11,10 @@ import grpc
 import pytest
 
 from faultplane.api.validate import validate_request
-from faultplane.control import ControlServer
-from faultplane.mesh import Mesh
-from faultplane.scheduler.lifecycle import HELD, deadline_verdict
-from faultplane.scheduler.model import Injection, SloReading, State
+from faultplane.lifecycle.lifecycle import HELD, deadline_verdict
+from faultplane.model.injection import Injection, SloReading, State
+from faultplane.model.mesh import Mesh
+from faultplane.server.control import ControlServer
 from faultplane.slo.baseline import BaselineStats, preflight_problem
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc

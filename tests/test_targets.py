@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from faultplane.scheduler.targets import select_targets
-from faultplane.selector import parse_selector
-from faultplane.spec import Scope, TargetSpec
+from faultplane.model.selector import parse_selector
+from faultplane.model.spec import Scope, TargetSpec
+from faultplane.model.targets import select_targets
 
 # Ten south-1 sidecars (listed out of order) and three others.
 SOUTH = [(f"payments-api-{i}", {"shard": "south-1", "tier": "critical"}) for i in range(10)]

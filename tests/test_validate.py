@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import json_format
 
 from faultplane.api.validate import InvalidRequest, validate_request
-from faultplane.mesh import load_mesh
-from faultplane.selector import parse_selector
-from faultplane.spec import (
+from faultplane.model.mesh import load_mesh
+from faultplane.model.selector import parse_selector
+from faultplane.model.spec import (
     Abort,
     Bandwidth,
     FaultSpec,

@@ -16,7 +16,7 @@ from envoy.service.runtime.v3 import rtds_pb2
 from google.protobuf import struct_pb2
 from prometheus_client import REGISTRY
 
-from faultplane.control import XDS_SERVER_OPTIONS
+from faultplane.server.control import XDS_SERVER_OPTIONS
 from faultplane.xds import server as server_module
 from faultplane.xds import types
 from faultplane.xds.server import AdsServer

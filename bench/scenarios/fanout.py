@@ -24,7 +24,7 @@ from bench.core import Context, Result
 from bench.meshes import placeholder_mesh, write_mesh
 from bench.procs import usage
 from bench.stats import Goal
-from faultplane.meshrun.processes import Child, wait_until
+from faultplane.demo.processes import Child, wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 
 SERVICE = "fleet"

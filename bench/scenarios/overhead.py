@@ -28,10 +28,10 @@ from bench.http1 import Connection
 from bench.meshes import real_mesh
 from bench.stats import Goal, percentile
 from bench.tools import ensure
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import envoy_binary, wait_until
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import envoy_binary, wait_until
+from faultplane.render.resources import INGRESS, LOCAL_APP_CLUSTER, SidecarLayout, sidecar_resources
 from faultplane.xds import types
-from faultplane.xds.resources import INGRESS, LOCAL_APP_CLUSTER, SidecarLayout, sidecar_resources
 
 SLOTS = 4
 GOAL = Goal("p50", "<", 2.0, "p50 < 2 %")

@@ -29,8 +29,8 @@ from bench.scenarios.propagation import ABORT
 from bench.sidecars import SidecarMesh, shared_mesh
 from bench.stats import Ratio
 from bench.traffic import Watcher
-from faultplane.meshrun.ports import PortAllocator
-from faultplane.meshrun.processes import Child, wait_until
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child, wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 
 ENVOYS = 10

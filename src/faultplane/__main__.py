@@ -1,3 +1,3 @@
-from faultplane.cli import main
+from faultplane.cli.main import main
 
 main()

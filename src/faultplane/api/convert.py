@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import json_format, timestamp_pb2
 
-from faultplane.scheduler.model import Evidence, Injection, SloReading, State, Transition
+from faultplane.model.injection import Evidence, Injection, SloReading, State, Transition
 from faultplane.slo.baseline import BaselineStats
 from faultplane.v1 import faultplane_pb2 as pb
 

@@ -32,9 +32,9 @@ from faultplane.api.ratelimit import RefusalLimiter, Summary
 from faultplane.api.validate import InvalidRequest
 from faultplane.auth.principal import Authenticator, Principal, Unauthenticated
 from faultplane.auth.roles import PermissionDenied, check_call
-from faultplane.scheduler.journal import Journal
-from faultplane.scheduler.scheduler import NotFound, Refused
-from faultplane.scheduler.watch import WatchLagged
+from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.scheduler import NotFound, Refused
+from faultplane.lifecycle.watch import WatchLagged
 
 log = structlog.get_logger("faultplane.api")
 

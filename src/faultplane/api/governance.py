@@ -16,12 +16,12 @@ from faultplane.api.gate import ApiError, rpc
 from faultplane.api.validate import validate_freeze
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on
-from faultplane.scheduler.approval import Freeze
+from faultplane.lifecycle.approval import Freeze
 from faultplane.v1 import faultplane_pb2 as pb
 
 if TYPE_CHECKING:
-    from faultplane.scheduler.journal import Journal
-    from faultplane.scheduler.scheduler import Scheduler
+    from faultplane.lifecycle.journal import Journal
+    from faultplane.lifecycle.scheduler import Scheduler
     from faultplane.store import AuditEntry, Store
 
 Context = grpc.aio.ServicerContext

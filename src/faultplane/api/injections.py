@@ -14,17 +14,17 @@ from faultplane.api.gate import ApiError, rpc, stream_rpc
 from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
-from faultplane.spec import InjectionSpec
+from faultplane.model.spec import InjectionSpec
+from faultplane.render.faults import runtime_keys
+from faultplane.render.resources import EGRESS, INGRESS
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
-from faultplane.xds.faults import runtime_keys
-from faultplane.xds.resources import EGRESS, INGRESS
 
 if TYPE_CHECKING:
-    from faultplane.mesh import Mesh
-    from faultplane.scheduler.model import Injection
-    from faultplane.scheduler.preflight import Preflight
-    from faultplane.scheduler.scheduler import Scheduler
+    from faultplane.lifecycle.preflight import Preflight
+    from faultplane.lifecycle.scheduler import Scheduler
+    from faultplane.model.injection import Injection
+    from faultplane.model.mesh import Mesh
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -14,7 +14,7 @@ from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
 
 if TYPE_CHECKING:
-    from faultplane.scheduler.preflight import Preflight
+    from faultplane.lifecycle.preflight import Preflight
 
 Context = grpc.aio.ServicerContext
 

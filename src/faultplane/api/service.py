@@ -9,10 +9,10 @@ from faultplane.api.gate import Gate
 from faultplane.api.governance import GovernanceMethods
 from faultplane.api.injections import InjectionMethods
 from faultplane.api.observe import ObserveMethods
-from faultplane.mesh import Mesh
-from faultplane.scheduler.journal import Journal
-from faultplane.scheduler.preflight import Preflight
-from faultplane.scheduler.scheduler import Scheduler
+from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.preflight import Preflight
+from faultplane.lifecycle.scheduler import Scheduler
+from faultplane.model.mesh import Mesh
 from faultplane.store import Store
 from faultplane.v1 import faultplane_pb2_grpc
 from faultplane.xds.registry import SidecarRegistry

@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from faultplane.mesh import Mesh
-from faultplane.selector import SelectorError, parse_selector
-from faultplane.spec import (
+from faultplane.model.mesh import Mesh
+from faultplane.model.selector import SelectorError, parse_selector
+from faultplane.model.spec import (
     Abort,
     Bandwidth,
     FaultKind,

@@ -20,7 +20,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from faultplane import metrics
+from faultplane.observability import metrics
 from faultplane.xds import types
 from faultplane.xds.stream import Sent
 

@@ -23,7 +23,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from faultplane import metrics
+from faultplane.observability import metrics
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry

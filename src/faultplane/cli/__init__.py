@@ -1,0 +1,1 @@
+"""The `faultplane` command: parser, injection and governance commands, tables, connection."""

@@ -1,0 +1,188 @@
+"""Puts faults on sidecars and takes them off, and collects each sidecar's answer.
+
+Holds the desired fault state of every sidecar (which injections' faults it carries, and
+whether switched on), the slots reserved at admission for injections not yet pushed, and
+the lease of every switched-on fault; each change is handed to the xDS side whole, then
+every target's ACK or NACK is awaited (bounded). A change is rendered for every target
+before any target's state is touched, so a push never stops half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+import structlog
+
+from faultplane.model.injection import Evidence
+from faultplane.render.faults import FaultAssignment, SlotsExhausted
+from faultplane.render.resources import Resources
+from faultplane.xds import types
+from faultplane.xds.registry import AckOutcome, AckTimeout, SidecarStatus
+
+log = structlog.get_logger("faultplane.delivery")
+
+
+class FaultPlane(Protocol):
+    """What the scheduler needs from the xDS side (implemented by xds.source.MeshSource)."""
+
+    def candidates(self, service: str) -> list[SidecarStatus]: ...
+
+    def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources: ...
+
+    def set_faults(
+        self, node_id: str, faults: Sequence[FaultAssignment], lease_until: float | None
+    ) -> dict[str, int]: ...
+
+    def is_connected(self, node_id: str) -> bool: ...
+
+    async def wait_for(
+        self, node_id: str, type_url: str, generation: int, timeout: float
+    ) -> AckOutcome: ...
+
+
+class Delivery:
+    def __init__(self, plane: FaultPlane, ack_timeout: float) -> None:
+        self.plane = plane
+        self._ack_timeout = ack_timeout
+        self._faults: dict[str, dict[str, FaultAssignment]] = {}  # node -> injection -> fault
+        # Admitted but not (yet) pushed: node -> injection -> fault. They hold their slots,
+        # so a later admission cannot take them and a push cannot run out of them.
+        self._reserved: dict[str, dict[str, FaultAssignment]] = {}
+        self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
+        self._lapses: dict[str, asyncio.TimerHandle] = {}  # injection -> its lease's end
+
+    def render_with(self, node: str, fault: FaultAssignment) -> Resources:
+        """What `node` would be sent with `fault` added to everything it carries or has
+        reserved (raises SlotsExhausted)."""
+        planned = {**self._reserved.get(node, {}), **self._faults.get(node, {})}
+        planned.pop(fault.injection_id, None)
+        return self.plane.render(node, [*planned.values(), fault])
+
+    def reserve(self, nodes: Sequence[str], injection_id: str, fault: FaultAssignment) -> None:
+        """Hold slots for the injection on every node, or on none (raises SlotsExhausted)."""
+        for node in nodes:
+            self.render_with(node, fault)
+        for node in nodes:
+            self._reserved.setdefault(node, {})[injection_id] = fault
+
+    def release(self, injection_id: str) -> None:
+        """The injection is over: its reservations and its lease go."""
+        for node in [n for n, held in self._reserved.items() if injection_id in held]:
+            del self._reserved[node][injection_id]
+            if not self._reserved[node]:
+                del self._reserved[node]
+        self.lease(injection_id, None)
+
+    def drop(self, injection_id: str) -> None:
+        """Take the injection's fault out of every desired state now, waiting for no one.
+
+        The fail-safe path of a lifecycle that died: the sidecars get the change as soon
+        as their streams can send it, and the lease stops being renewed.
+        """
+        for node, faults in self._faults.items():
+            if faults.pop(injection_id, None) is not None:
+                self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+        self.release(injection_id)
+
+    def carries(self, node: str, injection_id: str) -> FaultAssignment | None:
+        return self._faults.get(node, {}).get(injection_id)
+
+    def lease(self, injection_id: str, until: float | None) -> None:
+        """Switched-on faults of this injection may not outlive `until` (monotonic): the
+        sidecars' TTLs are capped there, and at `until` the keys are switched off here
+        too, should the lifecycle not have withdrawn them by then."""
+        lapse = self._lapses.pop(injection_id, None)
+        if lapse is not None:
+            lapse.cancel()
+        if until is None:
+            self._lease_until.pop(injection_id, None)
+            return
+        self._lease_until[injection_id] = until
+        # The event loop's clock is time.monotonic, the lease's clock.
+        self._lapses[injection_id] = asyncio.get_running_loop().call_at(
+            until, self._lapse, injection_id
+        )
+
+    def leased(self, injection_id: str) -> bool:
+        """Its fault is (being) switched on under a lease."""
+        return injection_id in self._lease_until
+
+    def _lapse(self, injection_id: str) -> None:
+        """The lease ran out before the withdrawal (a stuck lifecycle, a clock stepped
+        back): this injection's keys go off now; other injections on the same sidecars
+        keep theirs and their leases."""
+        self._lapses.pop(injection_id, None)
+        self._lease_until.pop(injection_id, None)
+        for node, faults in self._faults.items():
+            fault = faults.get(injection_id)
+            if fault is not None and fault.enabled:
+                faults[injection_id] = replace(fault, enabled=False)
+                self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+        log.warning("lease ran out before the withdrawal: keys switched off",
+                    injection=injection_id)  # fmt: skip
+
+    def place(self, nodes: Sequence[str], injection_id: str, fault: FaultAssignment) -> None:
+        """Put the fault in the nodes' desired state without waiting for anyone (restore)."""
+        for node in nodes:
+            faults = self._faults.setdefault(node, {})
+            faults[injection_id] = fault
+            self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+
+    async def push(
+        self,
+        nodes: Sequence[str],
+        injection_id: str,
+        fault: FaultAssignment | None,
+        type_url: str,
+        wait_gone: bool = True,
+    ) -> tuple[Evidence, ...]:
+        """Set (or, with None, remove) the injection's fault on `nodes`; collect answers.
+
+        With `wait_gone` False, disconnected sidecars are not waited for: their lease ends
+        the fault, and they get the new state when they reconnect.
+        """
+        updates = []
+        for node in nodes:
+            faults = dict(self._faults.get(node, {}))
+            if fault is None:
+                faults.pop(injection_id, None)
+            else:
+                faults[injection_id] = fault
+            self.plane.render(node, list(faults.values()))  # raises before anything changed
+            updates.append((node, faults))
+        waits = []
+        for node, faults in updates:
+            self._faults[node] = faults
+            generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
+            waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
+        return tuple(await asyncio.gather(*waits))
+
+    def _lease_of(self, node: str) -> float | None:
+        leases = [
+            self._lease_until[injection_id]
+            for injection_id, fault in self._faults.get(node, {}).items()
+            if fault.enabled and injection_id in self._lease_until
+        ]
+        return min(leases, default=None)
+
+    async def _answer(self, node: str, type_url: str, generation: int, wait_gone: bool) -> Evidence:
+        short = types.short_name(type_url)
+        if not wait_gone and not self.plane.is_connected(node):
+            return Evidence(node, short, "", "disconnected")
+        try:
+            outcome = await self.plane.wait_for(node, type_url, generation, self._ack_timeout)
+        except AckTimeout as exc:
+            error = f"no answer within {self._ack_timeout:g}s"
+            if exc.later_nack is not None:
+                nack = exc.later_nack
+                error += f" (a later change sent with it, {nack.version}, was NACKed: {nack.error})"
+            return Evidence(node, short, "", "timeout", error)
+        return Evidence(
+            node, short, outcome.version, "acked" if outcome.acked else "nacked", outcome.error
+        )
+
+
+__all__ = ["Delivery", "FaultPlane", "SlotsExhausted"]

@@ -1,0 +1,128 @@
+"""Binds the mesh model to the cache: what each sidecar should have, by node id.
+
+A sidecar's desired state is `render_faults(base resources of its pod, its faults)`; the
+scheduler only says which faults a sidecar should carry, and waits for ACKs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import structlog
+from envoy.config.core.v3 import base_pb2
+
+from faultplane.model.mesh import Mesh
+from faultplane.render.faults import FaultAssignment, render_faults
+from faultplane.render.resources import Resources, SidecarLayout, empty_resources, sidecar_resources
+from faultplane.xds import types
+from faultplane.xds.cache import SnapshotCache
+from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
+
+log = structlog.get_logger("faultplane.xds")
+RENDER_CACHE_SIZE = 1024
+
+
+class MeshSource:
+    """Serves each pod of the mesh its base resources plus its faults; unknown nodes get nothing."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        cache: SnapshotCache,
+        registry: SidecarRegistry,
+        layout: SidecarLayout,
+        deadman_ttl: float,
+    ) -> None:
+        self.mesh = mesh
+        self.layout = layout
+        self.deadman_ttl = deadman_ttl
+        self._cache = cache
+        self._registry = registry
+        self._base: dict[str, Resources] = {}
+        self._rendered: OrderedDict[tuple[str, tuple[FaultAssignment, ...]], Resources] = (
+            OrderedDict()
+        )
+
+    def ensure(self, node: base_pb2.Node) -> None:
+        if self._cache.has(node.id):
+            return
+        base = self._base_of(node.id)
+        if base is None:
+            log.warning("unknown sidecar: not a pod of the mesh, serving it nothing", node=node.id)
+            self._cache.set_resources(node.id, empty_resources())
+            return
+        self._cache.set_resources(node.id, base)
+
+    def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources:
+        """The routes and runtime layer the sidecar would be sent with these faults
+        (raises SlotsExhausted).
+
+        Routes depend only on the pod's service, so one rendering serves every sidecar of
+        a service carrying the same faults: a fleet-wide change renders (and the cache
+        serializes) once, not once per sidecar.
+        """
+        pod = self.mesh.pod(node_id)
+        if pod is None:
+            raise KeyError(f"{node_id} is not a pod of the mesh")
+        key = (pod.service, tuple(faults))
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            base = self._base_of(node_id)
+            assert base is not None
+            full = render_faults(base, faults, self.layout.fault_slots)
+            rendered = {t: full[t] for t in (types.ROUTE, types.RUNTIME)}
+            self._rendered[key] = rendered
+            if len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        else:
+            self._rendered.move_to_end(key)
+        return rendered
+
+    def set_faults(
+        self, node_id: str, faults: Sequence[FaultAssignment], lease_until: float | None
+    ) -> dict[str, int]:
+        """Make `faults` the sidecar's faults; returns the generation per type to await.
+
+        While any fault is switched on, the runtime layer is leased for `deadman_ttl`
+        seconds (re-sent every third of it) and never beyond `lease_until`.
+        """
+        base = self._base_of(node_id)
+        if base is not None and not self._cache.has(node_id):
+            # Faults set before the sidecar ever connected (a restart resuming them).
+            self._cache.set_resources(node_id, base)
+        # Faults only ever touch routes and runtime: listeners and clusters stay as they are.
+        resources = self.render(node_id, faults)
+        leased = any(fault.enabled for fault in faults)
+        ttl = {types.RUNTIME: self.deadman_ttl} if leased else None
+        return self._cache.set_resources(
+            node_id, resources, ttl_seconds=ttl, lease_until=lease_until if leased else None
+        )
+
+    def candidates(self, service: str) -> list[SidecarStatus]:
+        """Connected sidecars of `service` that are pods of the mesh (faults can land there)."""
+        return [
+            sidecar
+            for sidecar in self._registry.sidecars()
+            if sidecar.connected
+            and sidecar.service == service
+            and self._base_of(sidecar.node_id) is not None
+        ]
+
+    def is_connected(self, node_id: str) -> bool:
+        sidecar = self._registry.get(node_id)
+        return sidecar is not None and sidecar.connected
+
+    async def wait_for(
+        self, node_id: str, type_url: str, generation: int, timeout: float
+    ) -> AckOutcome:
+        return await self._registry.wait_for(node_id, type_url, generation, timeout)
+
+    def _base_of(self, node_id: str) -> Resources | None:
+        base = self._base.get(node_id)
+        if base is None:
+            pod = self.mesh.pod(node_id)
+            if pod is None:
+                return None
+            base = self._base[node_id] = sidecar_resources(self.mesh, pod, self.layout)
+        return base

@@ -1,0 +1,1 @@
+"""The local demo mesh (app, load generator, bootstraps, launcher) and the demo's stories."""

@@ -1,0 +1,275 @@
+"""Brings the demo mesh up on loopback: control server, apps, Envoy sidecars, load.
+
+Start order is dependency order, each step awaited before the next: the control server
+answers health checks before any sidecar starts, every sidecar is LIVE (all of its
+listeners and routes warmed from ADS) before load starts, so the first request already
+runs through a converged mesh. Everything started is stopped by PID, in reverse order,
+even when start-up fails half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from faultplane.demo.bootstrap import render_bootstrap, template_beside
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import Child, envoy_binary, wait_until
+from faultplane.model.mesh import Mesh, Pod, load_mesh
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class PodProcesses:
+    pod: Pod
+    app: Child
+    envoy: Child
+
+
+class MeshRun:
+    def __init__(
+        self,
+        mesh_file: Path,
+        run_dir: Path,
+        declared_ports: bool = False,
+        server_args: tuple[str, ...] = (),
+        load: bool = True,
+        mesh: Mesh | None = None,
+        spawn_server: bool = True,
+    ) -> None:
+        """`mesh` overrides the file's model (ports included); without `spawn_server` the
+        control server is expected to be running already on the mesh's control ports."""
+        self.mesh_file = mesh_file
+        self.run_dir = run_dir
+        self.declared_ports = declared_ports
+        self.server_args = server_args
+        self.with_load = load
+        self.mesh: Mesh | None = mesh
+        self.spawn_server = spawn_server
+        self.server: Child | None = None
+        self.pods: list[PodProcesses] = []
+        self.loadgen: Child | None = None
+        self.loadgen_port: int | None = None
+        self._started: list[Child] = []
+
+    async def __aenter__(self) -> MeshRun:
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_address(self) -> str:
+        assert self.mesh is not None
+        return f"{HOST}:{self.mesh.control.api_port}"
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        allocate = PortAllocator()
+        mesh = self.mesh or load_mesh(self.mesh_file)
+        if self.mesh is None and not self.declared_ports:
+            mesh = mesh.with_ports(allocate)
+        self.mesh = mesh
+        resolved = self.run_dir / "mesh.yaml"
+        resolved.write_text(yaml.safe_dump(mesh.to_dict(), sort_keys=False))
+
+        if self.spawn_server:
+            await self._start_server(resolved)
+        await self._start_pods(mesh)
+        if self.with_load and mesh.load is not None:
+            await self._start_load(mesh, allocate())
+
+    def stop(self) -> None:
+        for child in reversed(self._started):
+            child.stop()
+        self._started.clear()
+
+    def restart_server(self, kill: bool = False) -> Child:
+        """A fresh control-server process on the same ports and store (restart tests);
+        with `kill`, the old one is SIGKILLed, as in a crash."""
+        assert self.server is not None
+        if kill:
+            self.server.kill()
+        self.server.stop()
+        self._started.remove(self.server)
+        self.server = self._spawn(Child("control-server", self.server.argv, self.server.log_path))
+        return self.server
+
+    async def wait_server_healthy(self) -> None:
+        children = [self.server] if self.server is not None else []
+        await wait_until(
+            lambda: grpc_serving(self.api_address), START_TIMEOUT, "control server", children
+        )
+
+    def state(self) -> dict[str, Any]:
+        """What `mesh up` writes to its state file: every address and PID of the mesh."""
+        assert self.mesh is not None
+        control = self.mesh.control
+        return {
+            "api": self.api_address,
+            "xds": f"{HOST}:{control.xds_port}",
+            "metrics": f"{HOST}:{control.metrics_port}",
+            "server_pid": self.server.pid if self.server else None,
+            "loadgen": f"{HOST}:{self.loadgen_port}" if self.loadgen_port else None,
+            "loadgen_pid": self.loadgen.pid if self.loadgen else None,
+            "run_dir": str(self.run_dir),
+            "pods": [
+                {
+                    "pod": p.pod.name,
+                    "service": p.pod.service,
+                    "labels": dict(p.pod.labels),
+                    "pid": p.envoy.pid,
+                    "app_pid": p.app.pid,
+                    "admin": f"{HOST}:{p.pod.ports.admin}",
+                    "ingress": f"{HOST}:{p.pod.ports.ingress}",
+                    "egress": f"{HOST}:{p.pod.ports.egress}",
+                    "app": f"{HOST}:{p.pod.ports.app}",
+                }
+                for p in self.pods
+            ],
+        }
+
+    def write_state(self, path: Path) -> None:
+        """Atomically, so a reader never sees half a file."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.state(), indent=2) + "\n")
+        partial.replace(path)
+
+    async def load_stats(self, stop: bool = False) -> dict[str, Any]:
+        """The load generator's counts; with `stop`, after it stopped and drained."""
+        assert self.loadgen_port is not None, "no load generator in this run"
+        url = f"http://{HOST}:{self.loadgen_port}/{'stop' if stop else 'stats'}"
+        async with aiohttp.ClientSession() as session:
+            request = session.post(url) if stop else session.get(url)
+            async with request as response:
+                return dict(await response.json())
+
+    def _spawn(self, child: Child) -> Child:
+        child.start()
+        self._started.append(child)
+        return child
+
+    async def _start_server(self, resolved_mesh: Path) -> None:
+        # The local mesh is a single-user demo on loopback: no tokens; its own store.
+        argv = [
+            sys.executable, "-m", "faultplane", "serve", "--mesh", str(resolved_mesh),
+            "--auth", "local", "--db", str(self.run_dir / "faultplane.db"),
+        ]  # fmt: skip
+        catalogue = self.mesh_file.parent / "slos.yaml"
+        if "--slos" not in self.server_args and catalogue.exists():
+            argv += ["--slos", str(catalogue)]  # the mesh's SLO catalogue, by default
+        argv += self.server_args
+        self.server = self._spawn(Child("control-server", argv, self.run_dir / "server.log"))
+        await self.wait_server_healthy()
+
+    async def _start_pods(self, mesh: Mesh) -> None:
+        template = template_beside(self.mesh_file)
+        envoy = envoy_binary()
+        for pod in mesh.pods:
+            deps = [
+                a for dep in mesh.services[pod.service].dependencies for a in ("--dependency", dep)
+            ]
+            app = self._spawn(
+                Child(
+                    f"app {pod.name}",
+                    [
+                        sys.executable, "-m", "faultplane.demo.app",
+                        "--service", pod.service, "--pod", pod.name,
+                        "--port", str(pod.ports.app), "--egress-port", str(pod.ports.egress),
+                        *deps,
+                    ],
+                    self.run_dir / f"app-{pod.name}.log",
+                )
+            )  # fmt: skip
+            bootstrap = self.run_dir / f"envoy-{pod.name}.yaml"
+            bootstrap.write_text(render_bootstrap(template, pod, HOST, mesh.control.xds_port))
+            sidecar = self._spawn(
+                Child(
+                    f"envoy {pod.name}",
+                    envoy_argv(envoy, bootstrap),
+                    self.run_dir / f"envoy-{pod.name}.log",
+                )
+            )
+            self.pods.append(PodProcesses(pod, app, sidecar))
+        for p in self.pods:
+            await wait_until(
+                lambda p=p: _http_ok(f"http://{HOST}:{p.pod.ports.app}/healthz"),
+                START_TIMEOUT, f"app {p.pod.name}", [p.app],
+            )  # fmt: skip
+            await wait_until(
+                lambda p=p: _http_ok(f"http://{HOST}:{p.pod.ports.admin}/ready"),
+                START_TIMEOUT, f"sidecar {p.pod.name} to be LIVE", [p.envoy],
+            )  # fmt: skip
+
+    async def _start_load(self, mesh: Mesh, port: int) -> None:
+        assert mesh.load is not None
+        load = mesh.load
+        targets = [
+            a
+            for pod in mesh.services[load.service].pods
+            for a in ("--target", str(pod.ports.ingress))
+        ]
+        self.loadgen_port = port
+        self.loadgen = self._spawn(
+            Child(
+                "loadgen",
+                [
+                    sys.executable, "-m", "faultplane.demo.loadgen", "--port", str(port),
+                    "--method", load.method, "--path", load.path,
+                    "--rate", str(load.rate_per_second), *targets,
+                ],
+                self.run_dir / "loadgen.log",
+            )
+        )  # fmt: skip
+        await wait_until(
+            lambda: _http_ok(f"http://{HOST}:{port}/stats"),
+            START_TIMEOUT,
+            "loadgen",
+            [self.loadgen],
+        )
+
+
+def envoy_argv(envoy: str, bootstrap: Path) -> list[str]:
+    """One worker thread per sidecar: a mesh of seven shares two cores with its apps."""
+    return [
+        envoy, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
+        "--log-level", "warning", "--drain-time-s", "1",
+    ]  # fmt: skip
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session,
+            session.get(url) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def grpc_serving(address: str) -> bool:
+    """Whether the control server at `address` answers health checks with SERVING."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,1 @@
+"""The steady-state guard: reads each ACTIVE injection's SLO and aborts on a breach."""

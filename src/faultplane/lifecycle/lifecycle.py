@@ -1,0 +1,295 @@
+"""One injection's life, from its first record to its withdrawal, as one task.
+
+    record (awaited by the creator) -> [PENDING_APPROVAL -> approved] -> arm (RDS, faults
+      at 0 %) -> enable (RTDS keys, leased) -> ACTIVE -> deadline timer | abort | guard |
+      activation failure -> withdraw (RTDS first: instant off; then RDS)
+      -> COMPLETED | ABORTED | FAILED
+
+Fail safe: the stop future exists from admission on, so a stop requested at any moment
+(abort-all racing a create) ends it; the withdrawal never waits on the store (records go
+out in the background, see `Journal`); and whatever kills the task, its `finally` takes
+the fault out of every target's desired state and ends the lease. Only `close` (a
+deliberate shutdown, for a restart to resume) leaves faults to the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import structlog
+
+from faultplane.delivery.plane import Delivery
+from faultplane.lifecycle.approval import ApprovalPolicy
+from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.restore import Resume
+from faultplane.model.injection import Evidence, Injection, State, Transition
+from faultplane.render.faults import FaultAssignment
+from faultplane.xds import types
+
+log = structlog.get_logger("faultplane.scheduler")
+
+# The lease on switched-on faults outlives the deadline by this much, so the timer, not
+# the lease, ends a fault while the control server is up.
+LEASE_GRACE_SECONDS = 0.5
+SYSTEM = "faultplane"  # the principal of transitions nobody asked for (deadline, guard)
+HELD = "hypothesis held"
+REFUTED = "hypothesis refuted"
+NEVER_TOOK_EFFECT = "inconclusive: the fault never took effect"
+
+Publish = Callable[[Injection, Transition], None]
+
+
+@dataclass(frozen=True)
+class End:
+    state: State
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+    verdict: str = ""
+    by: str = SYSTEM
+
+
+class Lifecycle:
+    """A live injection's futures and task; created, whole, at admission."""
+
+    def __init__(
+        self,
+        injection: Injection,
+        delivery: Delivery,
+        journal: Journal,
+        approval: ApprovalPolicy,
+        publish: Publish,
+        resume: Resume | None = None,
+        restored: bool = False,
+    ) -> None:
+        self.injection = injection
+        self._delivery = delivery
+        self._journal = journal
+        self._approval_policy = approval
+        self._publish = publish
+        self._resume = resume
+        self._restored = restored  # already on disk: no first record to write
+        loop = asyncio.get_running_loop()
+        self.stop: asyncio.Future[End] = loop.create_future()
+        self.approval: asyncio.Future[str] = loop.create_future()
+        # Resolved once the first record is on disk (or failed: the creator sees why).
+        self.recorded: asyncio.Future[None] = loop.create_future()
+        self._closing = False
+        self.task = asyncio.create_task(self._run(), name=f"lifecycle-{injection.id}")
+
+    def request_stop(self, end: End) -> None:
+        if not self.stop.done():
+            self.stop.set_result(end)
+
+    def approve(self, principal: str) -> None:
+        if not self.approval.done():
+            self.approval.set_result(principal)
+
+    def close(self) -> None:
+        """Cancel without withdrawing: the lease ends the fault, a restart resumes it."""
+        self._closing = True
+        self.task.cancel()
+
+    # -- the task ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        injection = self.injection
+        withdrawn = False
+        try:
+            if not self._restored and not await self._first_record():
+                return
+            try:
+                end = await self._until_end()
+            except Exception as exc:
+                log.exception("lifecycle failed", injection=injection.id)
+                end = End(State.FAILED, f"internal error in faultplane: {exc}",
+                          verdict="inconclusive: faultplane failed")  # fmt: skip
+            if injection.state is State.PENDING_APPROVAL and end.state is State.FAILED:
+                end = replace(end, state=State.ABORTED)  # the only way out of approval
+            injection.ending = (end.state, end.reason, end.verdict)
+            if end.state is not State.COMPLETED:
+                # A restart must finish this end, not resume the fault. Recorded alongside
+                # the withdrawal, never before it. (A restart past a deadline completes the
+                # injection anyway.)
+                self._journal.save_later(injection)
+            try:
+                evidence = await self._withdraw()
+            except Exception:
+                log.exception("withdrawal failed; dropping the fault", injection=injection.id)
+                self._delivery.drop(injection.id)
+                evidence = ()
+            withdrawn = True
+            injection.verdict = deadline_verdict(injection) if end.verdict == HELD else end.verdict
+            self._transition(end.state, end.reason, end.evidence + evidence, end.by)
+        finally:
+            if not self.recorded.done():
+                self.recorded.cancel()  # closed before its first record: nobody waits on
+            if not withdrawn and not self._closing:
+                # Died mid-way (an exception in the withdrawal itself): take the fault out
+                # of every desired state without waiting for anyone.
+                self._delivery.drop(injection.id)
+            if not self._closing:
+                self._delivery.release(injection.id)
+
+    async def _first_record(self) -> bool:
+        injection = self.injection
+        try:
+            await self._journal.transition(injection, injection.transitions[0], injection.owner)
+        except Exception as exc:
+            self._delivery.release(injection.id)
+            self.recorded.set_exception(exc)
+            return False
+        self.recorded.set_result(None)
+        self._publish(injection, injection.transitions[0])
+        return True
+
+    async def _until_end(self) -> End:
+        injection = self.injection
+        if self.stop.done():  # stopped before it ever started (abort-all racing create)
+            return self.stop.result()
+        if injection.state is State.PENDING_APPROVAL:
+            approved = await self._await_approval()
+            if approved is not None:
+                return approved
+        if self._resume is None:
+            activation = asyncio.create_task(self._activate())
+            try:
+                await asyncio.wait({activation, self.stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not activation.done():  # stopped, or this task cancelled (close)
+                    activation.cancel()
+                    await asyncio.gather(activation, return_exceptions=True)
+            if activation.cancelled():  # the stop came first
+                return self.stop.result()
+            if (failure := activation.result()) is not None:
+                return failure
+            assert injection.ends_at is not None
+            remaining = injection.ends_at - time.time()
+        else:
+            remaining = self._resume.remaining
+        if self.stop.done():
+            return self.stop.result()
+        deadline = End(State.COMPLETED, "deadline reached", verdict=HELD)
+        timer = asyncio.get_running_loop().call_later(
+            max(0.0, remaining), self.request_stop, deadline
+        )
+        try:
+            return await self.stop
+        finally:
+            timer.cancel()
+
+    async def _await_approval(self) -> End | None:
+        """None once approved (now PENDING); else why it ended while waiting."""
+        injection = self.injection
+        policy = self._approval_policy
+        timeout = policy.timeout_seconds - (time.time() - injection.created_at)
+        done, _ = await asyncio.wait(
+            {self.approval, self.stop},
+            timeout=max(0.0, timeout),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if self.stop in done:
+            return self.stop.result()
+        if self.approval not in done:
+            return End(State.ABORTED, f"approval expired after {policy.timeout_seconds:g}s")
+        approver = self.approval.result()
+        injection.approved_by = approver
+        self._transition(State.PENDING, f"approved by {approver}, pushing to targets", by=approver)
+        return None
+
+    async def _activate(self) -> End | None:
+        """Arm, then enable, on every target; None once ACTIVE, else why it failed.
+
+        The deadline counts from the moment the keys are pushed, and the lease is taken
+        for exactly that span (plus the grace): however late the ACKs come, the lease
+        covers the whole run and never outlives `ends_at` by more than the grace.
+        """
+        injection = self.injection
+        spec = injection.spec
+        armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
+        push = self._delivery.push
+        arm = await push(injection.targets, injection.id, armed, types.ROUTE)
+        if failure := _failure(arm, "arming"):
+            return failure
+        switched_on_at = time.time()
+        lease_until = time.monotonic() + spec.duration_seconds + LEASE_GRACE_SECONDS
+        self._delivery.lease(injection.id, lease_until)
+        enabled = replace(armed, enabled=True)
+        enable = await push(injection.targets, injection.id, enabled, types.RUNTIME)
+        if failure := _failure(enable, "switching on", arm):
+            return failure
+        self._transition(
+            State.ACTIVE,
+            "every target acknowledged the fault",
+            arm + enable,
+            switched_on_at=switched_on_at,
+        )
+        return None
+
+    async def _withdraw(self) -> tuple[Evidence, ...]:
+        """RTDS first (the fault stops at once), then RDS (the config goes away)."""
+        injection = self.injection
+        carrying = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
+        if not carrying:
+            return ()
+        fault = self._delivery.carries(carrying[0], injection.id)
+        assert fault is not None
+        off = replace(fault, enabled=False)
+        push = self._delivery.push
+        switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
+        remove = await push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
+        return switch_off + remove
+
+    def _transition(
+        self,
+        state: State,
+        reason: str,
+        evidence: tuple[Evidence, ...] = (),
+        by: str = SYSTEM,
+        switched_on_at: float | None = None,
+    ) -> None:
+        """In memory and to watchers now; to the store in the background."""
+        injection = self.injection
+        change = injection.transition(state, reason, evidence, switched_on_at)
+        log.info("injection state changed", injection=injection.id, state=state.value,
+                 reason=reason, sidecars=len(evidence))  # fmt: skip
+        self._publish(injection, change)
+        self._journal.record(injection, change, by)
+
+
+def deadline_verdict(injection: Injection) -> str:
+    """ "held" only when readable SLO readings cover the run: at least one, and no stretch
+    of `abort_after` or longer without one (start and end included), since a breach that
+    long could have gone unseen; otherwise inconclusive, saying why."""
+    start, end = injection.activated_at, injection.ends_at
+    if start is None or end is None:
+        return NEVER_TOOK_EFFECT
+    seen = sorted(
+        r.at for r in injection.readings if r.value is not None and not r.error and r.at >= start
+    )
+    if not seen:
+        return "inconclusive: the steady state was never read"
+    instants = [start, *seen, max(end, seen[-1])]
+    longest = max(later - earlier for earlier, later in itertools.pairwise(instants))
+    limit = injection.spec.steady_state.abort_after_seconds
+    if longest >= limit:
+        return (
+            f"inconclusive: the steady state went unread for {longest:.1f}s "
+            f"(abort_after {limit:g}s)"
+        )
+    return HELD
+
+
+def _failure(
+    evidence: tuple[Evidence, ...], phase: str, earlier: tuple[Evidence, ...] = ()
+) -> End | None:
+    bad = [e for e in evidence if e.outcome != "acked"]
+    if not bad:
+        return None
+    first = bad[0]
+    detail = f": {first.error}" if first.error else ""
+    reason = f"{phase} failed: sidecar {first.sidecar} {first.outcome} {first.type}{detail}"
+    return End(State.FAILED, reason, earlier + evidence, NEVER_TOOK_EFFECT)

@@ -1,0 +1,247 @@
+"""Renders faults onto a sidecar's routes and runtime layer (DESIGN: "How a fault reaches
+the data plane").
+
+A fault is armed by per-route `typed_per_filter_config` on the idle fault slots: a full
+HTTPFault whose percentages are 0 and whose `*_percent_runtime` keys are unique to the
+injection. It is switched on by setting those keys in the `faultplane` RTDS layer, which
+the control server leases with a TTL; when the lease runs out (the control server died),
+the keys vanish and the fault is off. A new fault type adds one `_RENDERERS` entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.service.runtime.v3 import rtds_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf.message import Message
+
+from faultplane.model.spec import Abort, Bandwidth, FaultSpec, Latency, Match, Scope
+from faultplane.render.resources import EGRESS, INGRESS, RUNTIME_LAYER, Resources, fault_slot_name
+from faultplane.xds import types
+
+INJECTION_HEADER = "x-faultplane-injection"
+# Share of requests that get the tail delay of a p50/p99 distribution. Above 1 % so the
+# 99th percentile lands in the tail, low enough that the median stays at p50.
+TAIL_SHARE = 0.04
+_MILLION = 1_000_000
+
+
+class SlotsExhausted(ValueError):
+    """More faults on one route than the sidecar's listeners have fault slots."""
+
+
+@dataclass(frozen=True)
+class FaultAssignment:
+    """One injection's fault on one sidecar. `enabled`: its runtime keys are set."""
+
+    injection_id: str
+    fault: FaultSpec
+    scope: Scope
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """What one fault slot does: its HTTPFault and the runtime keys that switch it on."""
+
+    config: fault_pb2.HTTPFault
+    runtime: dict[str, float]
+
+
+def slot_configs(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
+    """The slot configurations that realise `fault` (several for a latency distribution)."""
+    return _RENDERERS[type(fault.kind)](injection_id, fault)
+
+
+def render_faults(
+    base: Resources, assignments: Sequence[FaultAssignment], fault_slots: int
+) -> Resources:
+    """`base` with every assignment armed on its routes and, if enabled, switched on.
+
+    Pure: `base` is not modified. Raises SlotsExhausted when a route would need more slots
+    than there are.
+    """
+    routes = {name: _copy(route) for name, route in base[types.ROUTE].items()}
+    used: dict[tuple[str, str, str], int] = {}
+    # Match-scoped routes first, so that scope-wide faults also cover them.
+    ordered = sorted(assignments, key=lambda a: not a.scope.match)
+    for assignment in ordered:
+        route_config = routes[_route_config_name(assignment.scope)]
+        for vhost in _virtual_hosts(route_config, assignment.scope):
+            targets = _routes_for(vhost, assignment)
+            for route in targets:
+                _arm(route, assignment, used, route_config.name, vhost.name, fault_slots)
+    runtime = rtds_pb2.Runtime(name=RUNTIME_LAYER, layer=runtime_layer(assignments))
+    return {**base, types.ROUTE: routes, types.RUNTIME: {RUNTIME_LAYER: runtime}}
+
+
+def runtime_layer(assignments: Iterable[FaultAssignment]) -> struct_pb2.Struct:
+    layer = struct_pb2.Struct()
+    for assignment in assignments:
+        if not assignment.enabled:
+            continue
+        for slot in slot_configs(assignment.injection_id, assignment.fault):
+            for key, percent in slot.runtime.items():
+                layer.fields[key].struct_value.update(
+                    {"numerator": round(percent * _MILLION / 100), "denominator": "MILLION"}
+                )
+    return layer
+
+
+def _route_config_name(scope: Scope) -> str:
+    return INGRESS if scope.upstream is None else EGRESS
+
+
+def _virtual_hosts(
+    route_config: route_pb2.RouteConfiguration, scope: Scope
+) -> list[route_components_pb2.VirtualHost]:
+    if scope.upstream is None:
+        return list(route_config.virtual_hosts)
+    return [vhost for vhost in route_config.virtual_hosts if vhost.name == scope.upstream]
+
+
+def _routes_for(
+    vhost: route_components_pb2.VirtualHost, assignment: FaultAssignment
+) -> list[route_components_pb2.Route]:
+    """The routes an assignment applies to; a match-scoped one gets a route of its own."""
+    if not assignment.scope.match:
+        return list(vhost.routes)
+    default = vhost.routes[-1]
+    route = route_components_pb2.Route(
+        name=f"faultplane.{assignment.injection_id}",
+        match=_route_match(assignment.scope.match),
+    )
+    route.route.CopyFrom(default.route)
+    vhost.routes.insert(0, route)
+    return [vhost.routes[0]]
+
+
+def _route_match(match: Match) -> route_components_pb2.RouteMatch:
+    route_match = route_components_pb2.RouteMatch(prefix=match.path_prefix or "/")
+    for name, value in match.headers:
+        route_match.headers.add(name=name, string_match=string_pb2.StringMatcher(exact=value))
+    if match.methods:
+        route_match.headers.add(
+            name=":method",
+            string_match=string_pb2.StringMatcher(
+                safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(match.methods)})$")
+            ),
+        )
+    return route_match
+
+
+def _arm(
+    route: route_components_pb2.Route,
+    assignment: FaultAssignment,
+    used: dict[tuple[str, str, str], int],
+    route_config: str,
+    vhost: str,
+    fault_slots: int,
+) -> None:
+    key = (route_config, vhost, route.name)
+    for slot in slot_configs(assignment.injection_id, assignment.fault):
+        index = used.get(key, 0)
+        if index >= fault_slots:
+            raise SlotsExhausted(
+                f"route {route.name!r} of {vhost!r} ({route_config}) has no free fault slot "
+                f"(all {fault_slots} in use)"
+            )
+        used[key] = index + 1
+        route.typed_per_filter_config[fault_slot_name(index)].Pack(slot.config)
+    header = route.response_headers_to_add.add()
+    header.header.key = INJECTION_HEADER
+    header.header.value = assignment.injection_id
+    header.append_action = header.APPEND_IF_EXISTS_OR_ADD
+
+
+def _zero() -> percent_pb2.FractionalPercent:
+    return percent_pb2.FractionalPercent(
+        numerator=0, denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def _key(injection_id: str, slot: int, what: str) -> str:
+    return f"faultplane.{injection_id}.{slot}.{what}"
+
+
+def _base(fault: FaultSpec) -> fault_pb2.HTTPFault:
+    config = fault_pb2.HTTPFault()
+    if fault.max_active is not None:
+        config.max_active_faults.value = fault.max_active
+    return config
+
+
+def _delay(injection_id: str, slot: int, ms: float, percent: float, fault: FaultSpec) -> SlotConfig:
+    config = _base(fault)
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round(ms * 1_000_000))
+    config.delay.CopyFrom(common_fault_pb2.FaultDelay(fixed_delay=delay, percentage=_zero()))
+    key = _key(injection_id, slot, "delay_pct")
+    config.delay_percent_runtime = key
+    return SlotConfig(config, {key: percent})
+
+
+def _render_latency(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
+    latency = fault.kind
+    assert isinstance(latency, Latency)
+    slots = [_delay(injection_id, 0, latency.p50_ms, fault.percentage, fault)]
+    if latency.p99_ms is not None:
+        tail_ms = latency.p99_ms - latency.p50_ms
+        slots.append(_delay(injection_id, 1, tail_ms, fault.percentage * TAIL_SHARE, fault))
+    return slots
+
+
+def _render_abort(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
+    abort = fault.kind
+    assert isinstance(abort, Abort)
+    config = _base(fault)
+    config.abort.percentage.CopyFrom(_zero())
+    if abort.http_status is not None:
+        config.abort.http_status = abort.http_status
+    else:
+        config.abort.grpc_status = abort.grpc_status or 0
+    key = _key(injection_id, 0, "abort_pct")
+    config.abort_percent_runtime = key
+    return [SlotConfig(config, {key: fault.percentage})]
+
+
+def _render_bandwidth(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
+    bandwidth = fault.kind
+    assert isinstance(bandwidth, Bandwidth)
+    config = _base(fault)
+    config.response_rate_limit.fixed_limit.limit_kbps = bandwidth.kbps
+    config.response_rate_limit.percentage.CopyFrom(_zero())
+    key = _key(injection_id, 0, "rate_limit_pct")
+    config.response_rate_limit_percent_runtime = key
+    return [SlotConfig(config, {key: fault.percentage})]
+
+
+_RENDERERS: dict[type, Callable[[str, FaultSpec], list[SlotConfig]]] = {
+    Latency: _render_latency,
+    Abort: _render_abort,
+    Bandwidth: _render_bandwidth,
+}
+
+
+def _copy(message: Message) -> Message:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
+
+
+def runtime_keys(runtimes: dict[str, Message]) -> dict[str, float]:
+    """The runtime layer's fault keys as percentages (for plans and display)."""
+    keys: dict[str, float] = {}
+    for runtime in runtimes.values():
+        assert isinstance(runtime, rtds_pb2.Runtime)
+        for key, value in runtime.layer.fields.items():
+            numerator = value.struct_value.fields["numerator"].number_value
+            keys[key] = numerator * 100 / _MILLION
+    return keys

@@ -1,0 +1,186 @@
+"""Base resources of one sidecar: a pure function of the mesh model and the pod.
+
+Every HCM carries `fault_slots` no-op fault filters from the start, so that injecting a
+fault later only changes RDS and RTDS, never LDS (LDS changes reach new connections only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.runtime.v3 import rtds_pb2
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+from faultplane.model.mesh import Mesh, Pod
+from faultplane.xds import types
+
+INGRESS = "ingress"
+EGRESS = "egress"
+LOCAL_APP_CLUSTER = "local-app"
+RUNTIME_LAYER = "faultplane"
+DEFAULT_FAULT_SLOTS = 4
+CONNECT_TIMEOUT = duration_pb2.Duration(seconds=1)
+
+# type_url -> resource name -> resource message
+Resources = dict[str, dict[str, Message]]
+
+
+def fault_slot_name(index: int) -> str:
+    return f"faultplane.fault.{index}"
+
+
+@dataclass(frozen=True)
+class SidecarLayout:
+    """What a sidecar's listeners look like: enough to render faults onto its routes."""
+
+    fault_slots: int = DEFAULT_FAULT_SLOTS
+
+
+def sidecar_resources(mesh: Mesh, pod: Pod, layout: SidecarLayout = SidecarLayout()) -> Resources:
+    """Clusters, endpoints, listeners, routes and the runtime layer one pod's sidecar needs."""
+    service = mesh.services[pod.service]
+    clusters: dict[str, Message] = {LOCAL_APP_CLUSTER: _static_cluster(LOCAL_APP_CLUSTER, pod)}
+    endpoints: dict[str, Message] = {}
+    for dep in service.dependencies:
+        clusters[dep] = _eds_cluster(dep)
+        endpoints[dep] = _load_assignment(dep, mesh.services[dep].pods)
+    listeners = {
+        INGRESS: _listener(INGRESS, pod.address, pod.ports.ingress, layout),
+        EGRESS: _listener(EGRESS, pod.address, pod.ports.egress, layout),
+    }
+    routes = {
+        INGRESS: _ingress_routes(),
+        EGRESS: _egress_routes(service.dependencies),
+    }
+    return {
+        types.CLUSTER: clusters,
+        types.ENDPOINT: endpoints,
+        types.LISTENER: listeners,
+        types.ROUTE: routes,
+        types.RUNTIME: {RUNTIME_LAYER: rtds_pb2.Runtime(name=RUNTIME_LAYER)},
+    }
+
+
+def empty_resources() -> Resources:
+    """What an unknown sidecar gets: nothing, so it initialises and stays inert."""
+    return {type_url: {} for type_url in types.PUSH_ORDER}
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def _socket_address(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
+def _lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=_socket_address(address, port))
+    )
+
+
+def _static_cluster(name: str, pod: Pod) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=CONNECT_TIMEOUT,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[_lb_endpoint(pod.address, pod.ports.app)]
+                )
+            ],
+        ),
+    )
+
+
+def _eds_cluster(name: str) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        connect_timeout=CONNECT_TIMEOUT,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+    )
+
+
+def _load_assignment(cluster: str, pods: tuple[Pod, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster,
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=[_lb_endpoint(pod.address, pod.ports.ingress) for pod in pods]
+            )
+        ],
+    )
+
+
+def _listener(name: str, address: str, port: int, layout: SidecarLayout) -> listener_pb2.Listener:
+    http_filters = [hcm_pb2.HttpFilter(name=fault_slot_name(i)) for i in range(layout.fault_slots)]
+    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router"))
+    for http_filter in http_filters[:-1]:
+        http_filter.typed_config.Pack(fault_pb2.HTTPFault())
+    http_filters[-1].typed_config.Pack(router_pb2.Router())
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=name,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
+        http_filters=http_filters,
+    )
+    network_filter = listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager"
+    )
+    network_filter.typed_config.Pack(hcm)
+    return listener_pb2.Listener(
+        name=name,
+        address=_socket_address(address, port),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def _route_to(cluster: str) -> route_components_pb2.Route:
+    return route_components_pb2.Route(
+        name=cluster,
+        match=route_components_pb2.RouteMatch(prefix="/"),
+        route=route_components_pb2.RouteAction(cluster=cluster),
+    )
+
+
+def _ingress_routes() -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=INGRESS,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="inbound", domains=["*"], routes=[_route_to(LOCAL_APP_CLUSTER)]
+            )
+        ],
+    )
+
+
+def _egress_routes(dependencies: tuple[str, ...]) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=EGRESS,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=dep, domains=[dep, f"{dep}:*"], routes=[_route_to(dep)]
+            )
+            for dep in dependencies
+        ],
+    )

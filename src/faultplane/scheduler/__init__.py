@@ -1,5 +1,0 @@
-"""The injection lifecycle: admission, arming, activation, deadline, withdrawal.
-
-Knows nothing about protobuf wire details: it tells the xDS side which faults each
-sidecar should carry and waits for the sidecars' ACKs.
-"""
