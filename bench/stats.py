@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from faultplane.slo.quantile import quantile
+
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100): with few samples, p99 is the worst one."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    """Nearest-rank percentile, q in 0..100 (NaN when there are no values)."""
+    value = quantile(sorted(values), q / 100, digits=None)
+    return math.nan if value is None else value
 
 
 @dataclass(frozen=True)

@@ -421,7 +421,7 @@ def test_the_anchor_trails_the_log_by_about_a_second(tmp_path: Path) -> None:
     try:
         started = time.monotonic()
         for i in range(50):
-            store.append_audit({"kind": "call", "method": "ListInjections", "i": i})
+            store.audit.append({"kind": "call", "method": "ListInjections", "i": i})
         burst = time.monotonic() - started
         deadline = time.monotonic() + ANCHOR_INTERVAL + 10  # generous on a loaded machine
         while json.loads(anchor.read_text().splitlines()[-1])["seq"] != 50:
@@ -431,7 +431,7 @@ def test_the_anchor_trails_the_log_by_about_a_second(tmp_path: Path) -> None:
         # The genesis line at creation, then one head per interval the burst lasted (+1).
         assert len(lines) <= 3 + burst / ANCHOR_INTERVAL < 50
         assert (
-            store.verify_audit().checked[-1].startswith("head matches the anchor file up to seq 50")
+            store.audit.verify().checked[-1].startswith("head matches the anchor file up to seq 50")
         )
     finally:
         store.close()

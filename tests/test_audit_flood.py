@@ -124,7 +124,7 @@ def test_a_store_flooded_before_the_limits_still_lists(serve: Serve) -> None:
     body = {"hypothesis": "x" * 3_900_000}
     with SqliteStore(server.db) as store:  # as the old gate wrote them, while serving
         for _ in range(2):
-            store.append_audit({
+            store.audit.append({
                 "kind": "call", "at": time.time(), "method": "CreateInjection",
                 "principal": "unknown", "request": body, "outcome": "UNAUTHENTICATED",
                 "detail": "missing credentials", "injection_id": "",
@@ -167,10 +167,10 @@ def note(n: int, **fields: Any) -> dict[str, Any]:
 def test_the_store_reads_a_page_after_a_seq_and_stops_at_max_bytes(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "faultplane.db") as store:
         for n in range(10):
-            store.append_audit(note(n, blob="b" * 1000))
-        after_3 = store.audit_entries(after_seq=3, limit=4)
-        by_bytes = store.audit_entries(after_seq=3, max_bytes=2500)
-        one = store.audit_entries(after_seq=3, max_bytes=1)
+            store.audit.append(note(n, blob="b" * 1000))
+        after_3 = store.audit.entries(after_seq=3, limit=4)
+        by_bytes = store.audit.entries(after_seq=3, max_bytes=2500)
+        one = store.audit.entries(after_seq=3, max_bytes=1)
 
     assert [e.seq for e in after_3] == [4, 5, 6, 7]
     assert [e.seq for e in by_bytes] == [4, 5, 6]  # the entry that reaches 2500 is included
@@ -179,9 +179,9 @@ def test_the_store_reads_a_page_after_a_seq_and_stops_at_max_bytes(tmp_path: Pat
 
 async def test_list_audit_pages_return_every_entry_once_in_order(control: ControlServer) -> None:
     for n in range(1100):
-        control.store.append_audit(note(n, injection_id="inj-odd" if n % 2 else ""))
-    stored = [e.seq for e in control.store.audit_entries()]
-    odd = [e.seq for e in control.store.audit_entries(injection_id="inj-odd")]
+        control.store.audit.append(note(n, injection_id="inj-odd" if n % 2 else ""))
+    stored = [e.seq for e in control.store.audit.entries()]
+    odd = [e.seq for e in control.store.audit.entries(injection_id="inj-odd")]
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{control.api_port}") as channel:
         stub = faultplane_pb2_grpc.FaultServiceStub(channel)
@@ -207,9 +207,9 @@ async def test_list_audit_pages_return_every_entry_once_in_order(control: Contro
 async def test_a_page_stops_short_of_a_message(control: ControlServer) -> None:
     """Large entries (as old stores hold) fill a page by bytes before page_size."""
     for n in range(30):
-        control.store.append_audit(note(n, injection_id="inj-big", blob="b" * 200_000))
-    control.store.append_audit(note(30, injection_id="inj-big", blob="c" * 3_000_000))
-    stored = [e.seq for e in control.store.audit_entries(injection_id="inj-big")]
+        control.store.audit.append(note(n, injection_id="inj-big", blob="b" * 200_000))
+    control.store.audit.append(note(30, injection_id="inj-big", blob="c" * 3_000_000))
+    stored = [e.seq for e in control.store.audit.entries(injection_id="inj-big")]
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{control.api_port}") as channel:
         stub = faultplane_pb2_grpc.FaultServiceStub(channel)

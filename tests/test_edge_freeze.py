@@ -58,7 +58,7 @@ async def test_out_of_range_until_is_refused_and_admission_still_works(
             error.details(),
         )
     assert not state.frozen
-    assert api.server.store.get_setting("freeze") is None  # nothing was stored
+    assert api.server.store.settings.get("freeze") is None  # nothing was stored
     assert created.state == pb.PENDING
 
 
@@ -96,7 +96,7 @@ async def test_a_stored_out_of_range_freeze_still_refuses_readably(
     """A store written before the edge check holds `until: 1e18`: the restarted server
     stays frozen (failing safe) and says so, and GetFreeze answers."""
     with SqliteStore(tmp_path / "faultplane.db") as store:  # the path `start` serves from
-        store.set_setting(
+        store.settings.set(
             "freeze", {"until": 1e18, "reason": "legacy", "by": "root", "at": time.time()}
         )
     api = await start()

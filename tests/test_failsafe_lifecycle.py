@@ -115,12 +115,19 @@ def fail_writes(server: ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise StoreError("disk I/O error (injected by the test)")
 
-    for name in ("record_transition", "save_injection", "add_slo_reading", "append_audit"):
-        monkeypatch.setattr(server.store, name, broken)
+    store = server.store
+    writes = (
+        (store.injections, "record_transition"),
+        (store.injections, "save"),
+        (store.readings, "add"),
+        (store.audit, "append"),
+    )
+    for repository, name in writes:
+        monkeypatch.setattr(repository, name, broken)
 
 
 def stored_states(server: ControlServer, injection_id: str) -> list[str]:
-    [stored] = [i for i in server.store.load_injections() if i.id == injection_id]
+    [stored] = [i for i in server.store.injections.load() if i.id == injection_id]
     return [t.body["to"] for t in stored.transitions]
 
 

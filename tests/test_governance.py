@@ -25,6 +25,7 @@ from faultplane.auth.tokens import new_token, token_hash
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.model.mesh import Mesh
 from faultplane.server.control import ControlServer, ServerConfig, TlsConfig
+from faultplane.store import NewToken
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import server_config
@@ -46,7 +47,9 @@ class Api:
 
     def issue(self, principal: str, role: str) -> str:
         token_id, token = new_token()
-        self.server.store.add_token(token_id, principal, role, token_hash(token), time.time())
+        self.server.store.tokens.add(
+            NewToken(token_id, principal, role, token_hash(token), time.time())
+        )
         self.tokens[principal] = token
         return token
 
@@ -331,8 +334,8 @@ async def test_mtls_principal_is_the_client_certificate_subject(
     await server.start()
     try:
         token_id, token = new_token()
-        server.store.add_token(
-            token_id, "CN=alice,O=sre", "operator", token_hash(token), time.time()
+        server.store.tokens.add(
+            NewToken(token_id, "CN=alice,O=sre", "operator", token_hash(token), time.time())
         )
         credentials = channel_credentials(pki.ca, pki.alice_cert, pki.alice_key)
         async with grpc.aio.secure_channel(f"127.0.0.1:{server.api_port}", credentials) as channel:
@@ -340,7 +343,7 @@ async def test_mtls_principal_is_the_client_certificate_subject(
             await stub.ListInjections(
                 pb.ListInjectionsRequest(), metadata=[("authorization", f"Bearer {token}")]
             )
-        entries = server.store.audit_entries()
+        entries = server.store.audit.entries()
         assert entries[-1].entry["principal"] == "CN=alice,O=sre"
         assert entries[-1].entry["via"] == "mtls"
     finally:

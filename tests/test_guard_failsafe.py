@@ -111,15 +111,20 @@ class FakeScheduler:
         self.refuted.setdefault(injection_id, (reason, breach_limit_at))
 
 
-class FakeStore:
+class FakeReadings:
     def __init__(self) -> None:
         self.baseline: list[tuple[Any, ...]] = []
 
-    def add_baseline_sample(self, *args: Any) -> None:
+    def add_baseline(self, *args: Any) -> None:
         self.baseline.append(args)
 
     def prune_baseline(self, before: float) -> None:
         pass
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.readings = FakeReadings()
 
 
 class FakeJournal:

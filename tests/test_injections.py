@@ -13,7 +13,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,9 +20,9 @@ import pytest
 import pytest_asyncio
 from envoy.config.route.v3 import route_pb2
 
-from faultplane.demo.launcher import MeshRun, envoy_argv
+from faultplane.demo.launcher import MeshRun
 from faultplane.demo.ports import PortAllocator
-from faultplane.demo.processes import Child, envoy_binary, wait_until
+from faultplane.demo.processes import wait_until
 from faultplane.model.mesh import load_mesh
 from faultplane.render.faults import INJECTION_HEADER
 from faultplane.server.control import ControlServer
@@ -343,13 +342,19 @@ async def test_store_failure_mid_injection_never_keeps_the_fault_on(
     def broken(*_args, **_kwargs):
         raise StoreError("disk I/O error (injected by the test)")
 
+    store = control.store
+    writes = (
+        (store.injections, "record_transition"),
+        (store.injections, "save"),
+        (store.audit, "append"),
+    )
     ingress = f"http://127.0.0.1:{ports(mesh_run, 'payments-api-1').ingress}/merchant-write"
     inbound = {**ALL_PAYMENTS, "upstream": None}
     aborted = await inject(
         stub, injection_request(target=inbound, fault={"type": "abort", "http_status": 503})
     )
-    for name in ("record_transition", "save_injection", "append_audit"):
-        monkeypatch.setattr(control.store, name, broken)
+    for repository, name in writes:
+        monkeypatch.setattr(repository, name, broken)
     assert (await send(ingress, method="POST"))[0].status == 503
 
     await control.scheduler.abort(aborted.id, "store is failing", "test")
@@ -362,8 +367,8 @@ async def test_store_failure_mid_injection_never_keeps_the_fault_on(
             target=inbound, fault={"type": "abort", "http_status": 503}, duration_seconds=2
         ),
     )
-    for name in ("record_transition", "save_injection", "append_audit"):
-        monkeypatch.setattr(control.store, name, broken)
+    for repository, name in writes:
+        monkeypatch.setattr(repository, name, broken)
     ends_at = timed.ends_at.ToNanoseconds() / 1e9
 
     async def clean_traffic() -> bool:
@@ -424,14 +429,7 @@ async def test_restarted_sidecar_gets_the_live_fault_back(
         ),
     )
     pod = next(p for p in mesh_run.pods if p.pod.name == "payments-api-2")
-    pod.envoy.kill()
-    pod.envoy.process.wait(10)
-    pod.envoy = Child(
-        "envoy restarted",
-        envoy_argv(envoy_binary(), Path(mesh_run.run_dir) / "envoy-payments-api-2.yaml"),
-        Path(mesh_run.run_dir) / "envoy-payments-api-2-restarted.log",
-    ).start()
-    mesh_run._started.append(pod.envoy)
+    mesh_run.restart_sidecar(pod.pod.name)
     ingress = f"http://127.0.0.1:{pod.pod.ports.ingress}/merchant-write"
 
     async def faulted_again() -> bool:

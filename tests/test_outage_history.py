@@ -211,7 +211,7 @@ async def _restart_in_process(mesh: Mesh, db: Path, ttl: float, forget_run: bool
     try:
         resumed = second.scheduler.get(created.id)
         (outage,) = [t for t in resumed.transitions if t.from_state is t.to_state]
-        stored = second.store.load_injection(created.id)
+        stored = second.store.injections.get(created.id)
         assert stored is not None and stored.state == "ACTIVE"
         return outage.reason
     finally:

@@ -11,8 +11,11 @@ from envoy.service.runtime.v3 import rtds_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import json_format
 
+from faultplane.faults.abort import Abort
+from faultplane.faults.bandwidth import Bandwidth
+from faultplane.faults.latency import Latency
 from faultplane.model.mesh import load_mesh
-from faultplane.model.spec import Abort, Bandwidth, FaultSpec, Latency, Match, Scope
+from faultplane.model.spec import FaultSpec, Match, Scope
 from faultplane.render.faults import (
     INJECTION_HEADER,
     FaultAssignment,

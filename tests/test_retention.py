@@ -33,11 +33,11 @@ import yaml
 
 from faultplane.demo.launcher import grpc_serving
 from faultplane.demo.processes import Child, wait_until
-from faultplane.guard.readings import MAX_READINGS, RECENT_READINGS, bound_readings, readable
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.scheduler import NotFound
 from faultplane.model.injection import SloReading
 from faultplane.model.mesh import Mesh
+from faultplane.model.readings import MAX_READINGS, RECENT_READINGS, bound_readings, readable
 from faultplane.server.control import ControlServer
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
@@ -198,7 +198,7 @@ async def test_readings_are_bounded_in_memory_and_kept_whole_in_the_store(
     assert long_gaps(kept, injection.activated_at, 60) == [71.0]
     assert long_gaps(fed, injection.activated_at, 60) == [71.0]
 
-    stored = served.server.store.slo_readings(created.id)
+    stored = served.server.store.readings.load(created.id)
     assert len(stored) == len(fed)  # the store keeps every one
     shown = await stub.GetInjection(pb.GetInjectionRequest(id=created.id), timeout=30)
     assert len(shown.readings) == len(kept)
@@ -336,5 +336,5 @@ async def test_retain_days_zero_keeps_every_injection(start: Start) -> None:
     assert (await stub.GetInjection(pb.GetInjectionRequest(id=created.id))).id == created.id
     # The same store with a retention of a day prunes it.
     assert await server.retention.prune_injections(time.time() - 86400) == 1
-    assert server.store.load_injection(created.id) is None
-    assert server.store.verify_audit().ok
+    assert server.store.injections.get(created.id) is None
+    assert server.store.audit.verify().ok

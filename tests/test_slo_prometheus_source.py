@@ -9,12 +9,11 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from faultplane.slo.catalogue import SloDef
-from faultplane.slo.sources import PrometheusSource, Reading
+from faultplane.slo.sources import HttpClient, PrometheusSource, Reading
 
 SLO = SloDef(name="pay-ok-prom", service="payments-api", source="prometheus", window_seconds=30)
 PODS = ["payments-api-1", "payments-api-2"]
@@ -53,8 +52,11 @@ def _success(data: object) -> str:
 
 async def test_a_well_formed_reply_reads(prometheus: FakePrometheus) -> None:
     prometheus.body = _success({"resultType": "vector", "result": [{"value": [1, "0.97"]}]})
-    async with aiohttp.ClientSession() as session:
-        reading = await PrometheusSource(prometheus.url, session).read(SLO, PODS)
+    http = HttpClient()
+    try:
+        reading = await PrometheusSource(prometheus.url, http).read(SLO, PODS)
+    finally:
+        await http.close()
     assert reading.readable and reading.value == pytest.approx(0.97)
 
 
@@ -74,10 +76,13 @@ async def test_a_well_formed_reply_reads(prometheus: FakePrometheus) -> None:
 )
 async def test_a_malformed_reply_is_unreadable(prometheus: FakePrometheus, body: str) -> None:
     prometheus.body = body
-    async with aiohttp.ClientSession() as session:
-        source = PrometheusSource(prometheus.url, session)
+    http = HttpClient()
+    try:
+        source = PrometheusSource(prometheus.url, http)
         reading = await source.read(SLO, PODS)
         history = await source.history(SLO, PODS, seconds=60, step=5)
+    finally:
+        await http.close()
 
     assert reading.value is None and not reading.readable
     assert reading.error.startswith("prometheus"), reading.error

@@ -17,11 +17,21 @@ from pathlib import Path
 import pytest
 
 from faultplane.store import (
+    AuditRepository,
+    BaselineSample,
     Conflict,
+    InjectionRecord,
+    InjectionRepository,
+    NewToken,
+    ReadingRepository,
     SchemaVersionError,
+    SettingRepository,
     SqliteStore,
     Store,
+    StoredReading,
     StoreError,
+    TokenRepository,
+    TransitionRecord,
     UnknownInjection,
     default_db_path,
 )
@@ -47,7 +57,7 @@ def raw(db: Path) -> sqlite3.Connection:
 
 def fill_audit(store: SqliteStore, n: int = 20) -> None:
     for i in range(1, n + 1):
-        store.append_audit({"at": 1000.0 + i, "method": "Create", "injection_id": f"inj-{i % 3}"})
+        store.audit.append({"at": 1000.0 + i, "method": "Create", "injection_id": f"inj-{i % 3}"})
 
 
 # -- injections and transitions --------------------------------------------------------------
@@ -55,17 +65,33 @@ def fill_audit(store: SqliteStore, n: int = 20) -> None:
 
 def test_implements_the_protocol(store: SqliteStore) -> None:
     assert isinstance(store, Store)
+    assert isinstance(store.injections, InjectionRepository)
+    assert isinstance(store.readings, ReadingRepository)
+    assert isinstance(store.audit, AuditRepository)
+    assert isinstance(store.tokens, TokenRepository)
+    assert isinstance(store.settings, SettingRepository)
+
+
+def transition(
+    injection: InjectionRecord, seq: int, at: float, body: dict | None = None
+) -> TransitionRecord:
+    return TransitionRecord(injection.id, seq, at, body or {})
 
 
 def test_injections_and_transitions_round_trip(store: SqliteStore) -> None:
-    store.save_injection("b", "armed", "checkout", 20.0, {"fault": {"delay_ms": 300}})
-    store.save_injection("a", "pending", "cart", 10.0, {"owner": "alice", "n": [1, 2.5, None]})
-    store.save_injection("c", "done", "cart", 20.0, {})
-    assert store.append_transition("b", 2, 21.5, {"to": "armed"})
-    assert store.append_transition("b", 1, 20.5, {"to": "pending"})
-    store.save_injection("a", "armed", "cart", 10.0, {"owner": "alice", "v": 2})  # upsert
+    b = InjectionRecord("b", "armed", "checkout", 20.0, {"fault": {"delay_ms": 300}})
+    store.injections.save(b)
+    store.injections.save(
+        InjectionRecord("a", "pending", "cart", 10.0, {"owner": "alice", "n": [1, 2.5, None]})
+    )
+    store.injections.save(InjectionRecord("c", "done", "cart", 20.0, {}))
+    assert store.injections.record_transition(transition(b, 2, 21.5, {"to": "armed"}), b, None)
+    assert store.injections.record_transition(transition(b, 1, 20.5, {"to": "pending"}), b, None)
+    store.injections.save(
+        InjectionRecord("a", "armed", "cart", 10.0, {"owner": "alice", "v": 2})
+    )  # upsert
 
-    loaded = store.load_injections()
+    loaded = store.injections.load()
     assert [i.id for i in loaded] == ["a", "b", "c"]  # created_at, then id
     a, b, _ = loaded
     assert (a.state, a.service, a.created_at, a.body) == (
@@ -79,69 +105,74 @@ def test_injections_and_transitions_round_trip(store: SqliteStore) -> None:
         (1, 20.5, {"to": "pending"}),
         (2, 21.5, {"to": "armed"}),
     ]
-    assert [i.id for i in store.load_injections(states={"armed"})] == ["a", "b"]
-    assert [i.id for i in store.load_injections(states=["done", "pending"])] == ["c"]
-    assert store.load_injections(states=[]) == []
+    assert [i.id for i in store.injections.load(states={"armed"})] == ["a", "b"]
+    assert [i.id for i in store.injections.load(states=["done", "pending"])] == ["c"]
+    assert store.injections.load(states=[]) == []
 
 
 def test_duplicate_transition_is_refused_and_changes_nothing(store: SqliteStore) -> None:
-    store.save_injection("x", "pending", "cart", 1.0, {"v": 1})
-    assert store.append_transition("x", 1, 2.0, {"to": "pending"})
-    assert not store.append_transition("x", 1, 9.0, {"to": "something else"})
-    replay = store.record_transition(
-        "x", 1, 9.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 2}, {"method": "replay"}
+    x = InjectionRecord("x", "pending", "cart", 1.0, {"v": 1})
+    store.injections.save(x)
+    assert store.injections.record_transition(transition(x, 1, 2.0, {"to": "pending"}), x, None)
+    assert not store.injections.record_transition(
+        transition(x, 1, 9.0, {"to": "something else"}), x, None
+    )
+    replay = store.injections.record_transition(
+        transition(x, 1, 9.0, {"to": "armed"}),
+        InjectionRecord("x", "armed", "cart", 1.0, {"v": 2}),
+        {"method": "replay"},
     )
     assert replay is False
-    [x] = store.load_injections()
+    [x] = store.injections.load()
     assert (x.state, x.body) == ("pending", {"v": 1})
     assert [(t.seq, t.at, t.body) for t in x.transitions] == [(1, 2.0, {"to": "pending"})]
-    assert store.audit_entries() == []
+    assert store.audit.entries() == []
 
 
-def test_transition_for_unknown_injection_is_refused(store: SqliteStore) -> None:
+def test_reading_for_unknown_injection_is_refused(store: SqliteStore) -> None:
     with pytest.raises(UnknownInjection):
-        store.append_transition("ghost", 1, 1.0, {})
-    with pytest.raises(UnknownInjection):
-        store.add_slo_reading("ghost", 1.0, {"value": 1})
-    assert store.load_injections() == []
+        store.readings.add("ghost", StoredReading(1.0, {"value": 1}))
+    assert store.injections.load() == []
 
 
 def test_record_transition_writes_all_three(store: SqliteStore) -> None:
     audit = {"at": 5.0, "kind": "transition", "injection_id": "x", "to": "armed"}
-    assert store.record_transition(
-        "x", 1, 5.0, {"to": "armed"}, "armed", "cart", 4.0, {"v": 1}, audit
-    )
-    [x] = store.load_injections()
+    x = InjectionRecord("x", "armed", "cart", 4.0, {"v": 1})
+    assert store.injections.record_transition(transition(x, 1, 5.0, {"to": "armed"}), x, audit)
+    [x] = store.injections.load()
     assert (x.state, x.created_at, x.body, len(x.transitions)) == ("armed", 4.0, {"v": 1}, 1)
-    [entry] = store.audit_entries()
+    [entry] = store.audit.entries()
     assert (entry.seq, entry.at, entry.entry) == (1, 5.0, audit)
-    assert store.record_transition("x", 2, 6.0, {"to": "done"}, "done", "cart", 4.0, {}, None)
-    assert len(store.audit_entries()) == 1
+    done = InjectionRecord("x", "done", "cart", 4.0, {})
+    assert store.injections.record_transition(transition(x, 2, 6.0, {"to": "done"}), done, None)
+    assert len(store.audit.entries()) == 1
 
 
 def test_record_transition_is_atomic(store: SqliteStore) -> None:
-    store.save_injection("x", "pending", "cart", 1.0, {"v": 1})
-    store.append_audit({"at": 1.0, "method": "Create"})
+    store.injections.save(InjectionRecord("x", "pending", "cart", 1.0, {"v": 1}))
+    store.audit.append({"at": 1.0, "method": "Create"})
+    armed = InjectionRecord("x", "armed", "cart", 1.0, {"v": 2})
     with pytest.raises(TypeError):  # the audit entry fails after the other two rows are written
-        store.record_transition(
-            "x", 1, 2.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 2}, {"bad": object()}
+        store.injections.record_transition(
+            transition(armed, 1, 2.0, {"to": "armed"}), armed, {"bad": object()}
         )
+    new = InjectionRecord("y", "armed", "cart", 1.0, {})
     with pytest.raises(TypeError):  # same for an injection that did not exist yet
-        store.record_transition("y", 1, 2.0, {}, "armed", "cart", 1.0, {}, {"bad": {1, 2}})
-    [x] = store.load_injections()
+        store.injections.record_transition(transition(new, 1, 2.0), new, {"bad": {1, 2}})
+    [x] = store.injections.load()
     assert (x.state, x.body, x.transitions) == ("pending", {"v": 1}, ())
-    assert len(store.audit_entries()) == 1
-    assert store.verify_audit().ok
+    assert len(store.audit.entries()) == 1
+    assert store.audit.verify().ok
     # the failed attempt did not consume the seq: the real one goes through
-    assert store.record_transition("x", 1, 2.0, {}, "armed", "cart", 1.0, {"v": 2}, {"ok": 1})
+    assert store.injections.record_transition(transition(armed, 1, 2.0), armed, {"ok": 1})
 
 
 def test_bodies_must_be_json_objects(store: SqliteStore) -> None:
     with pytest.raises(TypeError):
-        store.save_injection("x", "pending", "cart", 1.0, ["not", "a", "dict"])  # type: ignore[arg-type]
+        store.injections.save(InjectionRecord("x", "pending", "cart", 1.0, ["not", "a", "dict"]))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        store.save_injection("x", "pending", "cart", 1.0, {"nan": float("nan")})
-    assert store.load_injections() == []
+        store.injections.save(InjectionRecord("x", "pending", "cart", 1.0, {"nan": float("nan")}))
+    assert store.injections.load() == []
 
 
 # -- restart survival and migrations ---------------------------------------------------------
@@ -149,23 +180,24 @@ def test_bodies_must_be_json_objects(store: SqliteStore) -> None:
 
 def test_everything_survives_reopening_the_file(db: Path) -> None:
     first = SqliteStore(db)
-    first.record_transition("x", 1, 2.0, {"to": "armed"}, "armed", "cart", 1.0, {"v": 1}, {"a": 1})
-    first.add_token("t1", "alice", "operator", "h1", 1.0)
-    first.add_slo_reading("x", 3.0, {"value": 0.99})
-    first.add_baseline_sample("cart-success", 3.0, 0.98)
-    first.set_setting("freeze", {"by": "alice"})
+    x = InjectionRecord("x", "armed", "cart", 1.0, {"v": 1})
+    first.injections.record_transition(transition(x, 1, 2.0, {"to": "armed"}), x, {"a": 1})
+    first.tokens.add(NewToken("t1", "alice", "operator", "h1", 1.0))
+    first.readings.add("x", StoredReading(3.0, {"value": 0.99}))
+    first.readings.add_baseline("cart-success", BaselineSample(3.0, 0.98, ""))
+    first.settings.set("freeze", {"by": "alice"})
     # no close(): the process is treated as killed; WAL content must still be read back
     second = SqliteStore(db)
     assert second.migrations_applied == 0
-    [x] = second.load_injections()
+    [x] = second.injections.load()
     assert (x.id, x.state, [t.seq for t in x.transitions]) == ("x", "armed", [1])
-    assert not second.record_transition("x", 1, 2.0, {}, "armed", "cart", 1.0, {}, {"a": 2})
-    assert [e.entry for e in second.audit_entries()] == [{"a": 1}]
-    assert second.find_token("h1") is not None
-    assert second.slo_readings("x") == [(3.0, {"value": 0.99})]
-    assert second.baseline_samples("cart-success", 0.0) == [(3.0, 0.98, "")]
-    assert second.get_setting("freeze") == {"by": "alice"}
-    assert second.verify_audit().ok
+    assert not second.injections.record_transition(transition(x, 1, 2.0), x, {"a": 2})
+    assert [e.entry for e in second.audit.entries()] == [{"a": 1}]
+    assert second.tokens.find("h1") is not None
+    assert second.readings.load("x") == [(3.0, {"value": 0.99})]
+    assert second.readings.baseline("cart-success", 0.0) == [(3.0, 0.98, "")]
+    assert second.settings.get("freeze") == {"by": "alice"}
+    assert second.audit.verify().ok
     first.close()
     second.close()
 
@@ -175,8 +207,9 @@ def _write_then_die(path: str) -> None:
     store = SqliteStore(path)
     for seq in (1, 2):
         audit = {"kind": "transition", "injection_id": "x", "seq": seq}
-        store.record_transition("x", seq, float(seq), {}, f"s{seq}", "cart", 1.0, {}, audit)
-    store.add_slo_reading("x", 3.0, {"value": 0.5})
+        x = InjectionRecord("x", f"s{seq}", "cart", 1.0, {})
+        store.injections.record_transition(transition(x, seq, float(seq)), x, audit)
+    store.readings.add("x", StoredReading(3.0, {"value": 0.5}))
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -186,12 +219,13 @@ def test_history_survives_sigkill(db: Path) -> None:
     process.join(timeout=60)
     assert process.exitcode == -signal.SIGKILL
     with SqliteStore(db) as store:
-        [x] = store.load_injections()
+        [x] = store.injections.load()
         assert (x.state, [t.seq for t in x.transitions]) == ("s2", [1, 2])
-        assert not store.record_transition("x", 2, 2.0, {}, "s2", "cart", 1.0, {}, {"dup": 1})
-        assert [e.entry["seq"] for e in store.audit_entries(injection_id="x")] == [1, 2]
-        assert store.slo_readings("x") == [(3.0, {"value": 0.5})]
-        assert store.verify_audit().ok
+        s2 = InjectionRecord("x", "s2", "cart", 1.0, {})
+        assert not store.injections.record_transition(transition(s2, 2, 2.0), s2, {"dup": 1})
+        assert [e.entry["seq"] for e in store.audit.entries(injection_id="x")] == [1, 2]
+        assert store.readings.load("x") == [(3.0, {"value": 0.5})]
+        assert store.audit.verify().ok
 
 
 def test_migrations_run_once_and_set_user_version(db: Path) -> None:
@@ -236,7 +270,7 @@ def test_closed_store_refuses_use(db: Path) -> None:
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        store.load_injections()
+        store.injections.load()
 
 
 def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -251,8 +285,8 @@ def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 def test_audit_hash_is_the_documented_formula(store: SqliteStore) -> None:
-    first = store.append_audit({"at": 12.5, "principal": "alice", "method": "Create"})
-    second = store.append_audit({"method": "List"})  # no "at": the store's clock
+    first = store.audit.append({"at": 12.5, "principal": "alice", "method": "Create"})
+    second = store.audit.append({"method": "List"})  # no "at": the store's clock
     assert (first.seq, first.at, first.prev_hash) == (1, 12.5, GENESIS_HASH)
     assert GENESIS_HASH == "0" * 64
     payload = json.dumps(
@@ -264,9 +298,9 @@ def test_audit_hash_is_the_documented_formula(store: SqliteStore) -> None:
 
 
 def test_audit_chain_verifies(store: SqliteStore) -> None:
-    assert store.verify_audit().ok  # empty log
+    assert store.audit.verify().ok  # empty log
     fill_audit(store)
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert (verdict.ok, verdict.entries, verdict.broken_at) == (True, 20, None)
 
 
@@ -274,7 +308,7 @@ def test_edited_entry_is_found(store: SqliteStore, db: Path) -> None:
     fill_audit(store)
     entry = json.dumps({"at": 1017.0, "method": "Delete", "injection_id": "inj-2"})
     raw(db).execute("UPDATE audit SET entry = ? WHERE seq = 17", (entry,))
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert (verdict.ok, verdict.broken_at, verdict.entries) == (False, 17, 20)
     assert verdict.problem == "entry 17: hash does not match its content"
 
@@ -282,9 +316,9 @@ def test_edited_entry_is_found(store: SqliteStore, db: Path) -> None:
 def test_edited_timestamp_and_garbage_are_found(store: SqliteStore, db: Path) -> None:
     fill_audit(store)
     raw(db).execute("UPDATE audit SET at = at + 1 WHERE seq = 4")
-    assert store.verify_audit().broken_at == 4
+    assert store.audit.verify().broken_at == 4
     raw(db).execute("UPDATE audit SET entry = '{not json' WHERE seq = 3")
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert (verdict.broken_at, verdict.problem) == (3, "entry 3: content is not valid JSON")
 
 
@@ -298,7 +332,7 @@ def test_edit_with_recomputed_hash_breaks_the_next_link(store: SqliteStore, db: 
     )
     digest = hashlib.sha256((prev_hash + payload).encode()).hexdigest()
     conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 9", (json.dumps(forged), digest))
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert verdict.broken_at == 10
     assert "chain broken between 9 and 10" in verdict.problem
 
@@ -306,7 +340,7 @@ def test_edit_with_recomputed_hash_breaks_the_next_link(store: SqliteStore, db: 
 def test_deleted_entry_is_found(store: SqliteStore, db: Path) -> None:
     fill_audit(store)
     raw(db).execute("DELETE FROM audit WHERE seq = 17")
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert (verdict.ok, verdict.broken_at, verdict.entries) == (False, 18, 19)
     assert "entry 18: previous entry missing (expected seq 17)" in verdict.problem
     assert "chain broken between 16 and 18" in verdict.problem
@@ -315,13 +349,13 @@ def test_deleted_entry_is_found(store: SqliteStore, db: Path) -> None:
 def test_deleted_first_and_last_entries_are_found(store: SqliteStore, db: Path) -> None:
     fill_audit(store)
     raw(db).execute("DELETE FROM audit WHERE seq >= 19")
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert verdict.broken_at == 19
     assert "entries 19..20 missing at the end" in verdict.problem
-    store.append_audit({"after": "truncation"})  # appending does not hide the hole
-    assert store.verify_audit().broken_at == 21
+    store.audit.append({"after": "truncation"})  # appending does not hide the hole
+    assert store.audit.verify().broken_at == 21
     raw(db).execute("DELETE FROM audit WHERE seq = 1")
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert verdict.broken_at == 2
     assert "expected seq 1" in verdict.problem
 
@@ -335,7 +369,7 @@ def test_swapped_entries_are_found(store: SqliteStore, db: Path) -> None:
     update = "UPDATE audit SET at=?, injection_id=?, entry=?, prev_hash=?, hash=? WHERE seq=?"
     conn.execute(update, (*row9, 5))
     conn.execute(update, (*row5, 9))
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert (verdict.ok, verdict.broken_at) == (False, 5)
 
 
@@ -346,30 +380,30 @@ def test_swapped_entry_text_only_is_found(store: SqliteStore, db: Path) -> None:
     e6 = conn.execute("SELECT entry FROM audit WHERE seq = 6").fetchone()[0]
     conn.execute("UPDATE audit SET entry = ? WHERE seq = 5", (e6,))
     conn.execute("UPDATE audit SET entry = ? WHERE seq = 6", (e5,))
-    assert store.verify_audit().broken_at == 5
+    assert store.audit.verify().broken_at == 5
 
 
 def test_audit_entries_filter(store: SqliteStore) -> None:
     fill_audit(store)  # injection_id cycles inj-1, inj-2, inj-0; at = 1000 + seq
-    inj1 = store.audit_entries(injection_id="inj-1")
+    inj1 = store.audit.entries(injection_id="inj-1")
     assert [e.seq for e in inj1] == [1, 4, 7, 10, 13, 16, 19]
-    assert [e.seq for e in store.audit_entries(since=1018.0)] == [18, 19, 20]
-    assert [e.seq for e in store.audit_entries(injection_id="inj-1", since=1010.0)] == [
+    assert [e.seq for e in store.audit.entries(since=1018.0)] == [18, 19, 20]
+    assert [e.seq for e in store.audit.entries(injection_id="inj-1", since=1010.0)] == [
         10,
         13,
         16,
         19,
     ]
-    assert [e.seq for e in store.audit_entries(limit=3)] == [1, 2, 3]
-    assert store.audit_entries(injection_id="nope") == []
-    store.append_audit({"injection_id": 42})  # non-string ids are indexed as text
-    assert [e.entry for e in store.audit_entries(injection_id="42")] == [{"injection_id": 42}]
-    assert store.verify_audit().ok
+    assert [e.seq for e in store.audit.entries(limit=3)] == [1, 2, 3]
+    assert store.audit.entries(injection_id="nope") == []
+    store.audit.append({"injection_id": 42})  # non-string ids are indexed as text
+    assert [e.entry for e in store.audit.entries(injection_id="42")] == [{"injection_id": 42}]
+    assert store.audit.verify().ok
 
 
 def _append_with(store: SqliteStore, worker: int, count: int) -> None:
     for i in range(count):
-        store.append_audit({"worker": worker, "i": i})
+        store.audit.append({"worker": worker, "i": i})
 
 
 def _append_many(path: str, worker: int, count: int) -> None:
@@ -379,9 +413,9 @@ def _append_many(path: str, worker: int, count: int) -> None:
 
 
 def _assert_one_chain(store: SqliteStore, expected: int) -> None:
-    verdict = store.verify_audit()
+    verdict = store.audit.verify()
     assert verdict.ok, verdict.problem
-    entries = store.audit_entries()
+    entries = store.audit.entries()
     assert [e.seq for e in entries] == list(range(1, expected + 1))
     assert len({(e.entry["worker"], e.entry["i"]) for e in entries}) == expected
 
@@ -417,13 +451,13 @@ def test_concurrent_appends_from_processes(db: Path) -> None:
 
 
 def test_tokens(store: SqliteStore) -> None:
-    store.add_token("t1", "alice", "operator", "hash-1", 10.0)
-    store.add_token("t2", "bob", "viewer", "hash-2", 5.0)
+    store.tokens.add(NewToken("t1", "alice", "operator", "hash-1", 10.0))
+    store.tokens.add(NewToken("t2", "bob", "viewer", "hash-2", 5.0))
     with pytest.raises(Conflict):
-        store.add_token("t1", "carol", "admin", "hash-3", 11.0)
+        store.tokens.add(NewToken("t1", "carol", "admin", "hash-3", 11.0))
     with pytest.raises(Conflict):
-        store.add_token("t3", "carol", "admin", "hash-1", 11.0)
-    found = store.find_token("hash-1")
+        store.tokens.add(NewToken("t3", "carol", "admin", "hash-1", 11.0))
+    found = store.tokens.find("hash-1")
     assert found is not None
     assert (found.id, found.principal, found.role, found.revoked_at) == (
         "t1",
@@ -431,42 +465,42 @@ def test_tokens(store: SqliteStore) -> None:
         "operator",
         None,
     )
-    assert store.find_token("hash-unknown") is None
-    assert store.revoke_token("t1")
-    assert not store.revoke_token("t1")  # already revoked
-    assert not store.revoke_token("nope")
-    assert store.find_token("hash-1") is None
-    listed = store.list_tokens()
+    assert store.tokens.find("hash-unknown") is None
+    assert store.tokens.revoke("t1")
+    assert not store.tokens.revoke("t1")  # already revoked
+    assert not store.tokens.revoke("nope")
+    assert store.tokens.find("hash-1") is None
+    listed = store.tokens.list()
     assert [t.id for t in listed] == ["t2", "t1"]
     assert listed[1].revoked_at is not None and listed[0].revoked_at is None
 
 
 def test_slo_readings_and_baseline(store: SqliteStore) -> None:
-    store.save_injection("x", "armed", "cart", 1.0, {})
-    store.add_slo_reading("x", 3.0, {"value": 0.9})
-    store.add_slo_reading("x", 2.0, {"value": 0.95})
-    assert store.slo_readings("x") == [(2.0, {"value": 0.95}), (3.0, {"value": 0.9})]
-    assert store.slo_readings("y") == []
+    store.injections.save(InjectionRecord("x", "armed", "cart", 1.0, {}))
+    store.readings.add("x", StoredReading(3.0, {"value": 0.9}))
+    store.readings.add("x", StoredReading(2.0, {"value": 0.95}))
+    assert store.readings.load("x") == [(2.0, {"value": 0.95}), (3.0, {"value": 0.9})]
+    assert store.readings.load("y") == []
     for at in range(10):
-        store.add_baseline_sample("cart", float(at), at / 10)
-    store.add_baseline_sample("cart", 10.0, None, "prometheus unreachable")
-    store.add_baseline_sample("other", 5.0, 1.0)
-    assert store.baseline_samples("cart", 8.0) == [
+        store.readings.add_baseline("cart", BaselineSample(float(at), at / 10, ""))
+    store.readings.add_baseline("cart", BaselineSample(10.0, None, "prometheus unreachable"))
+    store.readings.add_baseline("other", BaselineSample(5.0, 1.0, ""))
+    assert store.readings.baseline("cart", 8.0) == [
         (8.0, 0.8, ""),
         (9.0, 0.9, ""),
         (10.0, None, "prometheus unreachable"),
     ]
-    assert store.prune_baseline(before=5.0) == 5
-    assert [s.at for s in store.baseline_samples("cart", 0.0)] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
-    assert store.baseline_samples("other", 0.0) == [(5.0, 1.0, "")]
-    assert store.prune_baseline(before=5.0) == 0
+    assert store.readings.prune_baseline(before=5.0) == 5
+    assert [s.at for s in store.readings.baseline("cart", 0.0)] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert store.readings.baseline("other", 0.0) == [(5.0, 1.0, "")]
+    assert store.readings.prune_baseline(before=5.0) == 0
 
 
 def test_settings(store: SqliteStore) -> None:
-    assert store.get_setting("freeze") is None
-    store.set_setting("freeze", {"by": "alice", "reason": "incident 42"})
-    store.set_setting("freeze", {"by": "bob"})
-    assert store.get_setting("freeze") == {"by": "bob"}
-    store.set_setting("freeze", None)
-    assert store.get_setting("freeze") is None
-    store.set_setting("freeze", None)  # deleting twice is fine
+    assert store.settings.get("freeze") is None
+    store.settings.set("freeze", {"by": "alice", "reason": "incident 42"})
+    store.settings.set("freeze", {"by": "bob"})
+    assert store.settings.get("freeze") == {"by": "bob"}
+    store.settings.set("freeze", None)
+    assert store.settings.get("freeze") is None
+    store.settings.set("freeze", None)  # deleting twice is fine

@@ -10,14 +10,14 @@ import pytest
 from google.protobuf import json_format
 
 from faultplane.api.validate import InvalidRequest, validate_request
+from faultplane.faults.abort import Abort
+from faultplane.faults.bandwidth import Bandwidth
+from faultplane.faults.latency import Latency
 from faultplane.model.mesh import load_mesh
 from faultplane.model.selector import parse_selector
 from faultplane.model.spec import (
-    Abort,
-    Bandwidth,
     FaultSpec,
     InjectionSpec,
-    Latency,
     Match,
     Scope,
     SteadyStateSpec,
@@ -82,7 +82,7 @@ def test_issue_example_parses_as_is() -> None:
         hypothesis="fraud-scoring 200ms degradation must not breach merchant-write SLO",
         owner="sre-oncall@paysetu.example",
     )
-    assert spec.target.scope.direction == "outbound"
+    assert spec.target.scope.upstream is not None  # outbound: calls to a dependency
     assert not spec.target.scope.match
     assert spec.target.selector.matches({"shard": "south-1"})
     assert not spec.target.selector.matches({"shard": "north-1"})
@@ -169,7 +169,7 @@ def test_empty_match_is_no_match() -> None:
 def test_no_upstream_is_inbound() -> None:
     spec = validate(modified({"target.upstream": DELETE}))
     assert spec.target.scope == Scope(upstream=None)
-    assert spec.target.scope.direction == "inbound"
+    assert spec.target.scope.upstream is None  # inbound
 
 
 def test_inbound_on_service_without_dependencies() -> None:

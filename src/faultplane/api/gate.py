@@ -32,8 +32,9 @@ from faultplane.api.ratelimit import RefusalLimiter, Summary
 from faultplane.api.validate import InvalidRequest
 from faultplane.auth.principal import Authenticator, Principal, Unauthenticated
 from faultplane.auth.roles import PermissionDenied, check_call
+from faultplane.lifecycle.admission import Refused
 from faultplane.lifecycle.journal import Journal
-from faultplane.lifecycle.scheduler import NotFound, Refused
+from faultplane.lifecycle.scheduler import NotFound
 from faultplane.lifecycle.watch import WatchLagged
 
 log = structlog.get_logger("faultplane.api")

@@ -82,7 +82,7 @@ class GovernanceMethods:
         after = _after_seq(request.page_token)
         size = min(request.page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
         entries = await self.journal.read(
-            self.store.audit_entries,
+            self.store.audit.entries,
             request.injection_id or None,
             request.since or None,
             size + 1,  # one more than the page: is there a next one?
@@ -98,7 +98,7 @@ class GovernanceMethods:
     async def VerifyAudit(
         self, request: pb.VerifyAuditRequest, context: Context, principal: Principal
     ) -> pb.AuditVerdict:
-        verdict = await self.journal.read(self.store.verify_audit)
+        verdict = await self.journal.read(self.store.audit.verify)
         return pb.AuditVerdict(
             ok=verdict.ok,
             entries=verdict.entries,

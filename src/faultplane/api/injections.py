@@ -15,8 +15,7 @@ from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
 from faultplane.model.spec import InjectionSpec
-from faultplane.render.faults import runtime_keys
-from faultplane.render.resources import EGRESS, INGRESS
+from faultplane.render.faults import route_config_name, runtime_keys
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 
@@ -53,7 +52,7 @@ class InjectionMethods:
     ) -> pb.InjectionPlan:
         spec = self._spec(request, principal)
         plan = self.scheduler.plan(spec)
-        route_config = INGRESS if spec.target.scope.upstream is None else EGRESS
+        route_config = route_config_name(spec.target.scope)
         return pb.InjectionPlan(
             matched=plan.matched,
             targets=plan.targets,

@@ -9,6 +9,7 @@ import grpc
 from faultplane.api.convert import baseline_message, timestamp
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
+from faultplane.slo.sources import admin_address
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
@@ -56,14 +57,17 @@ class ObserveMethods:
 
 
 def sidecar_message(sidecar: SidecarStatus) -> pb.Sidecar:
-    admin_port = sidecar.metadata.get("admin_port")
+    try:
+        admin = admin_address(sidecar.metadata.get("admin_port"))
+    except ValueError:  # none, or not a port: shown as unknown, never a failed listing
+        admin = ""
     message = pb.Sidecar(
         node_id=sidecar.node_id,
         cluster=sidecar.cluster,
         service=sidecar.service,
         labels=sidecar.labels,
         connected=sidecar.connected,
-        admin_address=f"127.0.0.1:{int(admin_port)}" if admin_port else "",
+        admin_address=admin,
         connected_at=timestamp(sidecar.connected_at),
     )
     for type_url in types.PUSH_ORDER:

@@ -2,26 +2,23 @@
 
 Every problem is reported with the field's path in the request document
 (`fault.p99_ms: must be greater than p50_ms (200)`), all of them at once, so an operator
-fixes a file in one go. A new fault type adds one `_KIND_PARSERS` entry here.
+fixes a file in one go. A fault's own fields are its kind's to check (faultplane.faults).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import UTC, datetime
 
+from faultplane.faults.kind import Problems
+from faultplane.faults.message import given_fault
 from faultplane.model.mesh import Mesh
 from faultplane.model.selector import SelectorError, parse_selector
 from faultplane.model.spec import (
-    Abort,
-    Bandwidth,
-    FaultKind,
     FaultSpec,
     InjectionSpec,
-    Latency,
     Match,
     Scope,
     SteadyStateSpec,
@@ -30,8 +27,6 @@ from faultplane.model.spec import (
 from faultplane.v1 import faultplane_pb2 as pb
 
 MAX_DURATION_SECONDS = 24 * 3600
-MAX_DELAY_MS = 10 * 60 * 1000
-MIN_DELAY_MS = 1.0  # Envoy rejects a zero delay; below a millisecond is noise anyway
 MAX_PODS_LIMIT = 100_000
 # A freeze with an end is a planned window (a release, peak trading); longer than this is
 # "until lifted" (until 0), which says so instead of hiding in a date nobody will reach.
@@ -44,7 +39,6 @@ HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_FAULT_FIELDS = ("fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps")
 
 
 class InvalidRequest(ValueError):
@@ -53,14 +47,6 @@ class InvalidRequest(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
-
-
-@dataclass
-class _Problems:
-    found: list[tuple[str, str]]
-
-    def add(self, path: str, reason: str) -> None:
-        self.found.append((path, reason))
 
 
 # The longest text each field of an InjectionRequest may hold (characters). Every accepted
@@ -137,7 +123,7 @@ def validate_request(
     too_long = oversized_fields(request) if slos is not None else []
     if too_long:
         raise InvalidRequest(too_long)
-    problems = _Problems([])
+    problems = Problems()
     target = _target(request, mesh, problems)
     fault = _fault(request, problems)
     duration = _duration(request, problems)
@@ -151,7 +137,7 @@ def validate_request(
 
 
 def _target(
-    request: pb.InjectionRequest, mesh: Mesh | None, problems: _Problems
+    request: pb.InjectionRequest, mesh: Mesh | None, problems: Problems
 ) -> TargetSpec | None:
     if not request.HasField("target"):
         problems.add("target", "required")
@@ -189,7 +175,7 @@ def _target(
     return TargetSpec(target.service, selector, target.max_pods, Scope(upstream, match))
 
 
-def _match(target: pb.Target, problems: _Problems) -> Match | None:
+def _match(target: pb.Target, problems: Problems) -> Match | None:
     if not target.HasField("match"):
         return Match()
     match = target.match
@@ -212,21 +198,16 @@ def _match(target: pb.Target, problems: _Problems) -> Match | None:
     return Match(match.path_prefix, headers, tuple(sorted(set(methods))))
 
 
-def _fault(request: pb.InjectionRequest, problems: _Problems) -> FaultSpec | None:
+def _fault(request: pb.InjectionRequest, problems: Problems) -> FaultSpec | None:
     if not request.HasField("fault"):
         problems.add("fault", "required")
         return None
     fault = request.fault
-    parse = _KIND_PARSERS.get(fault.type)
-    if parse is None:
-        problems.add("fault.type", f"must be one of {', '.join(sorted(_KIND_PARSERS))}")
+    given = given_fault(fault, problems)
+    if given is None:
         return None
-    allowed, parser = parse
-    for name in _FAULT_FIELDS:
-        if name not in allowed and fault.HasField(name):
-            problems.add(f"fault.{name}", f"not a field of a {fault.type} fault")
     before = len(problems.found)
-    kind = parser(fault, problems)
+    kind = given.kind.parse(given.fields, given.path, problems)
     percentage = fault.percentage if fault.HasField("percentage") else 100.0
     if not (math.isfinite(percentage) and 0 < percentage <= 100):
         problems.add("fault.percentage", "must be greater than 0 and at most 100")
@@ -238,64 +219,7 @@ def _fault(request: pb.InjectionRequest, problems: _Problems) -> FaultSpec | Non
     return FaultSpec(kind, percentage, max_active)
 
 
-def _latency(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
-    fixed = fault.fixed_ms if fault.HasField("fixed_ms") else None
-    p50 = fault.p50_ms if fault.HasField("p50_ms") else None
-    p99 = fault.p99_ms if fault.HasField("p99_ms") else None
-    if fixed is not None and (p50 is not None or p99 is not None):
-        problems.add("fault.fixed_ms", "give fixed_ms, or p50_ms (and optionally p99_ms), not both")
-        return None
-    if fixed is None and p50 is None:
-        problems.add("fault.p50_ms", "a latency fault needs fixed_ms or p50_ms")
-        return None
-    for name, value in (("fixed_ms", fixed), ("p50_ms", p50), ("p99_ms", p99)):
-        if value is not None and not (
-            math.isfinite(value) and MIN_DELAY_MS <= value <= MAX_DELAY_MS
-        ):
-            problems.add(f"fault.{name}", f"must be between {MIN_DELAY_MS:g} and {MAX_DELAY_MS} ms")
-            return None
-    if fixed is not None:
-        return Latency(fixed)
-    assert p50 is not None
-    if p99 is not None and p99 < p50 + MIN_DELAY_MS:
-        problems.add("fault.p99_ms", f"must be at least {MIN_DELAY_MS:g} ms above p50_ms ({p50:g})")
-        return None
-    return Latency(p50, p99)
-
-
-def _abort(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
-    has_http, has_grpc = fault.HasField("http_status"), fault.HasField("grpc_status")
-    if has_http == has_grpc:
-        problems.add(
-            "fault.http_status", "an abort fault needs exactly one of http_status or grpc_status"
-        )
-        return None
-    if has_http and not 200 <= fault.http_status <= 599:
-        problems.add("fault.http_status", "must be between 200 and 599")
-        return None
-    if has_grpc and not 0 <= fault.grpc_status <= 16:
-        problems.add("fault.grpc_status", "must be between 0 and 16")
-        return None
-    return Abort(fault.http_status if has_http else None, fault.grpc_status if has_grpc else None)
-
-
-def _bandwidth(fault: pb.Fault, problems: _Problems) -> FaultKind | None:
-    if not fault.HasField("kbps") or fault.kbps < 1:
-        problems.add("fault.kbps", "a bandwidth fault needs kbps of at least 1")
-        return None
-    return Bandwidth(fault.kbps)
-
-
-_KIND_PARSERS: dict[
-    str, tuple[frozenset[str], Callable[[pb.Fault, _Problems], FaultKind | None]]
-] = {
-    "latency": (frozenset({"fixed_ms", "p50_ms", "p99_ms"}), _latency),
-    "abort": (frozenset({"http_status", "grpc_status"}), _abort),
-    "bandwidth": (frozenset({"kbps"}), _bandwidth),
-}
-
-
-def _duration(request: pb.InjectionRequest, problems: _Problems) -> float | None:
+def _duration(request: pb.InjectionRequest, problems: Problems) -> float | None:
     """Seconds, numeric on the API (the CLI turns "5m" into 300). Proto3 cannot tell a
     missing number from 0, so only 0 says "required"; a value that was given is told
     what was wrong with it, not that it is missing."""
@@ -313,7 +237,7 @@ def _duration(request: pb.InjectionRequest, problems: _Problems) -> float | None
 
 
 def _steady_state(
-    request: pb.InjectionRequest, slos: Collection[str] | None, problems: _Problems
+    request: pb.InjectionRequest, slos: Collection[str] | None, problems: Problems
 ) -> SteadyStateSpec | None:
     if not request.HasField("steady_state"):
         problems.add("steady_state", "required: the SLO that must hold while the fault runs")
@@ -343,7 +267,7 @@ def _steady_state(
     return SteadyStateSpec(steady.slo, steady.min, steady.abort_after, steady.compare)
 
 
-def _required_text(value: str, path: str, problems: _Problems) -> str:
+def _required_text(value: str, path: str, problems: Problems) -> str:
     if not value.strip():
         problems.add(path, "required")
     elif len(value) > MAX_TEXT:
@@ -357,7 +281,7 @@ def validate_freeze(request: pb.FreezeRequest, now: float) -> tuple[float | None
     Refused here, at the edge, rather than stored: a stored freeze is consulted by every
     later CreateInjection, so one bad value would break admission for everyone.
     """
-    problems = _Problems([])
+    problems = Problems()
     reason = _required_text(request.reason, "reason", problems)
     until = _freeze_until(request.until, now, problems)
     if problems.found:
@@ -365,7 +289,7 @@ def validate_freeze(request: pb.FreezeRequest, now: float) -> tuple[float | None
     return until, reason
 
 
-def _freeze_until(until: float, now: float, problems: _Problems) -> float | None:
+def _freeze_until(until: float, now: float, problems: Problems) -> float | None:
     """0 (the proto default) is "until lifted"; anything else must be a real, future
     moment within MAX_FREEZE_SECONDS (NaN, infinities and the past are all refused)."""
     if until == 0:

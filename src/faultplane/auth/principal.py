@@ -53,9 +53,10 @@ class TokenRecord(Protocol):
 
 
 class TokenLookup(Protocol):
-    """The store, as far as authentication needs it. Revoked tokens must return None."""
+    """The store's tokens (`Store.tokens`), as far as authentication needs them. Revoked
+    tokens must return None."""
 
-    def find_token(self, token_hash: str) -> TokenRecord | None: ...
+    def find(self, token_hash: str) -> TokenRecord | None: ...
 
 
 class Unauthenticated(Exception):
@@ -151,7 +152,7 @@ class Authenticator:
         except MalformedToken as exc:
             raise Unauthenticated(f"malformed bearer token: {exc}") from None
         assert self._lookup is not None  # token mode always has one (checked in __init__)
-        record = self._lookup.find_token(token_hash(token))
+        record = self._lookup.find(token_hash(token))
         if record is None:
             raise Unauthenticated(f"unknown or revoked token {token_id}", token_id=token_id)
         if record.id != token_id:

@@ -15,7 +15,8 @@ needs `oncall` or `admin`, and approving someone else's injection needs `approve
   operator  viewer + stop + create
   approver  operator + approve other people's injections (never their own: the point of
             approval is a second pair of eyes)
-  admin     everything, including tokens
+  admin     everything, and others' injections as if their own (tokens are issued and
+            revoked with the store's files, `faultplane token`, not over the API)
 
 Unfreeze is deliberately not an operator's: a freeze set for peak trading must not be
 lifted by the person who wants to inject. The on-call engineer who froze the mesh during
@@ -68,7 +69,6 @@ class Permission(StrEnum):
     LIFT_FREEZE = "lift_freeze"  # unfreeze: let injections start again
     INJECT = "inject"  # create injections
     APPROVE = "approve"  # approve someone else's injection
-    ADMINISTER = "administer"  # tokens, and any mesh-wide action that is not a stop
 
 
 _READ_STOP = {Permission.READ, Permission.STOP}
@@ -100,9 +100,6 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
         "Unfreeze": Permission.LIFT_FREEZE,
         "CreateInjection": Permission.INJECT,
         "ApproveInjection": Permission.APPROVE,
-        "CreateToken": Permission.ADMINISTER,
-        "ListTokens": Permission.ADMINISTER,
-        "RevokeToken": Permission.ADMINISTER,
     }
 )
 

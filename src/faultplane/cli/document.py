@@ -158,7 +158,9 @@ def _walk(
     prefix: str,
     problems: list[tuple[str, str]],
 ) -> None:
-    """Adds a problem for every unknown key and every value of the wrong shape."""
+    """Adds a problem for every unknown key, every value of the wrong shape, and every
+    second member of a oneof (`fault.abort` beside `fault.latency`)."""
+    oneof_members: dict[str, str] = {}  # oneof name -> the member given first
     for key, value in document.items():
         path = f"{prefix}{_key(key)}"
         field = descriptor.fields_by_name.get(key) if isinstance(key, str) else None
@@ -170,6 +172,13 @@ def _walk(
         path = f"{prefix}{field.name}"
         if value is None:
             continue  # null: the field's default, as in the proto3 JSON mapping
+        oneof = field.containing_oneof
+        if oneof is not None and len(oneof.fields) > 1:  # not a proto3 `optional`
+            first = oneof_members.setdefault(oneof.name, field.name)
+            if first != field.name:
+                members = ", ".join(f.name for f in oneof.fields)
+                problems.append((path, f"give only one of {members} (found {prefix}{first} too)"))
+                continue
         if _is_map(field):
             _map(value, field, path, problems)
         elif field.is_repeated:

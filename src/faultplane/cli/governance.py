@@ -27,7 +27,7 @@ from faultplane.cli.connection import (
 )
 from faultplane.cli.injections import UsageError, to_dict
 from faultplane.cli.tables import injection_detail, table
-from faultplane.store import SqliteStore, StoreError, default_db_path
+from faultplane.store import NewToken, SqliteStore, StoreError, default_db_path
 from faultplane.store.audit_key import (
     AuditKey,
     AuditKeyError,
@@ -115,7 +115,7 @@ def _audit_token_call(
 ) -> None:
     """One audit entry, shaped like an API call's, for a token command. Names the token
     by id, never by its secret or hash."""
-    store.append_audit(
+    store.audit.append(
         {"kind": "call", "at": time.time(), "method": method, "principal": _os_user(),
          "via": "os-user", "request": request, "outcome": outcome, "detail": detail}
     )  # fmt: skip
@@ -127,7 +127,9 @@ def cmd_token_create(args: argparse.Namespace) -> None:
         raise UsageError(f"token create: --principal: {problem}")
     token_id, token = new_token()
     with _store(args, keyed=True) as store:
-        store.add_token(token_id, args.principal, args.role, token_hash(token), time.time())
+        store.tokens.add(
+            NewToken(token_id, args.principal, args.role, token_hash(token), time.time())
+        )
         try:
             _audit_token_call(
                 store, "CreateToken",
@@ -135,14 +137,14 @@ def cmd_token_create(args: argparse.Namespace) -> None:
                 "OK", f"token {token_id} for {args.principal} ({args.role})",
             )  # fmt: skip
         except BaseException:
-            store.revoke_token(token_id)  # never a token the audit does not know about
+            store.tokens.revoke(token_id)  # never a token the audit does not know about
             raise
     print(token)
 
 
 def cmd_token_list(args: argparse.Namespace) -> None:
     with _store(args) as store:
-        tokens = store.list_tokens()
+        tokens = store.tokens.list()
     rows = [
         {
             "id": t.id,
@@ -166,8 +168,8 @@ def cmd_token_list(args: argparse.Namespace) -> None:
 
 def cmd_token_revoke(args: argparse.Namespace) -> None:
     with _store(args, keyed=True) as store:
-        known = {t.id: t for t in store.list_tokens()}
-        revoked = store.revoke_token(args.token_id)
+        known = {t.id: t for t in store.tokens.list()}
+        revoked = store.tokens.revoke(args.token_id)
         token = known.get(args.token_id)
         request = {"token_id": args.token_id}
         if revoked and token is not None:
@@ -264,7 +266,7 @@ def _verify(args: argparse.Namespace) -> int:
                 "cannot read it"
             )
         with SqliteStore(args.db, audit_key=key, anchor_writes=False) as store:
-            verdict = store.verify_audit()
+            verdict = store.audit.verify()
         ok, entries, problem = verdict.ok, verdict.entries, verdict.problem
         broken_at, checked, unchecked = verdict.broken_at, verdict.checked, verdict.unchecked
     else:

@@ -10,6 +10,7 @@ from datetime import UTC
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from faultplane.faults.message import describe_fault
 from faultplane.v1 import faultplane_pb2 as pb
 
 
@@ -92,22 +93,9 @@ def _when(stamp: Timestamp) -> str:
 
 
 def fault_summary(request: pb.InjectionRequest) -> str:
+    """`latency p50 200ms p99 500ms on 30% -> fraud-scoring`: the kind says its part."""
     fault = request.fault
-    if fault.type == "latency":
-        if fault.HasField("fixed_ms"):
-            what = f"latency {fault.fixed_ms:g}ms"
-        elif fault.HasField("p99_ms"):
-            what = f"latency p50 {fault.p50_ms:g}ms p99 {fault.p99_ms:g}ms"
-        else:
-            what = f"latency {fault.p50_ms:g}ms"
-    elif fault.type == "abort":
-        what = (
-            f"abort http {fault.http_status}"
-            if fault.HasField("http_status")
-            else f"abort grpc {fault.grpc_status}"
-        )
-    else:
-        what = f"bandwidth {fault.kbps}kbps"
+    what = describe_fault(fault)
     if fault.HasField("percentage"):
         what += f" on {fault.percentage:g}%"
     scope = f" -> {request.target.upstream}" if request.target.upstream else " inbound"

@@ -54,10 +54,15 @@ class Delivery:
         self._lease_until: dict[str, float] = {}  # injection -> monotonic lease end
         self._lapses: dict[str, asyncio.TimerHandle] = {}  # injection -> its lease's end
 
+    def planned(self, node: str) -> dict[str, FaultAssignment]:
+        """Every fault `node` carries or has reserved, by injection (admission renders a
+        new one on top of these)."""
+        return {**self._reserved.get(node, {}), **self._faults.get(node, {})}
+
     def render_with(self, node: str, fault: FaultAssignment) -> Resources:
         """What `node` would be sent with `fault` added to everything it carries or has
         reserved (raises SlotsExhausted)."""
-        planned = {**self._reserved.get(node, {}), **self._faults.get(node, {})}
+        planned = self.planned(node)
         planned.pop(fault.injection_id, None)
         return self.plane.render(node, [*planned.values(), fault])
 

@@ -22,10 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.ports import PortAllocator
-from faultplane.demo.processes import Child, envoy_binary, wait_until
+from faultplane.demo.processes import Child, ProcessGroup, envoy_binary, wait_until
 from faultplane.model.mesh import Mesh, Pod, load_mesh
+from faultplane.server.config import HOST
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 
 
@@ -60,7 +60,7 @@ class MeshRun:
         self.pods: list[PodProcesses] = []
         self.loadgen: Child | None = None
         self.loadgen_port: int | None = None
-        self._started: list[Child] = []
+        self._processes = ProcessGroup()
 
     async def __aenter__(self) -> MeshRun:
         try:
@@ -95,20 +95,25 @@ class MeshRun:
             await self._start_load(mesh, allocate())
 
     def stop(self) -> None:
-        for child in reversed(self._started):
-            child.stop()
-        self._started.clear()
+        self._processes.stop_all()
 
     def restart_server(self, kill: bool = False) -> Child:
         """A fresh control-server process on the same ports and store (restart tests);
         with `kill`, the old one is SIGKILLed, as in a crash."""
-        assert self.server is not None
-        if kill:
-            self.server.kill()
-        self.server.stop()
-        self._started.remove(self.server)
-        self.server = self._spawn(Child("control-server", self.server.argv, self.server.log_path))
+        old = self.server
+        assert old is not None
+        new = Child("control-server", old.argv, old.log_path)
+        self.server = self._processes.replace(old, new, kill)
         return self.server
+
+    def restart_sidecar(self, pod_name: str, kill: bool = True) -> Child:
+        """A fresh Envoy for one pod, from the same bootstrap (a sidecar crash and restart);
+        it logs beside the first one's log."""
+        pod = next(p for p in self.pods if p.pod.name == pod_name)
+        old = pod.envoy
+        restarted = old.log_path.with_name(old.log_path.stem + "-restarted.log")
+        pod.envoy = self._processes.replace(old, Child(old.name, old.argv, restarted), kill)
+        return pod.envoy
 
     async def wait_server_healthy(self) -> None:
         children = [self.server] if self.server is not None else []
@@ -159,11 +164,6 @@ class MeshRun:
             async with request as response:
                 return dict(await response.json())
 
-    def _spawn(self, child: Child) -> Child:
-        child.start()
-        self._started.append(child)
-        return child
-
     async def _start_server(self, resolved_mesh: Path) -> None:
         # The local mesh is a single-user demo on loopback: no tokens; its own store.
         argv = [
@@ -174,7 +174,9 @@ class MeshRun:
         if "--slos" not in self.server_args and catalogue.exists():
             argv += ["--slos", str(catalogue)]  # the mesh's SLO catalogue, by default
         argv += self.server_args
-        self.server = self._spawn(Child("control-server", argv, self.run_dir / "server.log"))
+        self.server = self._processes.spawn(
+            Child("control-server", argv, self.run_dir / "server.log")
+        )
         await self.wait_server_healthy()
 
     async def _start_pods(self, mesh: Mesh) -> None:
@@ -184,7 +186,7 @@ class MeshRun:
             deps = [
                 a for dep in mesh.services[pod.service].dependencies for a in ("--dependency", dep)
             ]
-            app = self._spawn(
+            app = self._processes.spawn(
                 Child(
                     f"app {pod.name}",
                     [
@@ -198,7 +200,7 @@ class MeshRun:
             )  # fmt: skip
             bootstrap = self.run_dir / f"envoy-{pod.name}.yaml"
             bootstrap.write_text(render_bootstrap(template, pod, HOST, mesh.control.xds_port))
-            sidecar = self._spawn(
+            sidecar = self._processes.spawn(
                 Child(
                     f"envoy {pod.name}",
                     envoy_argv(envoy, bootstrap),
@@ -225,7 +227,7 @@ class MeshRun:
             for a in ("--target", str(pod.ports.ingress))
         ]
         self.loadgen_port = port
-        self.loadgen = self._spawn(
+        self.loadgen = self._processes.spawn(
             Child(
                 "loadgen",
                 [

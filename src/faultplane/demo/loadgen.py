@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from faultplane.render.faults import INJECTION_HEADER
 from faultplane.slo.quantile import quantile
-
-INJECTION_HEADER = "x-faultplane-injection"
 
 REQUEST_TIMEOUT = ClientTimeout(total=30)
 

@@ -75,6 +75,31 @@ class Child:
             return ""
 
 
+class ProcessGroup:
+    """Every child a run started, stopped by PID in reverse start order, even half-way."""
+
+    def __init__(self) -> None:
+        self._children: list[Child] = []
+
+    def spawn(self, child: Child) -> Child:
+        child.start()
+        self._children.append(child)
+        return child
+
+    def replace(self, old: Child, new: Child, kill: bool = False) -> Child:
+        """Stop `old` (SIGKILL first with `kill`, as in a crash) and start `new` in its place."""
+        if kill:
+            old.kill()
+        old.stop()
+        self._children.remove(old)
+        return self.spawn(new)
+
+    def stop_all(self) -> None:
+        for child in reversed(self._children):
+            child.stop()
+        self._children.clear()
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]],
     timeout: float,

@@ -46,6 +46,7 @@ from faultplane.slo.sources import (
     admin_address,
     describe_error,
 )
+from faultplane.store import BaselineSample
 
 log = structlog.get_logger("faultplane.guard")
 CLOCK_TOLERANCE = 0.001
@@ -274,17 +275,16 @@ class SteadyStateGuard:
         store = self._journal.store
         for slo, reading in zip(slos, readings, strict=True):
             self._baseline.add(slo.name, reading)
+            sample = BaselineSample(reading.at, reading.value, reading.error)
             self._write(
-                self._journal.run(
-                    store.add_baseline_sample, slo.name, reading.at, reading.value, reading.error
-                ),
+                self._journal.run(store.readings.add_baseline, slo.name, sample),
                 _log_failure("baseline sample not stored", slo=slo.name),
             )
         self._ticks += 1
         if self._ticks % PRUNE_EVERY_TICKS == 0:
             since = time.time() - self._baseline.keep_seconds
             self._write(
-                self._journal.run(store.prune_baseline, since),
+                self._journal.run(store.readings.prune_baseline, since),
                 _log_failure("baseline prune failed"),
             )
 

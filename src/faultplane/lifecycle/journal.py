@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import structlog
 
-from faultplane.lifecycle.records import injection_body, reading_body, transition_body
+from faultplane.lifecycle.records import injection_record, reading_body, transition_body
 from faultplane.model.injection import Injection, SloReading, Transition
 from faultplane.observability import metrics
-from faultplane.store import AuditEntry, Store
+from faultplane.store import AuditEntry, Store, StoredReading, TransitionRecord
 
 audit_log = structlog.get_logger("faultplane.audit")
 log = structlog.get_logger("faultplane.journal")
@@ -123,15 +123,9 @@ class Journal:
             **transition_body(change),
         }
         written = await self.run(
-            self.store.record_transition,
-            injection.id,
-            seq,
-            change.at,
-            transition_body(change),
-            injection.state.value,
-            injection.spec.target.service,
-            injection.created_at,
-            injection_body(injection),
+            self.store.injections.record_transition,
+            TransitionRecord(injection.id, seq, change.at, transition_body(change)),
+            injection_record(injection),
             audit,
         )
         if written:
@@ -139,20 +133,14 @@ class Journal:
         return written
 
     async def save(self, injection: Injection) -> None:
-        await self.run(
-            self.store.save_injection,
-            injection.id,
-            injection.state.value,
-            injection.spec.target.service,
-            injection.created_at,
-            injection_body(injection),
-        )
+        await self.run(self.store.injections.save, injection_record(injection))
 
     async def reading(self, injection_id: str, reading: SloReading) -> None:
-        await self.run(self.store.add_slo_reading, injection_id, reading.at, reading_body(reading))
+        stored = StoredReading(reading.at, reading_body(reading))
+        await self.run(self.store.readings.add, injection_id, stored)
 
     async def audit(self, entry: dict[str, Any]) -> AuditEntry:
-        written = await self.run(self.store.append_audit, entry)
+        written = await self.run(self.store.audit.append, entry)
         audit_log.info("audit", seq=written.seq, **entry)
         return written
 

@@ -10,6 +10,9 @@ Fail safe: the stop future exists from admission on, so a stop requested at any 
 out in the background, see `Journal`); and whatever kills the task, its `finally` takes
 the fault out of every target's desired state and ends the lease. Only `close` (a
 deliberate shutdown, for a restart to resume) leaves faults to the lease.
+
+Every state change after admission, here and at a restart, goes through `Transitions`:
+the state machine (`Injection.transition`), then the log, the watchers and the store.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import structlog
 from faultplane.delivery.plane import Delivery
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.journal import Journal
-from faultplane.lifecycle.restore import Resume
 from faultplane.model.injection import Evidence, Injection, State, Transition
 from faultplane.render.faults import FaultAssignment
 from faultplane.xds import types
@@ -39,6 +41,7 @@ SYSTEM = "faultplane"  # the principal of transitions nobody asked for (deadline
 HELD = "hypothesis held"
 REFUTED = "hypothesis refuted"
 NEVER_TOOK_EFFECT = "inconclusive: the fault never took effect"
+OPERATOR_ABORT = "inconclusive: aborted by an operator"
 
 Publish = Callable[[Injection, Transition], None]
 
@@ -52,6 +55,42 @@ class End:
     by: str = SYSTEM
 
 
+class Transitions:
+    """Where every state change after admission is made: in memory (through the state
+    machine, `Injection.transition`), to the log and the watchers at once, and to the
+    store in the background, so that no withdrawal waits on the store."""
+
+    def __init__(self, journal: Journal, publish: Publish) -> None:
+        self._journal = journal
+        self._publish = publish
+
+    async def first(self, injection: Injection) -> None:
+        """The admitted injection's first state, on disk before anyone is told (raises
+        what the store raised: the creator is refused)."""
+        await self._journal.transition(injection, injection.transitions[0], injection.owner)
+        self._publish(injection, injection.transitions[0])
+
+    def make(
+        self,
+        injection: Injection,
+        state: State,
+        reason: str,
+        evidence: tuple[Evidence, ...] = (),
+        by: str = SYSTEM,
+        verdict: str | None = None,
+        switched_on_at: float | None = None,
+    ) -> Transition:
+        """`verdict`: set with an ending state; `switched_on_at`: see `Injection.transition`."""
+        if verdict is not None:
+            injection.verdict = verdict
+        change = injection.transition(state, reason, evidence, switched_on_at)
+        log.info("injection state changed", injection=injection.id, state=state.value,
+                 reason=reason, sidecars=len(evidence))  # fmt: skip
+        self._publish(injection, change)
+        self._journal.record(injection, change, by)
+        return change
+
+
 class Lifecycle:
     """A live injection's futures and task; created, whole, at admission."""
 
@@ -60,18 +99,20 @@ class Lifecycle:
         injection: Injection,
         delivery: Delivery,
         journal: Journal,
+        transitions: Transitions,
         approval: ApprovalPolicy,
-        publish: Publish,
-        resume: Resume | None = None,
         restored: bool = False,
+        remaining: float | None = None,
     ) -> None:
+        """`restored`: reloaded after a restart (already on disk: no first record);
+        `remaining`: resumed ACTIVE, with this many seconds to its deadline."""
         self.injection = injection
         self._delivery = delivery
         self._journal = journal
+        self._transitions = transitions
         self._approval_policy = approval
-        self._publish = publish
-        self._resume = resume
-        self._restored = restored  # already on disk: no first record to write
+        self._restored = restored
+        self._remaining = remaining
         loop = asyncio.get_running_loop()
         self.stop: asyncio.Future[End] = loop.create_future()
         self.approval: asyncio.Future[str] = loop.create_future()
@@ -80,9 +121,27 @@ class Lifecycle:
         self._closing = False
         self.task = asyncio.create_task(self._run(), name=f"lifecycle-{injection.id}")
 
+    @property
+    def never_admitted(self) -> bool:
+        """Its first record failed: CreateInjection refused it, nobody saw it start."""
+        recorded = self.recorded
+        return recorded.done() and not recorded.cancelled() and recorded.exception() is not None
+
     def request_stop(self, end: End) -> None:
+        """Its end: the first one requested stands."""
         if not self.stop.done():
             self.stop.set_result(end)
+
+    def abort(self, reason: str, principal: str) -> None:
+        self.request_stop(End(State.ABORTED, reason, verdict=OPERATOR_ABORT, by=principal))
+
+    def refute(self, reason: str, breach_limit_at: float) -> None:
+        """The steady-state guard's stop; when another end came first, that one stands
+        and so does its story (no breach time is added to it)."""
+        if self.stop.done():
+            return
+        self.injection.breach_limit_at = breach_limit_at
+        self.request_stop(End(State.ABORTED, reason, verdict=REFUTED))
 
     def approve(self, principal: str) -> None:
         if not self.approval.done():
@@ -122,8 +181,10 @@ class Lifecycle:
                 self._delivery.drop(injection.id)
                 evidence = ()
             withdrawn = True
-            injection.verdict = deadline_verdict(injection) if end.verdict == HELD else end.verdict
-            self._transition(end.state, end.reason, end.evidence + evidence, end.by)
+            verdict = deadline_verdict(injection) if end.verdict == HELD else end.verdict
+            self._transitions.make(
+                injection, end.state, end.reason, end.evidence + evidence, end.by, verdict
+            )
         finally:
             if not self.recorded.done():
                 self.recorded.cancel()  # closed before its first record: nobody waits on
@@ -135,15 +196,13 @@ class Lifecycle:
                 self._delivery.release(injection.id)
 
     async def _first_record(self) -> bool:
-        injection = self.injection
         try:
-            await self._journal.transition(injection, injection.transitions[0], injection.owner)
+            await self._transitions.first(self.injection)
         except Exception as exc:
-            self._delivery.release(injection.id)
+            self._delivery.release(self.injection.id)
             self.recorded.set_exception(exc)
             return False
         self.recorded.set_result(None)
-        self._publish(injection, injection.transitions[0])
         return True
 
     async def _until_end(self) -> End:
@@ -154,7 +213,7 @@ class Lifecycle:
             approved = await self._await_approval()
             if approved is not None:
                 return approved
-        if self._resume is None:
+        if self._remaining is None:
             activation = asyncio.create_task(self._activate())
             try:
                 await asyncio.wait({activation, self.stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,7 +228,7 @@ class Lifecycle:
             assert injection.ends_at is not None
             remaining = injection.ends_at - time.time()
         else:
-            remaining = self._resume.remaining
+            remaining = self._remaining
         if self.stop.done():
             return self.stop.result()
         deadline = End(State.COMPLETED, "deadline reached", verdict=HELD)
@@ -197,7 +256,8 @@ class Lifecycle:
             return End(State.ABORTED, f"approval expired after {policy.timeout_seconds:g}s")
         approver = self.approval.result()
         injection.approved_by = approver
-        self._transition(State.PENDING, f"approved by {approver}, pushing to targets", by=approver)
+        reason = f"approved by {approver}, pushing to targets"
+        self._transitions.make(injection, State.PENDING, reason, by=approver)
         return None
 
     async def _activate(self) -> End | None:
@@ -221,7 +281,8 @@ class Lifecycle:
         enable = await push(injection.targets, injection.id, enabled, types.RUNTIME)
         if failure := _failure(enable, "switching on", arm):
             return failure
-        self._transition(
+        self._transitions.make(
+            injection,
             State.ACTIVE,
             "every target acknowledged the fault",
             arm + enable,
@@ -242,22 +303,6 @@ class Lifecycle:
         switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
         remove = await push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
         return switch_off + remove
-
-    def _transition(
-        self,
-        state: State,
-        reason: str,
-        evidence: tuple[Evidence, ...] = (),
-        by: str = SYSTEM,
-        switched_on_at: float | None = None,
-    ) -> None:
-        """In memory and to watchers now; to the store in the background."""
-        injection = self.injection
-        change = injection.transition(state, reason, evidence, switched_on_at)
-        log.info("injection state changed", injection=injection.id, state=state.value,
-                 reason=reason, sidecars=len(evidence))  # fmt: skip
-        self._publish(injection, change)
-        self._journal.record(injection, change, by)
 
 
 def deadline_verdict(injection: Injection) -> str:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 
 from faultplane.delivery.plane import FaultPlane
-from faultplane.lifecycle.scheduler import Refused
+from faultplane.lifecycle.admission import Refused
 from faultplane.model.spec import InjectionSpec
 from faultplane.slo.baseline import BaselineBook, BaselineStats, baseline_stats, preflight_problem
 from faultplane.slo.catalogue import SloDef

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from faultplane.guard.readings import bound_readings
 from faultplane.model.injection import Evidence, Injection, SloReading, State, Transition
+from faultplane.model.readings import bound_readings
 from faultplane.model.spec import InjectionSpec
-from faultplane.store import StoredInjection
+from faultplane.store import InjectionRecord, StoredInjection
 
 # (request document, strict) -> spec; strict checks it against today's mesh and raises
 # when it no longer fits, not strict trusts the names it was accepted with.
@@ -37,6 +37,17 @@ def injection_body(injection: Injection) -> dict[str, Any]:
         "ending": [injection.ending[0].value, *injection.ending[1:]] if injection.ending else None,
         "approved_by": injection.approved_by,
     }
+
+
+def injection_record(injection: Injection) -> InjectionRecord:
+    """What the store keeps of an injection: the columns it is listed by, and its body."""
+    return InjectionRecord(
+        injection.id,
+        injection.state.value,
+        injection.spec.target.service,
+        injection.created_at,
+        injection_body(injection),
+    )
 
 
 def transition_body(transition: Transition) -> dict[str, Any]:
@@ -77,7 +88,7 @@ def injection_from_record(
     strict: bool,
 ) -> Injection:
     """An injection back from its stored record; its readings bounded as in memory (see
-    `faultplane.guard.readings`)."""
+    `faultplane.model.readings`)."""
     body = stored.body
     ending = body.get("ending")
     spec = parse_spec(body["document"], strict)

@@ -103,10 +103,10 @@ class InjectionRegistry:
     def _load(self, injection_id: str, parse_spec: SpecParser) -> Injection | None:
         """On a reader thread."""
         store = self._journal.store
-        stored = store.load_injection(injection_id)
+        stored = store.injections.get(injection_id)
         if stored is None:
             return None
-        readings = store.slo_readings(injection_id)
+        readings = store.readings.load(injection_id)
         return injection_from_record(stored, readings, parse_spec, strict=False)
 
     async def page(
@@ -147,7 +147,7 @@ class InjectionRegistry:
         parse_spec: SpecParser,
     ) -> list[Injection]:
         """On a reader thread: the store's page, parsed there too (off the event loop)."""
-        stored = self._journal.store.page_injections(states, service or None, after, limit, skip)
+        stored = self._journal.store.injections.page(states, service or None, after, limit, skip)
         found = []
         for record in stored:
             try:

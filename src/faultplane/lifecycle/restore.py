@@ -1,6 +1,7 @@
 """What a restarted control server does with each injection that was live at the crash.
 
-A pure decision, so every case is testable without a crash:
+`restore_live` reloads them from the store and carries out, for each, a pure decision
+(`restore_decision`, so every case is testable without a crash):
 - its end was already decided (the crash hit the withdrawal): finish that end;
 - PENDING (pushing when the server died): roll back; the lease has cleared whatever was
   switched on, and the new server serves no fault;
@@ -10,14 +11,32 @@ A pure decision, so every case is testable without a crash:
 - live, but its target no longer fits today's mesh: ended (nothing of it is put back).
 
 A resumed injection's history then tells the outage (`faultplane.lifecycle.uptime`).
+Finished injections stay in the store, found there on demand.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from faultplane.lifecycle.records import SpecParser
+import structlog
+
+from faultplane.delivery.plane import Delivery, SlotsExhausted
+from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.lifecycle import LEASE_GRACE_SECONDS, NEVER_TOOK_EFFECT, Transitions
+from faultplane.lifecycle.records import SpecParser, injection_from_record
+from faultplane.lifecycle.registry import InjectionRegistry
+from faultplane.lifecycle.uptime import ServerRun, outage_reason
 from faultplane.model.injection import Injection, State
+from faultplane.render.faults import FaultAssignment
+
+log = structlog.get_logger("faultplane.scheduler")
+LIVE_STATES = tuple(state.value for state in State if state.live)
+
+# Runs a restored injection's lifecycle: (injection, seconds to its deadline if it
+# resumes ACTIVE, None while it waits for approval).
+Start = Callable[[Injection, float | None], object]
 
 
 @dataclass(frozen=True)
@@ -43,11 +62,77 @@ def restore_decision(
     try:
         parse_spec(injection.document, True)
     except Exception as exc:
-        return no_longer_fits(injection, exc)
+        return _no_longer_fits(injection, exc)
     return decision
 
 
-def no_longer_fits(injection: Injection, exc: Exception) -> Finish:
+async def restore_live(
+    parse_spec: SpecParser,
+    previous: ServerRun | None,
+    *,
+    journal: Journal,
+    registry: InjectionRegistry,
+    delivery: Delivery,
+    transitions: Transitions,
+    start: Start,
+) -> None:
+    """Reload every injection the store holds as live into `registry`: resume the ones
+    still due (recording the outage `previous`, the last server's run, put them through:
+    an ACTIVE -> ACTIVE transition saying when the fault was off), keep the ones waiting
+    for approval waiting, finish the rest (their faults already went with the lease)."""
+    store = journal.store
+    for stored in await journal.read(store.injections.load, LIVE_STATES):
+        readings = await journal.read(store.readings.load, stored.id)
+        try:
+            injection = injection_from_record(stored, readings, parse_spec, strict=False)
+        except Exception:
+            # Unreadable: nothing of it can be put back (its lease has ended whatever
+            # was on); the server starts for everything else.
+            log.exception("cannot reload a stored injection; left as it is", id=stored.id)
+            continue
+        registry.add(injection)
+        if not injection.state.live:
+            continue
+        now = time.time()
+        decision = restore_decision(injection, now, parse_spec)
+        if not isinstance(decision, Finish):
+            decision = _put_back(injection, decision, delivery) or decision
+        if isinstance(decision, Finish):
+            # Recorded in the background, retried: the start goes on.
+            transitions.make(injection, decision.state, decision.reason, verdict=decision.verdict)
+            registry.retire(injection)
+            continue
+        remaining = None
+        if isinstance(decision, Resume):
+            remaining = decision.remaining
+            reason = outage_reason(previous, injection, now, remaining)
+            transitions.make(injection, State.ACTIVE, reason)
+        start(injection, remaining)
+
+
+def _put_back(injection: Injection, decision: Resume | None, delivery: Delivery) -> Finish | None:
+    """Put a resumed injection back in its targets' desired state, or reserve the slots
+    of one waiting for approval; a Finish if its targets can no longer carry it."""
+    spec = injection.spec
+    try:
+        if decision is None:
+            armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
+            delivery.reserve(injection.targets, injection.id, armed)
+        else:
+            # Back in every target's desired state before any sidecar reconnects.
+            log.info("resuming injection", injection=injection.id, left_s=decision.remaining)
+            delivery.lease(
+                injection.id, time.monotonic() + decision.remaining + LEASE_GRACE_SECONDS
+            )
+            fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True)
+            delivery.place(injection.targets, injection.id, fault)
+    except (KeyError, SlotsExhausted) as exc:
+        delivery.drop(injection.id)
+        return _no_longer_fits(injection, exc)
+    return None
+
+
+def _no_longer_fits(injection: Injection, exc: Exception) -> Finish:
     return Finish(
         State.ABORTED if injection.state is State.PENDING_APPROVAL else State.FAILED,
         f"its target no longer fits the mesh after a restart: {exc}",
@@ -65,7 +150,7 @@ def _by_state(injection: Injection, now: float) -> Resume | Finish | None:
         return Finish(
             State.FAILED,
             "control server restarted before every target acknowledged the fault; rolled back",
-            "inconclusive: the fault never took effect",
+            NEVER_TOOK_EFFECT,
         )
     assert injection.state is State.ACTIVE and injection.ends_at is not None
     if injection.ends_at > now:

@@ -49,7 +49,9 @@ class Retention:
         if self._retain_days > 0:
             injections = await self.prune_injections(now - self._retain_days * DAY_SECONDS)
         store = self._journal.store
-        samples = await self._journal.run(store.prune_baseline, now - self._baseline_window)
+        samples = await self._journal.run(
+            store.readings.prune_baseline, now - self._baseline_window
+        )
         if injections or samples:
             log.info("store pruned", injections=injections, baseline_samples=samples,
                      retain_days=self._retain_days)  # fmt: skip
@@ -63,7 +65,7 @@ class Retention:
         total = 0
         while True:
             gone = await self._journal.run(
-                store.prune_injections, before, FINISHED_STATES, PRUNE_BATCH
+                store.injections.prune, before, FINISHED_STATES, PRUNE_BATCH
             )
             total += gone
             if gone < PRUNE_BATCH:

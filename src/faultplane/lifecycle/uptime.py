@@ -99,7 +99,7 @@ class Uptime:
 
     async def previous(self) -> ServerRun | None:
         store = self._journal.store
-        return ServerRun.from_body(await self._journal.read(store.get_setting, SETTING))
+        return ServerRun.from_body(await self._journal.read(store.settings.get, SETTING))
 
     async def begin(self) -> None:
         """Record this server as started and alive, and keep the heartbeat going."""
@@ -137,7 +137,7 @@ class Uptime:
                 log.warning("could not record the server heartbeat", error=str(exc))
 
     async def _write(self, run: ServerRun) -> None:
-        await self._journal.run(self._journal.store.set_setting, SETTING, run.body())
+        await self._journal.run(self._journal.store.settings.set, SETTING, run.body())
 
 
 def outage_reason(

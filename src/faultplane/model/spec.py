@@ -6,6 +6,7 @@ The API edge builds these from requests (faultplane.api.validate); everything be
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from faultplane.model.selector import Selector
@@ -30,10 +31,6 @@ class Scope:
     upstream: str | None = None
     match: Match = field(default_factory=Match)
 
-    @property
-    def direction(self) -> str:
-        return "inbound" if self.upstream is None else "outbound"
-
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -44,30 +41,12 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
-class Latency:
-    """A delay: fixed (p99 None), or a distribution whose p50 and p99 are given."""
-
-    p50_ms: float
-    p99_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class Abort:
-    http_status: int | None = None
-    grpc_status: int | None = None
-
-
-@dataclass(frozen=True)
-class Bandwidth:
-    kbps: int
-
-
-FaultKind = Latency | Abort | Bandwidth
-
-
-@dataclass(frozen=True)
 class FaultSpec:
-    kind: FaultKind
+    """`kind` is the spec of a registered fault kind (faultplane.faults: Latency, Abort,
+    Bandwidth...), a frozen dataclass; the model does not know the kinds, so that adding
+    one touches only its own module."""
+
+    kind: Hashable
     percentage: float = 100.0
     max_active: int | None = None
 

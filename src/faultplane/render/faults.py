@@ -5,31 +5,28 @@ A fault is armed by per-route `typed_per_filter_config` on the idle fault slots:
 HTTPFault whose percentages are 0 and whose `*_percent_runtime` keys are unique to the
 injection. It is switched on by setting those keys in the `faultplane` RTDS layer, which
 the control server leases with a TTL; when the lease runs out (the control server died),
-the keys vanish and the fault is off. A new fault type adds one `_RENDERERS` entry here.
+the keys vanish and the fault is off. What each fault kind puts in its slots is the
+kind's own (faultplane.faults); this module places the slots on routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
-from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.service.runtime.v3 import rtds_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import percent_pb2
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from faultplane.model.spec import Abort, Bandwidth, FaultSpec, Latency, Match, Scope
+from faultplane.faults.registry import kind_of
+from faultplane.faults.slots import SlotConfig
+from faultplane.model.spec import FaultSpec, Match, Scope
 from faultplane.render.resources import EGRESS, INGRESS, RUNTIME_LAYER, Resources, fault_slot_name
 from faultplane.xds import types
 
 INJECTION_HEADER = "x-faultplane-injection"
-# Share of requests that get the tail delay of a p50/p99 distribution. Above 1 % so the
-# 99th percentile lands in the tail, low enough that the median stays at p50.
-TAIL_SHARE = 0.04
 _MILLION = 1_000_000
 
 
@@ -47,17 +44,9 @@ class FaultAssignment:
     enabled: bool
 
 
-@dataclass(frozen=True)
-class SlotConfig:
-    """What one fault slot does: its HTTPFault and the runtime keys that switch it on."""
-
-    config: fault_pb2.HTTPFault
-    runtime: dict[str, float]
-
-
 def slot_configs(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
     """The slot configurations that realise `fault` (several for a latency distribution)."""
-    return _RENDERERS[type(fault.kind)](injection_id, fault)
+    return kind_of(fault.kind).render(injection_id, fault)
 
 
 def render_faults(
@@ -73,7 +62,7 @@ def render_faults(
     # Match-scoped routes first, so that scope-wide faults also cover them.
     ordered = sorted(assignments, key=lambda a: not a.scope.match)
     for assignment in ordered:
-        route_config = routes[_route_config_name(assignment.scope)]
+        route_config = routes[route_config_name(assignment.scope)]
         for vhost in _virtual_hosts(route_config, assignment.scope):
             targets = _routes_for(vhost, assignment)
             for route in targets:
@@ -95,7 +84,8 @@ def runtime_layer(assignments: Iterable[FaultAssignment]) -> struct_pb2.Struct:
     return layer
 
 
-def _route_config_name(scope: Scope) -> str:
+def route_config_name(scope: Scope) -> str:
+    """The route configuration a scope's fault goes on: inbound traffic's, or calls out."""
     return INGRESS if scope.upstream is None else EGRESS
 
 
@@ -159,75 +149,6 @@ def _arm(
     header.header.key = INJECTION_HEADER
     header.header.value = assignment.injection_id
     header.append_action = header.APPEND_IF_EXISTS_OR_ADD
-
-
-def _zero() -> percent_pb2.FractionalPercent:
-    return percent_pb2.FractionalPercent(
-        numerator=0, denominator=percent_pb2.FractionalPercent.MILLION
-    )
-
-
-def _key(injection_id: str, slot: int, what: str) -> str:
-    return f"faultplane.{injection_id}.{slot}.{what}"
-
-
-def _base(fault: FaultSpec) -> fault_pb2.HTTPFault:
-    config = fault_pb2.HTTPFault()
-    if fault.max_active is not None:
-        config.max_active_faults.value = fault.max_active
-    return config
-
-
-def _delay(injection_id: str, slot: int, ms: float, percent: float, fault: FaultSpec) -> SlotConfig:
-    config = _base(fault)
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(round(ms * 1_000_000))
-    config.delay.CopyFrom(common_fault_pb2.FaultDelay(fixed_delay=delay, percentage=_zero()))
-    key = _key(injection_id, slot, "delay_pct")
-    config.delay_percent_runtime = key
-    return SlotConfig(config, {key: percent})
-
-
-def _render_latency(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
-    latency = fault.kind
-    assert isinstance(latency, Latency)
-    slots = [_delay(injection_id, 0, latency.p50_ms, fault.percentage, fault)]
-    if latency.p99_ms is not None:
-        tail_ms = latency.p99_ms - latency.p50_ms
-        slots.append(_delay(injection_id, 1, tail_ms, fault.percentage * TAIL_SHARE, fault))
-    return slots
-
-
-def _render_abort(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
-    abort = fault.kind
-    assert isinstance(abort, Abort)
-    config = _base(fault)
-    config.abort.percentage.CopyFrom(_zero())
-    if abort.http_status is not None:
-        config.abort.http_status = abort.http_status
-    else:
-        config.abort.grpc_status = abort.grpc_status or 0
-    key = _key(injection_id, 0, "abort_pct")
-    config.abort_percent_runtime = key
-    return [SlotConfig(config, {key: fault.percentage})]
-
-
-def _render_bandwidth(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
-    bandwidth = fault.kind
-    assert isinstance(bandwidth, Bandwidth)
-    config = _base(fault)
-    config.response_rate_limit.fixed_limit.limit_kbps = bandwidth.kbps
-    config.response_rate_limit.percentage.CopyFrom(_zero())
-    key = _key(injection_id, 0, "rate_limit_pct")
-    config.response_rate_limit_percent_runtime = key
-    return [SlotConfig(config, {key: fault.percentage})]
-
-
-_RENDERERS: dict[type, Callable[[str, FaultSpec], list[SlotConfig]]] = {
-    Latency: _render_latency,
-    Abort: _render_abort,
-    Bandwidth: _render_bandwidth,
-}
 
 
 def _copy(message: Message) -> Message:

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from faultplane.slo.quantile import quantile
 from faultplane.slo.sources import Reading
 
 
@@ -34,9 +35,7 @@ def baseline_stats(slo: str, readings: Iterable[Reading]) -> BaselineStats:
     covered = max(times) - min(times) if len(times) > 1 else 0.0
 
     def q(fraction: float) -> float | None:
-        if not values:
-            return None
-        return values[min(len(values) - 1, int(fraction * len(values)))]
+        return quantile(values, fraction, digits=None)
 
     return BaselineStats(
         slo=slo,

@@ -144,12 +144,33 @@ async def _gather_stats(
     return await asyncio.gather(*(one(a) for a in addresses), return_exceptions=True)
 
 
+class HttpClient:
+    """The one aiohttp session every SLO read shares, opened by the first read.
+
+    aiohttp binds a session to the running event loop, while the server's parts are built
+    before a loop runs them: so the session is opened on first use, not when built.
+    """
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 class PrometheusSource:
     """Evaluates each SLO as PromQL over the Prometheus HTTP API."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, url: str, http: HttpClient) -> None:
         self._url = url.rstrip("/")
-        self._session = session
+        self._http = http
 
     async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading:
         body = await self._get("query", {"query": promql(slo, pods)})
@@ -194,7 +215,7 @@ class PrometheusSource:
 
     async def _get(self, endpoint: str, params: dict[str, str]) -> dict | Reading:
         try:
-            async with self._session.get(
+            async with self._http.session.get(
                 f"{self._url}/api/v1/{endpoint}", params=params, timeout=READ_TIMEOUT
             ) as reply:
                 body = await reply.json()

@@ -1,7 +1,9 @@
 """Persistence: the `Store` interface and its embedded SQLite implementation.
 
-Callers depend on `Store` (faultplane.store.base); `SqliteStore` is the default behind
-`--db PATH`. A networked database can replace it by implementing the same protocol.
+Callers depend on `Store` (faultplane.store.repositories): one repository each for
+injections, readings, the audit chain, tokens and settings, written with the records of
+faultplane.store.base. `SqliteStore` is the default behind `--db PATH`; a networked
+database can replace it by implementing the same protocols.
 """
 
 from faultplane.store.base import (
@@ -9,30 +11,46 @@ from faultplane.store.base import (
     AuditVerdict,
     BaselineSample,
     Conflict,
+    InjectionRecord,
+    NewToken,
     SchemaVersionError,
-    SloReading,
-    Store,
     StoredInjection,
+    StoredReading,
     StoredToken,
-    StoredTransition,
     StoreError,
+    TransitionRecord,
     UnknownInjection,
+)
+from faultplane.store.repositories import (
+    AuditRepository,
+    InjectionRepository,
+    ReadingRepository,
+    SettingRepository,
+    Store,
+    TokenRepository,
 )
 from faultplane.store.sqlite import SqliteStore, default_db_path
 
 __all__ = [
     "AuditEntry",
+    "AuditRepository",
     "AuditVerdict",
     "BaselineSample",
     "Conflict",
+    "InjectionRecord",
+    "InjectionRepository",
+    "NewToken",
+    "ReadingRepository",
     "SchemaVersionError",
-    "SloReading",
+    "SettingRepository",
     "SqliteStore",
     "Store",
     "StoreError",
     "StoredInjection",
+    "StoredReading",
     "StoredToken",
-    "StoredTransition",
+    "TokenRepository",
+    "TransitionRecord",
     "UnknownInjection",
     "default_db_path",
 ]

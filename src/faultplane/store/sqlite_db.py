@@ -1,5 +1,8 @@
 """The SQLite connection under `SqliteStore`: opening, pragmas, migrations, transactions.
 
+Every SQLite repository (`faultplane.store.sqlite_*`) shares one `SqliteDb`, so a write
+that spans repositories (a transition with its audit entry) is one transaction.
+
 Concurrency. One write connection per store, guarded by an internal lock, opened with
 check_same_thread=False so the event loop thread or one worker thread may use it. Reads
 use one read-only connection per thread, outside that lock: in WAL mode they see the last
@@ -25,10 +28,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from faultplane.store.audit import canonical_json
 from faultplane.store.base import StoreError
@@ -44,6 +47,7 @@ def default_db_path() -> Path:
 
 
 def dumps_body(body: Any, what: str) -> str:
+    """The stored text of a document; only JSON objects are documents."""
     if not isinstance(body, dict):
         raise TypeError(f"{what} must be a dict, not {type(body).__name__}")
     return canonical_json(body)
@@ -60,6 +64,7 @@ class SqliteDb:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._sync = "NORMAL"
+        self._on_commit: list[Callable[[], None]] = []
         where = str(self.path)
         try:
             conn = sqlite3.connect(
@@ -84,14 +89,6 @@ class SqliteDb:
             raise
         self._conn: sqlite3.Connection | None = conn
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -107,9 +104,11 @@ class SqliteDb:
         return self._conn
 
     @contextmanager
-    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back whole if anything inside raises."""
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back whole if anything inside raises. What was
+        handed to `after_commit` inside it runs once COMMIT succeeded, under the lock."""
         with self._lock:
+            self._on_commit = []
             conn = self._connection()
             try:
                 sync = "FULL" if durable else "NORMAL"
@@ -126,6 +125,15 @@ class SqliteDb:
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
+            actions, self._on_commit = self._on_commit, []
+            for action in actions:
+                action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` when the current write transaction has committed, never if it rolls
+        back: for effects outside the database that must not name an uncommitted row (the
+        audit anchor). Actions run under the write lock, so in commit order."""
+        self._on_commit.append(action)
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read-only connection, opened on first use."""
@@ -148,7 +156,7 @@ class SqliteDb:
         return conn
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so multi-query reads see one consistent snapshot."""
         try:
             conn = self._reader()

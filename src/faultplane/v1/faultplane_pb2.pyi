@@ -165,7 +165,7 @@ class Match(_message.Message):
     def __init__(self, path_prefix: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Fault(_message.Message):
-    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active")
+    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FIXED_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +175,9 @@ class Fault(_message.Message):
     KBPS_FIELD_NUMBER: _ClassVar[int]
     PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
     MAX_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
     type: str
     fixed_ms: float
     p50_ms: float
@@ -184,7 +187,34 @@ class Fault(_message.Message):
     kbps: int
     percentage: float
     max_active: int
-    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ...) -> None: ...
+    latency: LatencyFault
+    abort: AbortFault
+    bandwidth: BandwidthFault
+    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ...) -> None: ...
+
+class LatencyFault(_message.Message):
+    __slots__ = ("fixed_ms", "p50_ms", "p99_ms")
+    FIXED_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    fixed_ms: float
+    p50_ms: float
+    p99_ms: float
+    def __init__(self, fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+
+class AbortFault(_message.Message):
+    __slots__ = ("http_status", "grpc_status")
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STATUS_FIELD_NUMBER: _ClassVar[int]
+    http_status: int
+    grpc_status: int
+    def __init__(self, http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ...) -> None: ...
+
+class BandwidthFault(_message.Message):
+    __slots__ = ("kbps",)
+    KBPS_FIELD_NUMBER: _ClassVar[int]
+    kbps: int
+    def __init__(self, kbps: _Optional[int] = ...) -> None: ...
 
 class SteadyState(_message.Message):
     __slots__ = ("slo", "min", "abort_after", "compare")

@@ -1,0 +1,83 @@
+"""What a control server is built from: one immutable config, checked when made.
+
+Every part of the server (faultplane.server.parts) is built from this object alone, so a
+server is reproducible from its config and a test states exactly what it varies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from faultplane.api.gate import DEFAULT_PEER_LIMIT, DEFAULT_PRINCIPAL_LIMIT
+from faultplane.api.ratelimit import DEFAULT_WINDOW_SECONDS
+from faultplane.lifecycle.approval import ApprovalPolicy
+from faultplane.lifecycle.registry import KEEP_FINISHED
+from faultplane.lifecycle.retention import DEFAULT_RETAIN_DAYS, PRUNE_EVERY_SECONDS
+from faultplane.model.mesh import Mesh
+from faultplane.render.resources import DEFAULT_FAULT_SLOTS
+from faultplane.slo.catalogue import SloDef
+
+# Every listener binds here: the loopback interface, never reachable off this machine.
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # given: mutual TLS, the principal is the cert subject
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    mesh: Mesh
+    xds_port: int = 0  # 0: pick a free port
+    api_port: int = 0
+    metrics_port: int | None = 0  # None: no metrics endpoint
+    fault_slots: int = DEFAULT_FAULT_SLOTS
+    # Faults switched on are leased to the sidecars for this long and re-sent every third
+    # of it: if the control server dies, every fault is off within this many seconds.
+    deadman_ttl: float = 10.0
+    # How long a push may wait for a sidecar's ACK before the injection fails.
+    ack_timeout: float = 10.0
+    # The SLO catalogue; None accepts any SLO name and guards nothing.
+    slos: Mapping[str, SloDef] | None = None
+    prometheus_url: str | None = None
+    guard_tick: float = 1.0
+    baseline_min_seconds: float = 300.0
+    baseline_window: float = 3600.0
+    # The store; None: a throwaway database (tests, demos), nothing survives a restart.
+    db_path: Path | None = None
+    # The secret that keys the audit chain, kept outside the store; None: `audit.key` next
+    # to the database. Created 0600 if missing; refused if group or others may read it.
+    audit_key_file: Path | None = None
+    # "token": bearer tokens (or mTLS); "local": one local admin, no credentials.
+    auth: Literal["token", "local"] = "local"
+    tls: TlsConfig | None = None
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # Refused calls audited one by one per window, per anonymous host and per principal;
+    # past that, RESOURCE_EXHAUSTED and one summary per window (faultplane.api.ratelimit).
+    refusal_limit: int = DEFAULT_PEER_LIMIT
+    principal_refusal_limit: int = DEFAULT_PRINCIPAL_LIMIT
+    refusal_window: float = DEFAULT_WINDOW_SECONDS
+    # Finished injections older than this many days are pruned from the store (0: kept
+    # for ever), hourly and at start; finished injections kept in memory besides the live
+    # ones (faultplane.lifecycle.retention, faultplane.lifecycle.registry).
+    retain_days: float = DEFAULT_RETAIN_DAYS
+    keep_finished: int = KEEP_FINISHED
+    prune_every: float = PRUNE_EVERY_SECONDS
+
+    def __post_init__(self) -> None:
+        # The CLI refuses these with friendlier ranges; in-process callers get this floor.
+        for name in ("deadman_ttl", "ack_timeout", "guard_tick", "prune_every"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number of seconds, not {value!r}")
+        if not (math.isfinite(self.retain_days) and self.retain_days >= 0):
+            raise ValueError(f"retain_days: must be 0 or more days, not {self.retain_days!r}")
+        if self.keep_finished < 0:
+            raise ValueError(f"keep_finished: must be 0 or more, not {self.keep_finished!r}")

@@ -1,0 +1,149 @@
+"""Every part of a control server, built from its config before anything starts.
+
+Building is separate from starting so that no part is made as a side effect of starting
+another (start order then matters only for what runs, never for what exists), and so that
+a test can hold every part of a server it has not started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from grpc_health.v1 import health
+
+from faultplane.api.gate import Gate
+from faultplane.api.ratelimit import RefusalLimiter
+from faultplane.api.service import FaultService
+from faultplane.api.validate import validate_request
+from faultplane.auth.principal import Authenticator
+from faultplane.delivery.source import MeshSource
+from faultplane.guard.steady_state import SteadyStateGuard
+from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.preflight import Preflight
+from faultplane.lifecycle.retention import Retention
+from faultplane.lifecycle.scheduler import Scheduler
+from faultplane.model.spec import InjectionSpec
+from faultplane.render.resources import SidecarLayout
+from faultplane.server.config import ServerConfig
+from faultplane.slo.baseline import BaselineBook
+from faultplane.slo.sources import EnvoySource, HttpClient, PrometheusSource, SloSource
+from faultplane.store import SqliteStore
+from faultplane.store.audit_key import default_key_path, open_audit_key
+from faultplane.v1 import faultplane_pb2
+from faultplane.xds.cache import SnapshotCache
+from faultplane.xds.registry import SidecarRegistry
+
+
+@dataclass(frozen=True)
+class Guarding:
+    """The steady-state parts, present when an SLO catalogue is configured."""
+
+    guard: SteadyStateGuard
+    preflight: Preflight
+    baseline: BaselineBook
+
+
+@dataclass(frozen=True)
+class Parts:
+    config: ServerConfig
+    store: SqliteStore
+    journal: Journal
+    cache: SnapshotCache
+    registry: SidecarRegistry
+    source: MeshSource
+    scheduler: Scheduler
+    retention: Retention
+    http: HttpClient
+    guarding: Guarding | None
+    gate: Gate
+    service: FaultService
+    health: health.aio.HealthServicer
+    scratch: Path | None  # a throwaway database's directory, removed at stop
+
+    def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
+        """A stored request document back to its spec (it was validated when accepted).
+
+        Strict: against today's mesh (a live injection must still make sense there);
+        not strict: trusting its names (a finished one is a record, whatever changed).
+        """
+        request = json_format.ParseDict(document, faultplane_pb2.InjectionRequest())
+        return validate_request(request, self.config.mesh if strict else None, None)
+
+    def close(self) -> None:
+        self.journal.close()
+        self.store.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def build(config: ServerConfig) -> Parts:
+    db_path, scratch = config.db_path, None
+    if db_path is None:
+        scratch = Path(tempfile.mkdtemp(prefix="faultplane-"))
+        db_path = scratch / "faultplane.db"
+    key = open_audit_key(config.audit_key_file or default_key_path(db_path))
+    store = SqliteStore(db_path, audit_key=key)
+    journal = Journal(store)
+    cache, registry = SnapshotCache(), SidecarRegistry()
+    layout = SidecarLayout(config.fault_slots)
+    source = MeshSource(config.mesh, cache, registry, layout, config.deadman_ttl)
+    scheduler = Scheduler(
+        source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
+        deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
+    )  # fmt: skip
+    retention = Retention(
+        scheduler, journal, config.retain_days, config.baseline_window, config.prune_every
+    )
+    http = HttpClient()
+    guarding = _build_guarding(config, scheduler, source, journal, http)
+    window = config.refusal_window
+    gate = Gate(
+        Authenticator(store.tokens, config.auth),
+        journal,
+        peers=RefusalLimiter(config.refusal_limit, window),
+        principals=RefusalLimiter(config.principal_refusal_limit, window),
+    )
+    preflight = guarding.preflight if guarding else None
+    service = FaultService(gate, registry, scheduler, config.mesh, store, journal, preflight)
+    return Parts(
+        config, store, journal, cache, registry, source, scheduler, retention, http,
+        guarding, gate, service, health.aio.HealthServicer(), scratch,
+    )  # fmt: skip
+
+
+def _build_guarding(
+    config: ServerConfig,
+    scheduler: Scheduler,
+    source: MeshSource,
+    journal: Journal,
+    http: HttpClient,
+) -> Guarding | None:
+    if not config.slos:
+        return None
+    longest = max(slo.window_seconds for slo in config.slos.values())
+    envoy = EnvoySource(keep_seconds=longest + 3 * config.guard_tick)
+    sources: dict[str, SloSource] = {"envoy": envoy}
+    prometheus = None
+    if config.prometheus_url:
+        prometheus = PrometheusSource(config.prometheus_url, http)
+        sources["prometheus"] = prometheus
+    baseline = BaselineBook(config.baseline_window)
+    preflight = Preflight(
+        config.slos,
+        baseline,
+        source,
+        prometheus,
+        config.baseline_min_seconds,
+        config.baseline_window,
+        config.guard_tick,
+    )
+    guard = SteadyStateGuard(
+        scheduler, source, config.slos, sources, envoy, baseline, journal, config.guard_tick
+    )
+    return Guarding(guard, preflight, baseline)
