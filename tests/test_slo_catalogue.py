@@ -103,6 +103,14 @@ BAD_CATALOGUES = [
     ("missing service", _with(service=_DROP), "slos.bad.service", "None"),
     ("unhashable service", _with(service=["payments-api"]), "slos.bad.service", ""),
     ("bad kind", _with(kind="p99"), "slos.bad.kind", "p99"),
+    ("bad stat_prefix regex", _with(stat_prefix="inbound_(["), "slos.bad.stat_prefix", "regex"),
+    ("empty stat_prefix", _with(stat_prefix=""), "slos.bad.stat_prefix", "regex"),
+    (
+        "stat_prefix with prometheus",
+        _with(source="prometheus", stat_prefix="inbound_.*"),
+        "slos.bad.stat_prefix",
+        "only with source envoy",
+    ),
     ("bad source", _with(source="datadog"), "slos.bad.source", "datadog"),
     ("bad listener", _with(listener="upstream"), "slos.bad.listener", "upstream"),
     ("window zero", _with(window_seconds=0), "slos.bad.window_seconds", "1 to 86400"),
@@ -187,3 +195,12 @@ def test_first_bad_slo_is_named_among_good_ones(services: dict[str, object]) -> 
     }
     with pytest.raises(CatalogueError, match=r"^slos\.broken\.listener: .*'sideways'"):
         parse_catalogue(doc, services)
+
+
+def test_overlay_mode_accepts_any_service_and_a_stat_prefix() -> None:
+    """Without a mesh file (serve --overlay) the services are whatever connects."""
+    doc = {"slos": {"istio-ok": {"service": "reviews", "stat_prefix": "inbound_.*"}}}
+    (slo,) = parse_catalogue(doc, None).values()
+    assert (slo.service, slo.stat_prefix, slo.listener) == ("reviews", "inbound_.*", "ingress")
+    with pytest.raises(CatalogueError, match="unknown service 'reviews'"):
+        parse_catalogue(doc, {"payments-api": object()})

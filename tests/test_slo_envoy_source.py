@@ -292,3 +292,33 @@ def test_admin_address_accepts_a_port_however_the_metadata_spells_it(
 def test_admin_address_refuses_what_is_not_a_port(port: object) -> None:
     with pytest.raises(ValueError, match=r"admin_port metadata .* is not a port"):
         admin_address(port)
+
+
+async def test_a_stat_prefix_regex_sums_every_matching_hcm(
+    admins: dict[str, FakeAdmin], session: aiohttp.ClientSession
+) -> None:
+    """Overlay mode: Istio names its HCMs inbound_<ip>_<port> (one per port); an SLO with
+    `stat_prefix: inbound_.*` reads them all, and nothing of the outbound ones."""
+    istio = SloDef(name="pay-ok", service="payments-api", stat_prefix="inbound_.*")
+    one = admins["payments-api-1"]
+
+    def serve(http: int, grpc: int, grpc_errors: int, outbound_errors: int) -> None:
+        one.text = envoy_stats(
+            {
+                "inbound_0.0.0.0_8080": Traffic({"2": http}),
+                "inbound_0.0.0.0_9090": Traffic({"2": grpc, "5": grpc_errors}),
+                "outbound_0.0.0.0_80": Traffic({"5": outbound_errors}),
+            }
+        )
+
+    serve(http=100, grpc=100, grpc_errors=0, outbound_errors=0)
+    source = EnvoySource(keep_seconds=60)
+    await source.sample(session, {"payments-api-1": one.address})
+    serve(http=150, grpc=140, grpc_errors=10, outbound_errors=500)
+    await source.sample(session, {"payments-api-1": one.address})
+
+    reading = await source.read(istio, ["payments-api-1"])
+    assert reading.value == pytest.approx(1 - 10 / 100)  # 50 + 50 new, 10 of them 5xx
+    # The default (listener: ingress) finds no such HCM on an Istio sidecar, and says so.
+    missing = await source.read(SUCCESS, ["payments-api-1"])
+    assert missing.value is None and "no ingress stats" in missing.error

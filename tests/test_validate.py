@@ -454,3 +454,21 @@ def test_empty_request_reports_every_required_section() -> None:
         "hypothesis",
         "owner",
     }
+
+
+def test_namespace_narrows_the_target_and_must_be_a_namespace_name() -> None:
+    assert validate(EXAMPLE).target.namespace is None
+    assert validate(modified({"target.namespace": "payments"})).target.namespace == "payments"
+    for bad in ("Payments", "-payments", "pay_ments", "a" * 64):
+        assert problems_of(modified({"target.namespace": bad})) == [
+            ("target.namespace", "must be a DNS label (a Kubernetes namespace name)")
+        ]
+
+
+def test_without_a_mesh_any_service_and_an_envoy_cluster_name_as_upstream() -> None:
+    """Overlay mode: services are whatever connects, and `upstream` is the Envoy cluster
+    name the sidecar uses for that dependency (Istio's, here), matched exactly."""
+    cluster = "outbound|8080||fraud-scoring.payments.svc.cluster.local"
+    doc = modified({"target.service": "reviews", "target.upstream": cluster})
+    spec = validate_request(parse(doc), None, None)
+    assert (spec.target.service, spec.target.scope.upstream) == ("reviews", cluster)

@@ -39,6 +39,7 @@ HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class InvalidRequest(ValueError):
@@ -82,6 +83,7 @@ def oversized_fields(request: pb.InjectionRequest) -> list[tuple[str, str]]:
         ("target.service", target.service, MAX_NAME),
         ("target.selector", target.selector, MAX_SHORT_TEXT),
         ("target.upstream", target.upstream, MAX_NAME),
+        ("target.namespace", target.namespace, MAX_NAME),
         ("target.match.path_prefix", match.path_prefix, MAX_SHORT_TEXT),
         ("fault.type", request.fault.type, MAX_NAME),
         ("steady_state.slo", request.steady_state.slo, MAX_NAME),
@@ -169,10 +171,14 @@ def _target(
             f"(its dependencies: {', '.join(service.dependencies) or 'none'})",
         )
         ok = False
+    if target.namespace and not _DNS_LABEL.fullmatch(target.namespace):
+        problems.add("target.namespace", "must be a DNS label (a Kubernetes namespace name)")
+        ok = False
     match = _match(target, problems)
     if not ok or match is None:
         return None
-    return TargetSpec(target.service, selector, target.max_pods, Scope(upstream, match))
+    scope = Scope(upstream, match)
+    return TargetSpec(target.service, selector, target.max_pods, scope, target.namespace or None)
 
 
 def _match(target: pb.Target, problems: Problems) -> Match | None:

@@ -38,6 +38,8 @@ class TargetSpec:
     selector: Selector
     max_pods: int
     scope: Scope
+    # Only sidecars of this namespace (overlay mode: from node metadata); None: any.
+    namespace: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import aiohttp
 from faultplane.slo.catalogue import SloDef
 from faultplane.slo.counters import History, parse_listener_stats, slo_value, total
 
-STATS_PATH = r"/stats/prometheus?usedonly&filter=%5Ehttp%5C.(ingress%7Cegress)%5C.downstream_rq_"
+# Every HCM's request counters (`http.<stat prefix>.downstream_rq_*`): faultplane's own
+# mesh names its HCMs ingress and egress, Istio inbound_... and outbound_...
+STATS_PATH = r"/stats/prometheus?usedonly&filter=%5Ehttp%5C..%2B%5C.downstream_rq_"
 READ_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
 
@@ -98,21 +101,37 @@ class EnvoySource:
         for pod in pods:
             if pod not in self._sampled:
                 return Reading(None, f"{pod}: not sampled in the latest round")
-            history = self._histories.get((pod, slo.listener))
-            if history is not None and history.newest_at != self._sampled[pod]:
-                # Its latest page had no such listener (an Envoy restart): old samples
-                # would describe the past, not now.
-                return Reading(None, f"{pod}: no {slo.listener} stats in its latest sample")
-            increase = history.increase(slo.window_seconds) if history else None
-            if increase is None:
-                return Reading(None, f"{pod}: not enough samples yet")
-            increases.append(increase[0])
+            # Only prefixes in its latest page: after an Envoy restart, old samples would
+            # describe the past, not now.
+            histories = [
+                history
+                for (of, prefix), history in self._histories.items()
+                if of == pod
+                and stat_prefix_matches(slo, prefix)
+                and history.newest_at == self._sampled[pod]
+            ]
+            if not histories:
+                wanted = slo.stat_prefix or slo.listener
+                return Reading(None, f"{pod}: no {wanted} stats in its latest sample")
+            for history in histories:
+                increase = history.increase(slo.window_seconds)
+                if increase is None:
+                    return Reading(None, f"{pod}: not enough samples yet")
+                increases.append(increase[0])
         if not pods:
             return Reading(None, "no sidecars to read")
         value = slo_value(slo, total(increases))
         if value is None:
             return Reading(None, f"no requests in the last {slo.window_seconds:g}s")
         return Reading(value)
+
+
+def stat_prefix_matches(slo: SloDef, prefix: str) -> bool:
+    """Whether an HCM stat prefix counts for the SLO: its `stat_prefix` regex, in full,
+    else exactly its listener."""
+    if slo.stat_prefix is None:
+        return prefix == slo.listener
+    return re.fullmatch(slo.stat_prefix, prefix) is not None
 
 
 def admin_address(port: object) -> str:

@@ -134,18 +134,20 @@ class InjectionRequest(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("service", "selector", "max_pods", "upstream", "match")
+    __slots__ = ("service", "selector", "max_pods", "upstream", "match", "namespace")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     MAX_PODS_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     service: str
     selector: str
     max_pods: int
     upstream: str
     match: Match
-    def __init__(self, service: _Optional[str] = ..., selector: _Optional[str] = ..., max_pods: _Optional[int] = ..., upstream: _Optional[str] = ..., match: _Optional[_Union[Match, _Mapping]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, service: _Optional[str] = ..., selector: _Optional[str] = ..., max_pods: _Optional[int] = ..., upstream: _Optional[str] = ..., match: _Optional[_Union[Match, _Mapping]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("path_prefix", "headers", "methods")
