@@ -1,8 +1,7 @@
 """A raw ADS client for protocol tests: sends exactly what a test says, records all it gets.
 
-Also an ADS server alone in this process (`InProcessAds`), for tests that need the real
-gRPC stream but none of the control server around it, and `until`, the way tests wait
-for the server to have done something (never a sleep).
+Also the xDS services alone in this process (`InProcessAds`: ADS, or RTDS and ECDS), for
+tests that need the real gRPC stream but none of the control server around it.
 """
 
 from __future__ import annotations
@@ -18,29 +17,49 @@ from faultplane.server.control import XDS_SERVER_OPTIONS
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
-from faultplane.xds.server import AdsServer
+from faultplane.xds.server import OnDuplicate, add_xds_services
 
 
 class RawAdsClient:
-    def __init__(self, address: str, node_id: str, cluster: str = "") -> None:
+    """One ADS stream, on its own channel or on `channel` (which `close` then leaves open)."""
+
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        cluster: str = "",
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
-        self._channel = grpc.aio.insecure_channel(address)
-        self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
-            self._channel
-        ).StreamAggregatedResources()
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.aio.insecure_channel(address)
+        self._call = self._open(self._channel)
         self.received: list[discovery_pb2.DiscoveryResponse] = []
         # Reads go through a queue: cancelling a pending read would cancel the whole call.
         self._responses: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
         self._reader = asyncio.create_task(self._pump())
 
+    def _open(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+        """The stream this client speaks on (per-type clients open another service's)."""
+        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+
     async def _pump(self) -> None:
-        async for response in self._call:
-            self._responses.put_nowait(response)
+        try:
+            async for response in self._call:
+                self._responses.put_nowait(response)
+        except grpc.aio.AioRpcError:
+            pass  # the server ended the stream: `status` tells how
+
+    async def status(self, timeout: float = 10.0) -> tuple[grpc.StatusCode, str]:
+        """How the server ended the stream (waits until it has, at most `timeout` s)."""
+        code = await asyncio.wait_for(self._call.code(), timeout)
+        return code, await self._call.details()
 
     async def close(self) -> None:
         self._reader.cancel()
         self._call.cancel()
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
 
     async def request(
         self,
@@ -101,20 +120,29 @@ class _NoSource:
 
 
 class InProcessAds:
-    """An `AdsServer` with its own cache and registry on a loopback port, with the
-    production server options; `async with` starts and stops it."""
+    """The xDS services alone, with their own cache and registry, on a loopback port with
+    the production server options: ADS, or with `per_type` RTDS and ECDS (overlay mode).
+    `async with` starts and stops it."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_type: bool = False, on_duplicate: OnDuplicate | None = None) -> None:
         self.cache = SnapshotCache("test")
         self.registry = SidecarRegistry()
-        self.servicer = AdsServer(self.cache, self.registry, _NoSource())
+        self._per_type = per_type
+        self._on_duplicate = on_duplicate
         self._server: grpc.aio.Server | None = None
         self._clients: list[RawAdsClient] = []
         self.port = 0
 
     async def __aenter__(self) -> InProcessAds:
         self._server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self._server)
+        add_xds_services(
+            self._server,
+            self.cache,
+            self.registry,
+            _NoSource(),
+            per_type=self._per_type,
+            on_duplicate=self._on_duplicate,
+        )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
         return self

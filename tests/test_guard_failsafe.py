@@ -27,7 +27,7 @@ from faultplane.model.injection import SloReading
 from faultplane.model.spec import SteadyStateSpec
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.catalogue import SloDef
-from faultplane.slo.sources import EnvoySource, Reading
+from faultplane.slo.sources import EnvoySource, Reading, admin_address
 from faultplane.store import StoreError
 from tests.test_slo_counters import Traffic, envoy_stats
 
@@ -55,8 +55,13 @@ class FakePlane:
     def __init__(self, sidecars: Iterable[FakeSidecar]) -> None:
         self.sidecars = list(sidecars)
 
-    def candidates(self, service: str) -> list[FakeSidecar]:
+    def candidates(self, service: str, namespace: str | None = None) -> list[FakeSidecar]:
         return [s for s in self.sidecars if s.service == service]
+
+    def stats_address(self, node_id: str) -> str | None:
+        """As MeshSource: the admin port its metadata gives (ValueError if not a port)."""
+        sidecar = next(s for s in self.sidecars if s.node_id == node_id)
+        return admin_address(sidecar.metadata.get("admin_port"))
 
 
 @dataclass

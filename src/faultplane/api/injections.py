@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from faultplane.api.convert import injection_message, state_from_message, transition_message
 from faultplane.api.gate import ApiError, rpc, stream_rpc
 from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
-from faultplane.model.spec import InjectionSpec
+from faultplane.model.spec import InjectionSpec, Scope
 from faultplane.render.faults import route_config_name, runtime_keys
+from faultplane.render.resources import Resources
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 
@@ -32,7 +36,7 @@ Context = grpc.aio.ServicerContext
 
 class InjectionMethods:
     scheduler: Scheduler
-    mesh: Mesh
+    mesh: Mesh | None  # None: overlay mode, any service that connects
     preflight: Preflight | None
     slos: Collection[str] | None
 
@@ -52,21 +56,11 @@ class InjectionMethods:
     ) -> pb.InjectionPlan:
         spec = self._spec(request, principal)
         plan = self.scheduler.plan(spec)
-        route_config = route_config_name(spec.target.scope)
         return pb.InjectionPlan(
             matched=plan.matched,
             targets=plan.targets,
             sidecars=[
-                pb.SidecarPlan(
-                    sidecar=node,
-                    route_config=route_config,
-                    route_config_json=json_format.MessageToJson(
-                        rendered[types.ROUTE][route_config],
-                        indent=None,
-                        preserving_proto_field_name=True,  # snake_case, as Envoy's docs
-                    ),
-                    runtime=runtime_keys(rendered[types.RUNTIME]),
-                )
+                _sidecar_plan(node, rendered, spec.target.scope)
                 for node, rendered in plan.rendered.items()
             ],
         )
@@ -190,3 +184,33 @@ def _abort_reason(reason: str, principal: Principal, owner: str = "") -> str:
         if owner and owner != principal.name:
             by += f" (owner: {owner})"
     return f"{by}: {reason}" if reason else by
+
+
+def _sidecar_plan(node: str, rendered: Resources, scope: Scope) -> pb.SidecarPlan:
+    """What the sidecar would be sent: its route configuration (full-mesh mode), or its
+    fault slots that would carry a fault (overlay mode: ECDS, `route_config` "ecds")."""
+    if types.ROUTE in rendered:
+        route_config = route_config_name(scope)
+        config: Message = rendered[types.ROUTE][route_config]
+        shown = json_format.MessageToJson(config, indent=None, preserving_proto_field_name=True)
+    else:
+        route_config = "ecds"
+        slots = [
+            json_format.MessageToDict(slot, preserving_proto_field_name=True)
+            for slot in rendered[types.EXTENSION_CONFIG].values()
+            if not _is_default_slot(slot)
+        ]
+        shown = json.dumps({"slots": slots}, separators=(",", ":"))
+    return pb.SidecarPlan(
+        sidecar=node,
+        route_config=route_config,
+        route_config_json=shown,  # snake_case, as Envoy's docs
+        runtime=runtime_keys(rendered[types.RUNTIME]),
+    )
+
+
+def _is_default_slot(slot: Message) -> bool:
+    """An overlay slot that does nothing: HTTPFault{} (every slot nobody uses)."""
+    config = fault_pb2.HTTPFault()
+    slot.typed_config.Unpack(config)  # type: ignore[attr-defined]
+    return config == fault_pb2.HTTPFault()

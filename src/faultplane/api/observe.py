@@ -9,12 +9,12 @@ import grpc
 from faultplane.api.convert import baseline_message, timestamp
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
-from faultplane.slo.sources import admin_address
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
 
 if TYPE_CHECKING:
+    from faultplane.delivery.plane import FaultPlane
     from faultplane.lifecycle.preflight import Preflight
 
 Context = grpc.aio.ServicerContext
@@ -23,18 +23,18 @@ Context = grpc.aio.ServicerContext
 class ObserveMethods:
     registry: SidecarRegistry
     preflight: Preflight | None
+    plane: FaultPlane  # how sidecars are identified (node metadata, Istio's or ours)
 
     @rpc
     async def ListSidecars(
         self, request: pb.ListSidecarsRequest, context: Context, principal: Principal
     ) -> pb.ListSidecarsResponse:
-        return pb.ListSidecarsResponse(
-            sidecars=[
-                sidecar_message(sidecar)
-                for sidecar in self.registry.sidecars()
-                if not request.service or sidecar.service == request.service
-            ]
-        )
+        listed = []
+        for sidecar in self.registry.sidecars():
+            message = sidecar_message(sidecar, self.plane)
+            if not request.service or message.service == request.service:
+                listed.append(message)
+        return pb.ListSidecarsResponse(sidecars=listed)
 
     @rpc
     async def GetBaseline(
@@ -56,21 +56,22 @@ class ObserveMethods:
         return baseline_message(stats, self.preflight.min_seconds)
 
 
-def sidecar_message(sidecar: SidecarStatus) -> pb.Sidecar:
+def sidecar_message(sidecar: SidecarStatus, plane: FaultPlane) -> pb.Sidecar:
+    identity = plane.identity(sidecar)
     try:
-        admin = admin_address(sidecar.metadata.get("admin_port"))
-    except ValueError:  # none, or not a port: shown as unknown, never a failed listing
-        admin = ""
+        stats = plane.stats_address(sidecar.node_id)
+    except ValueError:  # not an address: shown as unknown, never a failed listing
+        stats = None
     message = pb.Sidecar(
         node_id=sidecar.node_id,
         cluster=sidecar.cluster,
-        service=sidecar.service,
-        labels=sidecar.labels,
+        service=identity.service,
+        labels=dict(identity.labels),
         connected=sidecar.connected,
-        admin_address=admin,
+        admin_address=stats or "",
         connected_at=timestamp(sidecar.connected_at),
     )
-    for type_url in types.PUSH_ORDER:
+    for type_url in types.SEND_ORDER:
         status = sidecar.types.get(type_url)
         if status is None:
             continue

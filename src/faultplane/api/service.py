@@ -9,6 +9,7 @@ from faultplane.api.gate import Gate
 from faultplane.api.governance import GovernanceMethods
 from faultplane.api.injections import InjectionMethods
 from faultplane.api.observe import ObserveMethods
+from faultplane.delivery.plane import FaultPlane
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.preflight import Preflight
 from faultplane.lifecycle.scheduler import Scheduler
@@ -26,12 +27,14 @@ class FaultService(
         gate: Gate,
         registry: SidecarRegistry,
         scheduler: Scheduler,
-        mesh: Mesh,
+        mesh: Mesh | None,
         store: Store,
         journal: Journal,
+        plane: FaultPlane,
         preflight: Preflight | None = None,
     ) -> None:
         self.gate = gate
+        self.plane = plane
         self.journal = journal
         self.registry = registry
         self.scheduler = scheduler

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
-from faultplane.model.mesh import Mesh
+from faultplane.model.mesh import DNS_LABEL, Mesh
 from faultplane.model.selector import SelectorError, parse_selector
 from faultplane.model.spec import (
     FaultSpec,
@@ -39,7 +39,6 @@ HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class InvalidRequest(ValueError):
@@ -171,7 +170,7 @@ def _target(
             f"(its dependencies: {', '.join(service.dependencies) or 'none'})",
         )
         ok = False
-    if target.namespace and not _DNS_LABEL.fullmatch(target.namespace):
+    if target.namespace and not DNS_LABEL.fullmatch(target.namespace):
         problems.add("target.namespace", "must be a DNS label (a Kubernetes namespace name)")
         ok = False
     match = _match(target, problems)

@@ -25,8 +25,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+XDS_COLUMNS = ("cds", "eds", "lds", "rds", "ecds", "rtds")
+FULL_MESH_COLUMNS = ("cds", "eds", "lds", "rds", "rtds")
+
+
 def sidecars_table(sidecars: Sequence[pb.Sidecar]) -> str:
-    xds_types = ("cds", "eds", "lds", "rds", "rtds")
+    """One column per xDS type the sidecars use: a full mesh's five, an overlay
+    sidecar's ECDS and RTDS."""
+    seen = {status.type for sidecar in sidecars for status in sidecar.xds}
+    xds_types = tuple(t for t in XDS_COLUMNS if t in seen) or FULL_MESH_COLUMNS
     rows = []
     for sidecar in sidecars:
         acked = {status.type: status.version_acked or "-" for status in sidecar.xds}

@@ -10,25 +10,46 @@ before any target's state is touched, so a push never stops half-way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 import structlog
 
+from faultplane.delivery.identity import Identity
 from faultplane.model.injection import Evidence
 from faultplane.render.faults import FaultAssignment, SlotsExhausted
 from faultplane.render.resources import Resources
 from faultplane.xds import types
+from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import AckOutcome, AckTimeout, SidecarStatus
 
 log = structlog.get_logger("faultplane.delivery")
 
 
-class FaultPlane(Protocol):
-    """What the scheduler needs from the xDS side (implemented by xds.source.MeshSource)."""
+class Candidate(Protocol):
+    """A connected sidecar faults can land on, as selection sees it."""
 
-    def candidates(self, service: str) -> list[SidecarStatus]: ...
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
+class FaultPlane(Protocol):
+    """What the scheduler needs from the xDS side: delivery.source.MeshSource (full
+    mesh) and delivery.overlay.OverlaySource (overlay mode) implement it.
+
+    `arm_type` is the type whose ACK says a fault is armed (routes, or ECDS slots).
+    """
+
+    arm_type: str
+
+    def candidates(self, service: str, namespace: str | None = None) -> Sequence[Candidate]: ...
 
     def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources: ...
 
@@ -41,6 +62,36 @@ class FaultPlane(Protocol):
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome: ...
+
+    def identity(self, sidecar: SidecarStatus) -> Identity:
+        """The sidecar as selection, SLOs and ListSidecars see it."""
+        ...
+
+    def stats_address(self, node_id: str) -> str | None:
+        """HOST:PORT serving the sidecar's Envoy stats (`/stats/prometheus`), None if not
+        known; ValueError (saying why) when its metadata gives one that is no address."""
+        ...
+
+
+def lease_resources(
+    cache: SnapshotCache,
+    node_id: str,
+    resources: Resources,
+    faults: Sequence[FaultAssignment],
+    deadman_ttl: float,
+    lease_until: float | None,
+) -> dict[str, int]:
+    """Set the sidecar's fault resources; returns the generation per type to await.
+
+    While any fault is switched on, the runtime layer (and only it) is leased for
+    `deadman_ttl` seconds (re-sent every third of it) and never beyond `lease_until`:
+    should faultplane die, Envoy drops the keys and every fault is off within the TTL.
+    """
+    leased = any(fault.enabled for fault in faults)
+    ttl = {types.RUNTIME: deadman_ttl} if leased else None
+    return cache.set_resources(
+        node_id, resources, ttl_seconds=ttl, lease_until=lease_until if leased else None
+    )
 
 
 class Delivery:
@@ -190,4 +241,4 @@ class Delivery:
         )
 
 
-__all__ = ["Delivery", "FaultPlane", "SlotsExhausted"]
+__all__ = ["Candidate", "Delivery", "FaultPlane", "SlotsExhausted", "lease_resources"]

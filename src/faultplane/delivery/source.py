@@ -12,9 +12,12 @@ from collections.abc import Sequence
 import structlog
 from envoy.config.core.v3 import base_pb2
 
+from faultplane.delivery.identity import Identity
+from faultplane.delivery.plane import lease_resources
 from faultplane.model.mesh import Mesh
 from faultplane.render.faults import FaultAssignment, render_faults
 from faultplane.render.resources import Resources, SidecarLayout, empty_resources, sidecar_resources
+from faultplane.slo.sources import admin_address
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
@@ -25,6 +28,9 @@ RENDER_CACHE_SIZE = 1024
 
 class MeshSource:
     """Serves each pod of the mesh its base resources plus its faults; unknown nodes get nothing."""
+
+    # The type whose ACK says a fault is armed (overlay mode: its ECDS slots).
+    arm_type = types.ROUTE
 
     def __init__(
         self,
@@ -93,21 +99,39 @@ class MeshSource:
             self._cache.set_resources(node_id, base)
         # Faults only ever touch routes and runtime: listeners and clusters stay as they are.
         resources = self.render(node_id, faults)
-        leased = any(fault.enabled for fault in faults)
-        ttl = {types.RUNTIME: self.deadman_ttl} if leased else None
-        return self._cache.set_resources(
-            node_id, resources, ttl_seconds=ttl, lease_until=lease_until if leased else None
+        return lease_resources(
+            self._cache, node_id, resources, faults, self.deadman_ttl, lease_until
         )
 
-    def candidates(self, service: str) -> list[SidecarStatus]:
-        """Connected sidecars of `service` that are pods of the mesh (faults can land there)."""
+    def candidates(self, service: str, namespace: str | None = None) -> list[SidecarStatus]:
+        """Connected sidecars of `service` that are pods of the mesh (faults can land there);
+        with `namespace`, only those whose metadata names it (mesh pods name none)."""
         return [
             sidecar
             for sidecar in self._registry.sidecars()
             if sidecar.connected
             and sidecar.service == service
+            and namespace in (None, sidecar.metadata.get("namespace"))
             and self._base_of(sidecar.node_id) is not None
         ]
+
+    def identity(self, sidecar: SidecarStatus) -> Identity:
+        """What its node says it is: `service` and `labels` metadata, as the bootstrap
+        template writes them (faultplane's own mesh is not Istio-shaped)."""
+        namespace = sidecar.metadata.get("namespace")
+        return Identity(
+            sidecar.service,
+            sidecar.labels,
+            namespace if isinstance(namespace, str) and namespace else None,
+            sidecar.node_id,
+        )
+
+    def stats_address(self, node_id: str) -> str | None:
+        """The sidecar's admin address, 127.0.0.1:<its `admin_port` metadata> (the bootstrap
+        template binds admin there); None for a sidecar never seen. Raises ValueError when
+        the metadata's port is not a port, so the caller can say why it cannot read it."""
+        sidecar = self._registry.get(node_id)
+        return None if sidecar is None else admin_address(sidecar.metadata.get("admin_port"))
 
     def is_connected(self, node_id: str) -> bool:
         sidecar = self._registry.get(node_id)

@@ -5,12 +5,17 @@ answers health checks before any sidecar starts, every sidecar is LIVE (all of i
 listeners and routes warmed from ADS) before load starts, so the first request already
 runs through a converged mesh. Everything started is stopped by PID, in reverse order,
 even when start-up fails half-way.
+
+With `overlay`, the sidecars' listeners, routes and clusters come from a second control
+plane started first (faultplane.demo.overlay_run), faultplane runs as `serve --overlay`,
+and a sidecar is ready once it is also attached to faultplane's fault layer.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
+from faultplane.demo.overlay_run import OverlayMesh
 from faultplane.demo.ports import PortAllocator
 from faultplane.demo.processes import Child, ProcessGroup, envoy_binary, wait_until
 from faultplane.model.mesh import Mesh, Pod, load_mesh
@@ -46,9 +52,13 @@ class MeshRun:
         load: bool = True,
         mesh: Mesh | None = None,
         spawn_server: bool = True,
+        overlay: bool = False,
+        istio_nodes: Collection[str] = (),
     ) -> None:
         """`mesh` overrides the file's model (ports included); without `spawn_server` the
-        control server is expected to be running already on the mesh's control ports."""
+        control server is expected to be running already on the mesh's control ports
+        (`serve --overlay` there, with `overlay`). `istio_nodes`: in overlay mode, the
+        pods whose node metadata is Istio-shaped."""
         self.mesh_file = mesh_file
         self.run_dir = run_dir
         self.declared_ports = declared_ports
@@ -56,6 +66,10 @@ class MeshRun:
         self.with_load = load
         self.mesh: Mesh | None = mesh
         self.spawn_server = spawn_server
+        self.with_overlay = overlay
+        self.istio_nodes = tuple(istio_nodes)
+        self.overlay: OverlayMesh | None = None  # set on start, with `overlay`
+        self.base_server: Child | None = None
         self.server: Child | None = None
         self.pods: list[PodProcesses] = []
         self.loadgen: Child | None = None
@@ -88,6 +102,12 @@ class MeshRun:
         resolved = self.run_dir / "mesh.yaml"
         resolved.write_text(yaml.safe_dump(mesh.to_dict(), sort_keys=False))
 
+        if self.with_overlay:
+            self.overlay = OverlayMesh.of(allocate(), self.mesh_file, self.istio_nodes)
+            self.base_server = self._processes.spawn(
+                self.overlay.base_server(resolved, self.run_dir)
+            )
+            await self.wait_base_server_healthy()
         if self.spawn_server:
             await self._start_server(resolved)
         await self._start_pods(mesh)
@@ -106,13 +126,27 @@ class MeshRun:
         self.server = self._processes.replace(old, new, kill)
         return self.server
 
+    def restart_base_server(self, kill: bool = False) -> Child:
+        """A fresh base control server (overlay mode) on the same port: the other control
+        plane restarting under faultplane's feet; with `kill`, as in a crash."""
+        assert self.base_server is not None, "not an overlay run"
+        self.base_server = self._processes.replace(
+            self.base_server, _restarted(self.base_server), kill
+        )
+        return self.base_server
+
+    async def wait_base_server_healthy(self) -> None:
+        assert self.overlay is not None and self.base_server is not None
+        address = self.overlay.address
+        await wait_until(
+            lambda: grpc_serving(address), START_TIMEOUT, "base control server", [self.base_server]
+        )
+
     def restart_sidecar(self, pod_name: str, kill: bool = True) -> Child:
         """A fresh Envoy for one pod, from the same bootstrap (a sidecar crash and restart);
         it logs beside the first one's log."""
         pod = next(p for p in self.pods if p.pod.name == pod_name)
-        old = pod.envoy
-        restarted = old.log_path.with_name(old.log_path.stem + "-restarted.log")
-        pod.envoy = self._processes.replace(old, Child(old.name, old.argv, restarted), kill)
+        pod.envoy = self._processes.replace(pod.envoy, _restarted(pod.envoy), kill)
         return pod.envoy
 
     async def wait_server_healthy(self) -> None:
@@ -133,6 +167,8 @@ class MeshRun:
             "loadgen": f"{HOST}:{self.loadgen_port}" if self.loadgen_port else None,
             "loadgen_pid": self.loadgen.pid if self.loadgen else None,
             "run_dir": str(self.run_dir),
+            "base_xds": self.overlay.address if self.overlay else None,
+            "base_server_pid": self.base_server.pid if self.base_server else None,
             "pods": [
                 {
                     "pod": p.pod.name,
@@ -165,9 +201,14 @@ class MeshRun:
                 return dict(await response.json())
 
     async def _start_server(self, resolved_mesh: Path) -> None:
+        assert self.mesh is not None
+        if self.overlay is not None:
+            mode = self.overlay.serve_args(self.mesh.control)
+        else:
+            mode = ["--mesh", str(resolved_mesh)]
         # The local mesh is a single-user demo on loopback: no tokens; its own store.
         argv = [
-            sys.executable, "-m", "faultplane", "serve", "--mesh", str(resolved_mesh),
+            sys.executable, "-m", "faultplane", "serve", *mode,
             "--auth", "local", "--db", str(self.run_dir / "faultplane.db"),
         ]  # fmt: skip
         catalogue = self.mesh_file.parent / "slos.yaml"
@@ -180,7 +221,6 @@ class MeshRun:
         await self.wait_server_healthy()
 
     async def _start_pods(self, mesh: Mesh) -> None:
-        template = template_beside(self.mesh_file)
         envoy = envoy_binary()
         for pod in mesh.pods:
             deps = [
@@ -199,7 +239,7 @@ class MeshRun:
                 )
             )  # fmt: skip
             bootstrap = self.run_dir / f"envoy-{pod.name}.yaml"
-            bootstrap.write_text(render_bootstrap(template, pod, HOST, mesh.control.xds_port))
+            bootstrap.write_text(self._bootstrap(pod))
             sidecar = self._processes.spawn(
                 Child(
                     f"envoy {pod.name}",
@@ -217,6 +257,18 @@ class MeshRun:
                 lambda p=p: _http_ok(f"http://{HOST}:{p.pod.ports.admin}/ready"),
                 START_TIMEOUT, f"sidecar {p.pod.name} to be LIVE", [p.envoy],
             )  # fmt: skip
+            if (overlay := self.overlay) is not None:  # LIVE even if faultplane is down
+                await wait_until(
+                    lambda p=p: overlay.attached(f"{HOST}:{p.pod.ports.admin}"),
+                    START_TIMEOUT, f"sidecar {p.pod.name} to attach to faultplane", [p.envoy],
+                )  # fmt: skip
+
+    def _bootstrap(self, pod: Pod) -> str:
+        assert self.mesh is not None
+        xds_port = self.mesh.control.xds_port
+        if self.overlay is not None:
+            return self.overlay.bootstrap(pod, xds_port)
+        return render_bootstrap(template_beside(self.mesh_file), pod, HOST, xds_port)
 
     async def _start_load(self, mesh: Mesh, port: int) -> None:
         assert mesh.load is not None
@@ -244,6 +296,12 @@ class MeshRun:
             "loadgen",
             [self.loadgen],
         )
+
+
+def _restarted(child: Child) -> Child:
+    """A fresh process like `child`, logging beside the first one's log."""
+    log = child.log_path.with_name(child.log_path.stem + "-restarted.log")
+    return Child(child.name, child.argv, log)
 
 
 def envoy_argv(envoy: str, bootstrap: Path) -> list[str]:

@@ -22,6 +22,9 @@ from faultplane.render.faults import INJECTION_HEADER
 from faultplane.slo.quantile import quantile
 
 REQUEST_TIMEOUT = ClientTimeout(total=30)
+# What Envoy's fault filter answers an aborted request with. On an overlay mesh no route is
+# faultplane's, so no x-faultplane-injection header is added: the body tells.
+FAULT_ABORT_BODY = b"fault filter abort"
 
 
 @dataclass
@@ -93,9 +96,9 @@ class LoadGenerator:
         try:
             url = f"http://127.0.0.1:{port}{self._path}"
             async with self._session.request(self._method, url, data=b"{}") as response:
-                await response.read()
+                body = await response.read()
                 status = response.status
-                injected = INJECTION_HEADER in response.headers
+                injected = INJECTION_HEADER in response.headers or body == FAULT_ABORT_BODY
         except (ClientError, TimeoutError):
             status, injected = 0, False
         self.stats.record(status, (time.monotonic() - started) * 1000, injected)

@@ -1,6 +1,21 @@
-"""Free loopback ports, for meshes and tests that must not collide with anything."""
+"""Free loopback ports, for meshes and tests that must not collide with anything.
 
+Ports are picked below the kernel's ephemeral range: a port the kernel hands out for
+`bind(0)` is also one it may hand to any outgoing connection (Envoy's to its upstreams,
+a client's to an app) between our check and the listener's bind, which made a mesh fail
+now and then with "Address already in use". Below the range only another listener can
+take it.
+"""
+
+from __future__ import annotations
+
+import random
 import socket
+from pathlib import Path
+
+LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST = 10_000  # above the well-known and most registered service ports
+ATTEMPTS = 200
 
 
 class PortAllocator:
@@ -18,6 +33,29 @@ class PortAllocator:
 
 
 def free_port() -> int:
+    """A port nothing listens on, below the ephemeral range when there is room there."""
+    below = _ephemeral_start()
+    if below - LOWEST > ATTEMPTS:
+        for _ in range(ATTEMPTS):
+            port = random.randrange(LOWEST, below)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(LOCAL_PORT_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -9,6 +9,12 @@ It brings the mesh up with real Envoy sidecars and load, then runs two experimen
 
 With --json, stdout is one JSON document (the summary) and the narration goes to stderr,
 so `faultplane demo --json | jq .` works.
+
+With --overlay, the same stories run on sidecars whose listeners, routes and clusters
+come from another control plane (the demo's base server, standing in for istiod), with
+faultplane as `serve --overlay`: it reaches them only through their fault slots (ECDS)
+and its leased runtime layer (RTDS). `upstream: fraud-scoring` is then the Envoy cluster
+name the sidecars use for that dependency.
 """
 
 from __future__ import annotations
@@ -67,19 +73,23 @@ GUARDED_INJECTION: dict[str, Any] = {
 _narrate_to_stderr = False
 
 
-async def run_demo(mesh_file: Path, duration: float, as_json: bool) -> int:
+async def run_demo(mesh_file: Path, duration: float, as_json: bool, overlay: bool = False) -> int:
     global _narrate_to_stderr
     _narrate_to_stderr = as_json
     run_dir = Path(tempfile.mkdtemp(prefix="faultplane-demo-"))
-    say(f"bringing the mesh up from {mesh_file} (logs in {run_dir})")
+    what = "the overlay mesh (base config from another control plane)" if overlay else "the mesh"
+    say(f"bringing {what} up from {mesh_file} (logs in {run_dir})")
     server_args = ("--slos", str(mesh_file.parent / "slos.yaml"), "--baseline-min-seconds", "3")
     async with (
-        MeshRun(mesh_file, run_dir, server_args=server_args) as mesh,
+        MeshRun(mesh_file, run_dir, server_args=server_args, overlay=overlay) as mesh,
         grpc.aio.insecure_channel(mesh.api_address) as channel,
     ):
         stub = fault_stub(channel)
         sidecars = (await stub.ListSidecars(pb.ListSidecarsRequest(), timeout=10)).sidecars
         connected = sum(1 for s in sidecars if s.connected)
+        if mesh.overlay is not None:
+            say(f"\nlisteners, routes and clusters from the base control server at "
+                f"{mesh.overlay.address}; faultplane serves only the fault layer")  # fmt: skip
         say(f"\n{connected} sidecars connected to the control server at {mesh.api_address}:")
         say(sidecars_table(sidecars))
         story = await latency_story(mesh, stub, duration)

@@ -43,7 +43,6 @@ from faultplane.slo.sources import (
     EnvoySource,
     Reading,
     SloSource,
-    admin_address,
     describe_error,
 )
 from faultplane.store import BaselineSample
@@ -324,7 +323,10 @@ class SteadyStateGuard:
         for service in services:
             for sidecar in self._plane.candidates(service):
                 try:
-                    admins[sidecar.node_id] = admin_address(sidecar.metadata.get("admin_port"))
+                    address = self._plane.stats_address(sidecar.node_id)
+                    if address is None:
+                        raise ValueError("no stats address")
+                    admins[sidecar.node_id] = address
                 except ValueError as exc:
                     broken[sidecar.node_id] = str(exc)
         return admins, broken

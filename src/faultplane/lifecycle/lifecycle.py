@@ -271,7 +271,7 @@ class Lifecycle:
         spec = injection.spec
         armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
         push = self._delivery.push
-        arm = await push(injection.targets, injection.id, armed, types.ROUTE)
+        arm = await push(injection.targets, injection.id, armed, self._delivery.plane.arm_type)
         if failure := _failure(arm, "arming"):
             return failure
         switched_on_at = time.time()
@@ -291,7 +291,8 @@ class Lifecycle:
         return None
 
     async def _withdraw(self) -> tuple[Evidence, ...]:
-        """RTDS first (the fault stops at once), then RDS (the config goes away)."""
+        """RTDS first (the fault stops at once), then the armed config goes away (routes in
+        full-mesh mode, ECDS slots in overlay mode)."""
         injection = self.injection
         carrying = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
         if not carrying:
@@ -301,7 +302,8 @@ class Lifecycle:
         off = replace(fault, enabled=False)
         push = self._delivery.push
         switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
-        remove = await push(carrying, injection.id, None, types.ROUTE, wait_gone=False)
+        arm_type = self._delivery.plane.arm_type
+        remove = await push(carrying, injection.id, None, arm_type, wait_gone=False)
         return switch_off + remove
 
 

@@ -94,7 +94,9 @@ class Scheduler:
     def _admit(
         self, spec: InjectionSpec, freeze: Freeze | None, enabled: bool = False
     ) -> Admission:
-        sidecars = [(s.node_id, s.labels) for s in self._plane.candidates(spec.target.service)]
+        target = spec.target
+        candidates = self._plane.candidates(target.service, target.namespace)
+        sidecars = [(s.node_id, s.labels) for s in candidates]
         carried = {node: self._delivery.planned(node) for node, _ in sidecars}
         return admit(
             spec, new_injection_id(), sidecars, self._injections, carried, self._plane.render,

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 PORT_NAMES = ("app", "ingress", "egress", "admin")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
@@ -166,7 +166,7 @@ def parse_mesh(doc: Any) -> Mesh:
 
 def _parse_service(name: Any, body: Any) -> Service:
     where = f"services.{name}"
-    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
         raise MeshError(f"{where}: service name must be a DNS label (lowercase, digits, '-')")
     body = _mapping(body, where)
     deps = body.get("dependencies", [])
@@ -185,7 +185,7 @@ def _parse_pod(service: str, index: int, body: Any) -> Pod:
     where = f"services.{service}.pods[{index}]"
     body = _mapping(body, where)
     name = body.get("name")
-    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
         raise MeshError(f"{where}.name: pod name must be a DNS label (lowercase, digits, '-')")
     labels = _mapping(body.get("labels", {}), f"{where}.labels")
     for key, value in labels.items():

@@ -7,7 +7,7 @@ xDS type so a NACK storm on one type is visible at a glance.
 from prometheus_client import Counter, Gauge, Histogram
 
 SIDECARS_CONNECTED = Gauge(
-    "faultplane_sidecars_connected", "Sidecars with at least one open ADS stream."
+    "faultplane_sidecars_connected", "Sidecars with at least one open xDS stream."
 )
 XDS_RESPONSES = Counter(
     "faultplane_xds_responses_sent", "DiscoveryResponses sent to sidecars.", ["type"]

@@ -115,16 +115,29 @@ def _routes_for(
 
 def _route_match(match: Match) -> route_components_pb2.RouteMatch:
     route_match = route_components_pb2.RouteMatch(prefix=match.path_prefix or "/")
-    for name, value in match.headers:
-        route_match.headers.add(name=name, string_match=string_pb2.StringMatcher(exact=value))
-    if match.methods:
-        route_match.headers.add(
-            name=":method",
-            string_match=string_pb2.StringMatcher(
-                safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(match.methods)})$")
-            ),
-        )
+    route_match.headers.extend(header_matchers(match))
     return route_match
+
+
+def header_matchers(match: Match) -> list[route_components_pb2.HeaderMatcher]:
+    """The match's headers (each exact) and methods (one `:method` regex), but not its
+    path prefix: a route matches that itself, the overlay's HTTPFault.headers as `:path`."""
+    matchers = [
+        route_components_pb2.HeaderMatcher(
+            name=name, string_match=string_pb2.StringMatcher(exact=value)
+        )
+        for name, value in match.headers
+    ]
+    if match.methods:
+        matchers.append(
+            route_components_pb2.HeaderMatcher(
+                name=":method",
+                string_match=string_pb2.StringMatcher(
+                    safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(match.methods)})$")
+                ),
+            )
+        )
+    return matchers
 
 
 def _arm(

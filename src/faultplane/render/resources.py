@@ -2,10 +2,15 @@
 
 Every HCM carries `fault_slots` no-op fault filters from the start, so that injecting a
 fault later only changes RDS and RTDS, never LDS (LDS changes reach new connections only).
+
+The same listeners, routes and clusters also serve the overlay demo (`overlay_base_resources`),
+where another control plane owns them and the fault filters are ECDS slots fetched from
+faultplane.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -19,7 +24,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.service.runtime.v3 import rtds_pb2
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 
 from faultplane.model.mesh import Mesh, Pod
@@ -49,6 +54,43 @@ class SidecarLayout:
 
 def sidecar_resources(mesh: Mesh, pod: Pod, layout: SidecarLayout = SidecarLayout()) -> Resources:
     """Clusters, endpoints, listeners, routes and the runtime layer one pod's sidecar needs."""
+    slots = _inline_fault_slots(layout.fault_slots)
+    return {
+        **_mesh_resources(mesh, pod, {INGRESS: slots, EGRESS: slots}),
+        types.RUNTIME: {RUNTIME_LAYER: rtds_pb2.Runtime(name=RUNTIME_LAYER)},
+    }
+
+
+def overlay_base_resources(mesh: Mesh, pod: Pod, slots: int) -> Resources:
+    """What another control plane serves one pod's sidecar in the overlay demo (the demo's
+    base server, standing in for istiod): the clusters, endpoints, listeners and routes of
+    `sidecar_resources`, but no runtime layer and no fault on any route.
+
+    Each HCM's fault filters are the overlay's ECDS slots exactly as `faultplane overlay
+    envoy` prints them (`faultplane.inbound.<i>` on ingress, `faultplane.outbound.<i>` on
+    egress; default `HTTPFault{}`, applied without warming; config source the bootstrap's
+    `faultplane_xds` cluster). The egress clusters are named after the dependency, as the
+    sidecar calls it, so a fault's `target.upstream: fraud-scoring` matches one exactly.
+    """
+    # Imported here, not above: render.overlay_config builds on this module (RUNTIME_LAYER).
+    from faultplane.render.ecds import INBOUND, OUTBOUND
+    from faultplane.render.overlay_config import slot_filter, slot_names
+
+    filters = {
+        listener: [
+            json_format.ParseDict(slot_filter(name), hcm_pb2.HttpFilter())
+            for name in slot_names(direction, slots)
+        ]
+        for listener, direction in ((INGRESS, INBOUND), (EGRESS, OUTBOUND))
+    }
+    return _mesh_resources(mesh, pod, filters)
+
+
+def _mesh_resources(
+    mesh: Mesh, pod: Pod, fault_filters: Mapping[str, Sequence[hcm_pb2.HttpFilter]]
+) -> Resources:
+    """The pod's clusters, endpoints, listeners and routes, with `fault_filters[listener]`
+    before the router of each listener's HCM."""
     service = mesh.services[pod.service]
     clusters: dict[str, Message] = {LOCAL_APP_CLUSTER: _static_cluster(LOCAL_APP_CLUSTER, pod)}
     endpoints: dict[str, Message] = {}
@@ -56,8 +98,8 @@ def sidecar_resources(mesh: Mesh, pod: Pod, layout: SidecarLayout = SidecarLayou
         clusters[dep] = _eds_cluster(dep)
         endpoints[dep] = _load_assignment(dep, mesh.services[dep].pods)
     listeners = {
-        INGRESS: _listener(INGRESS, pod.address, pod.ports.ingress, layout),
-        EGRESS: _listener(EGRESS, pod.address, pod.ports.egress, layout),
+        name: _listener(name, pod.address, port, fault_filters[name])
+        for name, port in ((INGRESS, pod.ports.ingress), (EGRESS, pod.ports.egress))
     }
     routes = {
         INGRESS: _ingress_routes(),
@@ -68,7 +110,6 @@ def sidecar_resources(mesh: Mesh, pod: Pod, layout: SidecarLayout = SidecarLayou
         types.ENDPOINT: endpoints,
         types.LISTENER: listeners,
         types.ROUTE: routes,
-        types.RUNTIME: {RUNTIME_LAYER: rtds_pb2.Runtime(name=RUNTIME_LAYER)},
     }
 
 
@@ -132,17 +173,24 @@ def _load_assignment(cluster: str, pods: tuple[Pod, ...]) -> endpoint_pb2.Cluste
     )
 
 
-def _listener(name: str, address: str, port: int, layout: SidecarLayout) -> listener_pb2.Listener:
-    http_filters = [hcm_pb2.HttpFilter(name=fault_slot_name(i)) for i in range(layout.fault_slots)]
-    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router"))
-    for http_filter in http_filters[:-1]:
-        http_filter.typed_config.Pack(fault_pb2.HTTPFault())
-    http_filters[-1].typed_config.Pack(router_pb2.Router())
+def _inline_fault_slots(count: int) -> list[hcm_pb2.HttpFilter]:
+    """`count` idle fault filters (`HTTPFault{}`), armed later by per-route config."""
+    slots = [hcm_pb2.HttpFilter(name=fault_slot_name(i)) for i in range(count)]
+    for slot in slots:
+        slot.typed_config.Pack(fault_pb2.HTTPFault())
+    return slots
+
+
+def _listener(
+    name: str, address: str, port: int, fault_filters: Sequence[hcm_pb2.HttpFilter]
+) -> listener_pb2.Listener:
+    router = hcm_pb2.HttpFilter(name="envoy.filters.http.router")
+    router.typed_config.Pack(router_pb2.Router())
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=name,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
-        http_filters=http_filters,
+        http_filters=[*fault_filters, router],
     )
     network_filter = listener_components_pb2.Filter(
         name="envoy.filters.network.http_connection_manager"

@@ -6,6 +6,7 @@ server is reproducible from its config and a test states exactly what it varies.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Literal
 
 from faultplane.api.gate import DEFAULT_PEER_LIMIT, DEFAULT_PRINCIPAL_LIMIT
 from faultplane.api.ratelimit import DEFAULT_WINDOW_SECONDS
+from faultplane.auth.principal import check_local_bind
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.registry import KEEP_FINISHED
 from faultplane.lifecycle.retention import DEFAULT_RETAIN_DAYS, PRUNE_EVERY_SECONDS
@@ -21,8 +23,33 @@ from faultplane.model.mesh import Mesh
 from faultplane.render.resources import DEFAULT_FAULT_SLOTS
 from faultplane.slo.catalogue import SloDef
 
-# Every listener binds here: the loopback interface, never reachable off this machine.
+# Every listener binds here unless configured otherwise: the loopback interface, never
+# reachable off this machine.
 HOST = "127.0.0.1"
+ISTIO_STATS_PORT = 15090  # where an Istio sidecar serves /stats/prometheus
+
+
+def listen_address(host: str, port: int) -> str:
+    """`host:port` as gRPC binds it, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IP address or `localhost`; IPv6 in brackets) -> (host, port); the
+    ValueError names what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address or localhost") from None
+    if not port_text.isdecimal() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
 
 
 @dataclass(frozen=True)
@@ -34,10 +61,19 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    mesh: Mesh
+    # The mesh faultplane defines (full-mesh mode: it serves each pod's whole config), or
+    # None: overlay mode, where any Envoy that connects is a sidecar and gets only the
+    # fault layer (ECDS slots and the leased RTDS layer) beside its own control plane's.
+    mesh: Mesh | None
     xds_port: int = 0  # 0: pick a free port
     api_port: int = 0
     metrics_port: int | None = 0  # None: no metrics endpoint
+    # Listen hosts; anything but loopback ("0.0.0.0", "::") serves other machines too.
+    xds_host: str = HOST
+    api_host: str = HOST
+    metrics_host: str = HOST
+    # Overlay mode: the port an Istio-shaped node serves its stats on, at its INSTANCE_IPS.
+    istio_stats_port: int = ISTIO_STATS_PORT
     fault_slots: int = DEFAULT_FAULT_SLOTS
     # Faults switched on are leased to the sidecars for this long and re-sent every third
     # of it: if the control server dies, every fault is off within this many seconds.
@@ -79,5 +115,7 @@ class ServerConfig:
                 raise ValueError(f"{name}: must be a positive number of seconds, not {value!r}")
         if not (math.isfinite(self.retain_days) and self.retain_days >= 0):
             raise ValueError(f"retain_days: must be 0 or more days, not {self.retain_days!r}")
+        if self.auth == "local":
+            check_local_bind(self.api_host)  # no credentials: never reachable off this machine
         if self.keep_finished < 0:
             raise ValueError(f"keep_finished: must be 0 or more, not {self.keep_finished!r}")

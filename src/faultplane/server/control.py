@@ -16,17 +16,16 @@ from typing import Any
 import grpc
 import prometheus_client
 import structlog
-from envoy.service.discovery.v3 import ads_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from faultplane.auth.principal import LOCAL_MODE_WARNING, check_local_bind
+from faultplane.auth.principal import LOCAL_MODE_WARNING
 from faultplane.auth.tls import server_credentials
-from faultplane.server.config import HOST, ServerConfig, TlsConfig
+from faultplane.server.config import ServerConfig, TlsConfig, listen_address
 from faultplane.server.parts import build
 from faultplane.slo.sources import Reading
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
-from faultplane.xds.server import AdsServer
+from faultplane.xds.server import add_xds_services
 
 __all__ = ["ControlServer", "ServerConfig", "TlsConfig"]
 
@@ -34,7 +33,6 @@ log = structlog.get_logger("faultplane.server.control")
 
 # How long a stop waits for records the store keeps refusing before it gives them up.
 DRAIN_SECONDS = 10.0
-ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 FAULT_SERVICE = faultplane_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
 # The largest operator request the API reads. Chosen, not gRPC's 4 MiB default: the
 # largest valid request (validation bounds every text field) is a few KiB, and anything
@@ -86,25 +84,35 @@ class ControlServer:
             guard = parts.guarding.guard.run(parts.http.session)
             self._tasks.append(asyncio.create_task(guard, name="guard"))
         self._xds_server = grpc.aio.server(options=XDS_SERVER_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServer(self.cache, self.registry, self.source), self._xds_server
+        # Full mesh: ADS. Overlay: RTDS and ECDS on their own services (ADS is another's).
+        xds_services = add_xds_services(
+            self._xds_server,
+            self.cache,
+            self.registry,
+            self.source,
+            per_type=config.mesh is None,
+            on_duplicate=parts.duplicates,
         )
-        self.xds_port = self._xds_server.add_insecure_port(f"{HOST}:{config.xds_port}")
+        self.xds_port = self._xds_server.add_insecure_port(
+            listen_address(config.xds_host, config.xds_port)
+        )
         self._api_server = self._api_grpc_server()
         self._start_metrics()
         await self._xds_server.start()
         await self._api_server.start()
-        for service in ("", FAULT_SERVICE, ADS_SERVICE):
+        for service in ("", FAULT_SERVICE, *xds_services):
             await parts.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.auth == "local":
-            check_local_bind(HOST)  # no credentials: never reachable off this machine
             log.warning(LOCAL_MODE_WARNING)
         log.info(
             "control server started",
-            xds=f"{HOST}:{self.xds_port}",
-            api=f"{HOST}:{self.api_port}",
-            metrics=f"{HOST}:{self.metrics_port}" if self.metrics_port else None,
-            pods=len(config.mesh.pods),
+            xds=listen_address(config.xds_host, self.xds_port),
+            api=listen_address(config.api_host, self.api_port),
+            metrics=listen_address(config.metrics_host, self.metrics_port)
+            if self.metrics_port
+            else None,
+            mode="overlay" if config.mesh is None else "mesh",
+            pods=len(config.mesh.pods) if config.mesh is not None else None,
             instance=self.cache.instance,
             db=str(self.store.path),
             audit_key=str(self.store.audit_key.path) if self.store.audit_key else None,
@@ -134,7 +142,7 @@ class ControlServer:
         reflection.enable_server_reflection(
             (FAULT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        address = f"{HOST}:{config.api_port}"
+        address = listen_address(config.api_host, config.api_port)
         if config.tls is None:
             self.api_port = server.add_insecure_port(address)
         else:
@@ -146,7 +154,9 @@ class ControlServer:
     def _start_metrics(self) -> None:
         if self.config.metrics_port is None:
             return
-        server, _thread = prometheus_client.start_http_server(self.config.metrics_port, addr=HOST)
+        server, _thread = prometheus_client.start_http_server(
+            self.config.metrics_port, addr=self.config.metrics_host
+        )
         self._metrics_http = server
         self.metrics_port = server.server_port
 

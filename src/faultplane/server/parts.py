@@ -22,6 +22,7 @@ from faultplane.api.ratelimit import RefusalLimiter
 from faultplane.api.service import FaultService
 from faultplane.api.validate import validate_request
 from faultplane.auth.principal import Authenticator
+from faultplane.delivery.overlay import OverlaySource
 from faultplane.delivery.source import MeshSource
 from faultplane.guard.steady_state import SteadyStateGuard
 from faultplane.lifecycle.journal import Journal
@@ -31,6 +32,7 @@ from faultplane.lifecycle.scheduler import Scheduler
 from faultplane.model.spec import InjectionSpec
 from faultplane.render.resources import SidecarLayout
 from faultplane.server.config import ServerConfig
+from faultplane.server.duplicates import DuplicateSidecars
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.sources import EnvoySource, HttpClient, PrometheusSource, SloSource
 from faultplane.store import SqliteStore
@@ -56,7 +58,7 @@ class Parts:
     journal: Journal
     cache: SnapshotCache
     registry: SidecarRegistry
-    source: MeshSource
+    source: MeshSource | OverlaySource
     scheduler: Scheduler
     retention: Retention
     http: HttpClient
@@ -64,6 +66,7 @@ class Parts:
     gate: Gate
     service: FaultService
     health: health.aio.HealthServicer
+    duplicates: DuplicateSidecars  # audits a second connection claiming a held node id
     scratch: Path | None  # a throwaway database's directory, removed at stop
 
     def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
@@ -91,8 +94,7 @@ def build(config: ServerConfig) -> Parts:
     store = SqliteStore(db_path, audit_key=key)
     journal = Journal(store)
     cache, registry = SnapshotCache(), SidecarRegistry()
-    layout = SidecarLayout(config.fault_slots)
-    source = MeshSource(config.mesh, cache, registry, layout, config.deadman_ttl)
+    source = _build_source(config, cache, registry)
     scheduler = Scheduler(
         source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
@@ -110,17 +112,37 @@ def build(config: ServerConfig) -> Parts:
         principals=RefusalLimiter(config.principal_refusal_limit, window),
     )
     preflight = guarding.preflight if guarding else None
-    service = FaultService(gate, registry, scheduler, config.mesh, store, journal, preflight)
+    service = FaultService(
+        gate, registry, scheduler, config.mesh, store, journal, source, preflight
+    )
     return Parts(
         config, store, journal, cache, registry, source, scheduler, retention, http,
-        guarding, gate, service, health.aio.HealthServicer(), scratch,
+        guarding, gate, service, health.aio.HealthServicer(), DuplicateSidecars(journal),
+        scratch,
     )  # fmt: skip
+
+
+def _build_source(
+    config: ServerConfig, cache: SnapshotCache, registry: SidecarRegistry
+) -> MeshSource | OverlaySource:
+    """Full mesh: each pod's whole config. Overlay (no mesh): only the fault layer, to
+    whichever Envoy connects."""
+    if config.mesh is None:
+        return OverlaySource(
+            cache,
+            registry,
+            config.fault_slots,
+            config.deadman_ttl,
+            istio_stats_port=config.istio_stats_port,
+        )
+    layout = SidecarLayout(config.fault_slots)
+    return MeshSource(config.mesh, cache, registry, layout, config.deadman_ttl)
 
 
 def _build_guarding(
     config: ServerConfig,
     scheduler: Scheduler,
-    source: MeshSource,
+    source: MeshSource | OverlaySource,
     journal: Journal,
     http: HttpClient,
 ) -> Guarding | None:

@@ -1,17 +1,26 @@
-"""What every sidecar has been sent, has ACKed and has NACKed, per xDS type.
+"""What every sidecar has been sent, has ACKed and has NACKed, per xDS type and per stream.
 
 This is the evidence the lifecycle relies on: "sidecar S runs generation g of type T" is
-true exactly when S ACKed a response carrying generation g or newer (the cache's content
-is cumulative, so a newer generation includes g's change). A NACK is evidence only against
-the generation it answered: when changes g < h are coalesced into one response h and that
-is NACKed, the NACK may be h's fault alone, so the waiter for g keeps waiting (g lands
-once h's change is withdrawn) and, should it time out, says that a later response was
-NACKed.
+true exactly when every open stream of S that serves T ACKed a response carrying
+generation g or newer (the cache's content is cumulative, so a newer generation includes
+g's change). A full-mesh sidecar has one stream, ADS, serving every type; an overlay
+sidecar has one per-type stream for its runtime layer and one per fault slot (ECDS), each
+the only evidence about its own slot.
+
+A NACK is evidence only against the generation it answered: when changes g < h are
+coalesced into one response h and that is NACKed, the NACK may be h's fault alone, so the
+waiter for g keeps waiting (g lands once h's change is withdrawn) and, should it time out,
+says that a later response was NACKed.
+
+One node id belongs to one connection at a time: a second connection opening streams for
+a node whose first connection still has streams open is refused (`NodeHeld`), so that two
+Envoys sharing an id never mix their evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,19 +48,66 @@ class TypeStatus:
     last_error: str = ""
 
 
+_NOTHING = TypeStatus()  # what a stream that has been sent nothing yet reports
+
+
+def _status(statuses: dict[str, TypeStatus], type_url: str) -> TypeStatus:
+    found = statuses.get(type_url)
+    if found is None:
+        found = statuses[type_url] = TypeStatus()
+    return found
+
+
+@dataclass
+class StreamStatus:
+    """One open xDS stream of a sidecar: its ADS stream (`served` None: any type) or a
+    per-type stream (`served` = the one type it carries)."""
+
+    key: int
+    peer: str
+    served: str | None
+    names: dict[str, frozenset[str]] = field(default_factory=dict)  # type -> subscribed
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def serves(self, type_url: str) -> bool:
+        if self.served is not None:
+            return self.served == type_url
+        return type_url in self.names or type_url in self.types
+
+    def status(self, type_url: str) -> TypeStatus:
+        return _status(self.types, type_url)
+
+    def named(self, type_url: str, error: str) -> str:
+        """`error`, naming the resource it is about where the stream carries only that
+        one (an ECDS slot): "faultplane.inbound.0: <Envoy's message>"."""
+        names = self.names.get(type_url)
+        if self.served in types.PER_NAME_STREAMS and names:
+            return f"{', '.join(sorted(names))}: {error}"
+        return error
+
+
 @dataclass
 class SidecarStatus:
+    """A sidecar's identity and evidence. `types` holds per type the sent version (the
+    latest), the ACKed one (that of its least advanced open stream, so "ACKed" means on
+    every stream) and the latest NACK (naming its slot, for ECDS)."""
+
     node_id: str
     cluster: str
     metadata: Mapping[str, Any]
-    streams: int = 0
+    peer: str = ""  # the connection holding it, or that last held it
     connected_at: float | None = None
     disconnected_at: float | None = None
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    open_streams: dict[int, StreamStatus] = field(default_factory=dict)
+
+    @property
+    def streams(self) -> int:
+        return len(self.open_streams)
 
     @property
     def connected(self) -> bool:
-        return self.streams > 0
+        return bool(self.open_streams)
 
     @property
     def service(self) -> str:
@@ -63,10 +119,11 @@ class SidecarStatus:
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
     def status(self, type_url: str) -> TypeStatus:
-        found = self.types.get(type_url)
-        if found is None:
-            found = self.types[type_url] = TypeStatus()
-        return found
+        return _status(self.types, type_url)
+
+    def streams_of(self, type_url: str) -> list[StreamStatus]:
+        """The open streams that carry `type_url`."""
+        return [stream for stream in self.open_streams.values() if stream.serves(type_url)]
 
 
 @dataclass(frozen=True)
@@ -98,6 +155,17 @@ class AckTimeout(TimeoutError):
         super().__init__(message)
 
 
+class NodeHeld(Exception):
+    """A stream for a node id whose streams are open on another connection."""
+
+    def __init__(self, node_id: str, peer: str, holder: str) -> None:
+        self.node_id, self.peer, self.holder = node_id, peer, holder
+        super().__init__(
+            f"node.id: {node_id!r} is already connected from {holder}; refusing the stream"
+            f" from {peer} (two sidecars with one node id?)"
+        )
+
+
 @dataclass(eq=False)
 class _Waiter:
     generation: int
@@ -111,29 +179,61 @@ class SidecarRegistry:
         # (node, type) -> the generations awaited and their futures. Indexed so that an
         # ACK resolves its own sidecar's waiters without scanning the whole fleet's.
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
+        self._released: dict[str, asyncio.Event] = {}  # node -> set when its last stream ends
+        self._keys = itertools.count(1)
 
-    def connected(self, node: base_pb2.Node) -> SidecarStatus:
-        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    def connected(self, node: base_pb2.Node, peer: str = "", served: str | None = None) -> int:
+        """Open a stream of `node` from connection `peer`, carrying `served` (None: ADS);
+        returns the stream's key for the `record_*` calls and `disconnected`.
+
+        Raises `NodeHeld`, changing nothing, when the node's streams are open on another
+        connection.
+        """
         sidecar = self._sidecars.get(node.id)
+        if sidecar is not None and sidecar.connected and sidecar.peer != peer:
+            raise NodeHeld(node.id, peer, sidecar.peer)
+        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         if sidecar is None:
             sidecar = self._sidecars[node.id] = SidecarStatus(node.id, node.cluster, metadata)
         else:
             sidecar.cluster, sidecar.metadata = node.cluster, metadata
-        if sidecar.streams == 0:
+        if not sidecar.connected:
             metrics.SIDECARS_CONNECTED.inc()
-            # A new stream starts from nothing: what the old one sent is not what this
+            # A new connection starts from nothing: what the old one sent is not what this
             # Envoy (possibly restarted) holds.
             sidecar.types.clear()
-        sidecar.streams += 1
+        key = next(self._keys)
+        sidecar.open_streams[key] = StreamStatus(key, peer, served)
+        sidecar.peer = peer
         sidecar.connected_at = time.time()
-        return sidecar
+        return key
 
-    def disconnected(self, node_id: str) -> None:
+    def disconnected(self, node_id: str, stream: int | None = None) -> None:
         sidecar = self._sidecars[node_id]
-        sidecar.streams -= 1
-        if sidecar.streams == 0:
+        closed = sidecar.open_streams.pop(self._stream(sidecar, stream, None).key)
+        if not sidecar.connected:
             metrics.SIDECARS_CONNECTED.dec()
             sidecar.disconnected_at = time.time()
+            released = self._released.pop(node_id, None)
+            if released is not None:
+                released.set()
+            return
+        # The closed stream may have been the one the others were waiting on.
+        for type_url in {*closed.names, *closed.types}:
+            self._settle(sidecar, type_url)
+
+    async def released(self, node_id: str, timeout: float) -> bool:
+        """Whether the node has no open stream, waiting up to `timeout` seconds for its
+        last one to end."""
+        sidecar = self._sidecars.get(node_id)
+        if sidecar is None or not sidecar.connected:
+            return True
+        event = self._released.setdefault(node_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def get(self, node_id: str) -> SidecarStatus | None:
         return self._sidecars.get(node_id)
@@ -141,29 +241,63 @@ class SidecarRegistry:
     def sidecars(self) -> list[SidecarStatus]:
         return sorted(self._sidecars.values(), key=lambda s: s.node_id)
 
-    def record_sent(self, node_id: str, type_url: str, sent: Sent) -> None:
-        status = self._sidecars[node_id].status(type_url)
-        status.sent_version, status.sent_generation = sent.version, sent.generation
-        status.sent_at = time.time()
+    def subscribed(
+        self, node_id: str, type_url: str, names: frozenset[str], stream: int | None = None
+    ) -> None:
+        """The stream now asks for these resources of `type_url` (empty: a wildcard)."""
+        sidecar = self._sidecars[node_id]
+        self._stream(sidecar, stream, type_url).names[type_url] = names
+
+    def subscriptions(self, node_id: str, type_url: str) -> frozenset[str]:
+        """The resource names the node's open streams of `type_url` subscribe to: for
+        ECDS, the fault slots its config declares (as far as its listeners are up)."""
+        sidecar = self._sidecars.get(node_id)
+        if sidecar is None:
+            return frozenset()
+        return frozenset().union(
+            *(s.names.get(type_url, frozenset()) for s in sidecar.streams_of(type_url))
+        )
+
+    def record_sent(
+        self, node_id: str, type_url: str, sent: Sent, stream: int | None = None
+    ) -> None:
+        sidecar = self._sidecars[node_id]
+        on = self._stream(sidecar, stream, type_url)
+        wall = time.time()
+        for status in (on.status(type_url), sidecar.status(type_url)):
+            status.sent_version, status.sent_generation = sent.version, sent.generation
+            status.sent_at = wall
         _metrics(type_url).responses.inc()
 
-    def record_ack(self, node_id: str, type_url: str, sent: Sent, now: float) -> None:
-        status = self._sidecars[node_id].status(type_url)
+    def record_ack(
+        self, node_id: str, type_url: str, sent: Sent, now: float, stream: int | None = None
+    ) -> None:
+        sidecar = self._sidecars[node_id]
+        status = self._stream(sidecar, stream, type_url).status(type_url)
         status.acked_version, status.acked_generation = sent.version, sent.generation
         status.acked_at = time.time()
         counters = _metrics(type_url)
         counters.acks.inc()
         counters.push_to_ack.observe(now - sent.sent_at)
-        outcome = AckOutcome(True, sent.version)
-        for waiter in self._waiters.get((node_id, type_url), ()):
-            if waiter.generation <= sent.generation and not waiter.future.done():
-                waiter.future.set_result(outcome)
+        self._settle(sidecar, type_url)
 
-    def record_nack(self, node_id: str, type_url: str, sent: Sent, error: str, now: float) -> None:
-        status = self._sidecars[node_id].status(type_url)
-        status.nacked_version, status.nacked_generation = sent.version, sent.generation
-        status.nacked_at = time.time()
-        status.last_error = error
+    def record_nack(
+        self,
+        node_id: str,
+        type_url: str,
+        sent: Sent,
+        error: str,
+        now: float,
+        stream: int | None = None,
+    ) -> None:
+        sidecar = self._sidecars[node_id]
+        on = self._stream(sidecar, stream, type_url)
+        error = on.named(type_url, error)
+        wall = time.time()
+        for status in (on.status(type_url), sidecar.status(type_url)):
+            status.nacked_version, status.nacked_generation = sent.version, sent.generation
+            status.nacked_at = wall
+            status.last_error = error
         counters = _metrics(type_url)
         counters.nacks.inc()
         counters.push_to_ack.observe(now - sent.sent_at)
@@ -177,21 +311,25 @@ class SidecarRegistry:
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome:
-        """Wait until the sidecar ACKs generation >= `generation` of `type_url`, or NACKs
-        exactly `generation`.
+        """Wait until every open stream of the sidecar carrying `type_url` has ACKed
+        generation >= `generation`, or one NACKs exactly `generation`.
 
         A NACK of a later generation does not end the wait: that response also carried
-        other changes, and the NACK may be theirs. Raises `AckTimeout` (a TimeoutError)
-        when neither happens within `timeout` seconds; its `later_nack` tells whether a
-        later response carrying this change was NACKed meanwhile.
+        other changes, and the NACK may be theirs. A sidecar with no such stream open is
+        waited for (it may be reconnecting). Raises `AckTimeout` (a TimeoutError) when
+        neither happens within `timeout` seconds; its `later_nack` tells whether a later
+        response carrying this change was NACKed meanwhile.
         """
         sidecar = self._sidecars.get(node_id)
-        if sidecar is not None and sidecar.connected:
-            status = sidecar.status(type_url)
-            if status.acked_generation >= generation:
-                return AckOutcome(True, status.acked_version)
-            if status.nacked_generation == generation:
-                return AckOutcome(False, status.nacked_version, status.last_error)
+        streams = sidecar.streams_of(type_url) if sidecar is not None else []
+        if streams:
+            least = _least_acked(streams, type_url)
+            if least.acked_generation >= generation:
+                return AckOutcome(True, least.acked_version)
+            for stream in streams:
+                status = stream.types.get(type_url, _NOTHING)
+                if status.nacked_generation == generation:
+                    return AckOutcome(False, status.nacked_version, status.last_error)
         loop = asyncio.get_running_loop()
         key = (node_id, type_url)
         waiter = _Waiter(generation, loop.create_future())
@@ -207,6 +345,38 @@ class SidecarRegistry:
             waiters.remove(waiter)
             if not waiters:
                 del self._waiters[key]
+
+    def _stream(
+        self, sidecar: SidecarStatus, key: int | None, type_url: str | None
+    ) -> StreamStatus:
+        """The stream `key`; None (callers with one stream per sidecar) means the one
+        carrying `type_url`, else the sidecar's first open stream."""
+        if key is not None:
+            return sidecar.open_streams[key]
+        carrying = sidecar.streams_of(type_url) if type_url is not None else []
+        return (carrying or list(sidecar.open_streams.values()))[0]
+
+    def _settle(self, sidecar: SidecarStatus, type_url: str) -> None:
+        """Bring the sidecar's ACKed state of `type_url` to that of its least advanced
+        open stream, and resolve the waiters that state satisfies."""
+        streams = sidecar.streams_of(type_url)
+        if not streams:
+            return
+        least = _least_acked(streams, type_url)
+        status = sidecar.status(type_url)
+        status.acked_version, status.acked_generation = least.acked_version, least.acked_generation
+        status.acked_at = least.acked_at
+        outcome = AckOutcome(True, least.acked_version)
+        for waiter in self._waiters.get((sidecar.node_id, type_url), ()):
+            if waiter.generation <= least.acked_generation and not waiter.future.done():
+                waiter.future.set_result(outcome)
+
+
+def _least_acked(streams: list[StreamStatus], type_url: str) -> TypeStatus:
+    return min(
+        (stream.types.get(type_url, _NOTHING) for stream in streams),
+        key=lambda status: status.acked_generation,
+    )
 
 
 def _expire(waiter: _Waiter) -> None:

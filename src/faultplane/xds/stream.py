@@ -8,10 +8,10 @@ No sockets here: `on_request` classifies what Envoy said (ACK, NACK, stale, init
 - a response is sent only when what the sidecar should have differs from what it was
   last sent, and a response the sidecar NACKed is never sent again, not even as a lease
   re-send (the sidecar keeps its old state; only a new desired version is offered);
-- types go out in PUSH_ORDER, and a wildcard type drops resources only once no other type
+- types go out in SEND_ORDER, and a wildcard type drops resources only once no other type
   is still converging (make before break). Until then it sends "<version>+keep": the new
   resources plus the dropped ones. A type that is only holding such a keep response does
-  not hold up the types after it in PUSH_ORDER, so removals happen in reverse push order
+  not hold up the types after it in SEND_ORDER, so removals happen in reverse push order
   (listeners before the clusters they name) and two dropping types never wait on each
   other forever. An ACK of a keep response does not count as the desired generation;
 - leased (TTL) resources are re-sent in full every ttl/3, since Envoy 1.40 does not
@@ -142,7 +142,7 @@ class StreamState:
     ) -> list[tuple[discovery_pb2.DiscoveryResponse, Sent]]:
         """The responses to send now, in push order, each already recorded as in flight."""
         out = []
-        for type_url in types.PUSH_ORDER:
+        for type_url in types.SEND_ORDER:
             state = self.states.get(type_url)
             desired = snapshot.get(type_url)
             if state is None or desired is None or state.in_flight is not None:
@@ -232,7 +232,7 @@ class StreamState:
         """Whether another type has yet to reach its desired version, so `type_url` must
         keep what it would drop.
 
-        A type earlier in PUSH_ORDER whose keep response for its desired version is ACKed
+        A type earlier in SEND_ORDER whose keep response for its desired version is ACKed
         is waiting only for others to converge: it does not count, else two dropping types
         would each keep, waiting for the other, forever. The later type drops first.
         """
@@ -257,7 +257,7 @@ class StreamState:
         return False
 
 
-_PUSH_RANK = {type_url: rank for rank, type_url in enumerate(types.PUSH_ORDER)}
+_PUSH_RANK = {type_url: rank for rank, type_url in enumerate(types.SEND_ORDER)}
 
 
 def _base_version(version: str) -> str:
