@@ -100,7 +100,7 @@ def registry() -> SidecarRegistry:
 
 @pytest.fixture
 def source(cache: SnapshotCache, registry: SidecarRegistry) -> OverlaySource:
-    return OverlaySource(cache, registry, fault_slots=SLOTS, deadman_ttl=TTL, slot_grace=0.0)
+    return OverlaySource(cache, registry, fault_slots=SLOTS, deadman_ttl=TTL, missing_wait=0.0)
 
 
 def fault(injection_id: str, upstream: str | None = None, enabled: bool = False) -> FaultAssignment:
@@ -252,11 +252,11 @@ async def test_a_sidecar_with_its_slots_is_waited_for_on_every_slot_stream(
     assert outcome.acked and outcome.version == f"v-{generation}"
 
 
-async def test_a_slot_stream_opening_within_the_grace_is_waited_for(
+async def test_a_slot_stream_opening_while_waiting_is_waited_for(
     cache: SnapshotCache, registry: SidecarRegistry
 ) -> None:
     grace = 0.5
-    source = OverlaySource(cache, registry, SLOTS, TTL, slot_grace=grace)
+    source = OverlaySource(cache, registry, SLOTS, TTL, missing_wait=grace)
     envoy = FakeEnvoy(registry, istio_node("pay-1", "payments-api", "payments"))
     envoy.start(slots=frozenset({"faultplane.inbound.0"}))
     generation = source.set_faults("pay-1", [fault("inj1", FRAUD)], None)[ECDS]
@@ -272,11 +272,11 @@ async def test_a_slot_stream_opening_within_the_grace_is_waited_for(
     assert outcome.acked
 
 
-async def test_the_grace_ends_in_a_nack_when_the_slot_never_comes(
+async def test_the_wait_ends_in_a_nack_when_the_slot_never_comes(
     cache: SnapshotCache, registry: SidecarRegistry
 ) -> None:
     grace = 0.3
-    source = OverlaySource(cache, registry, SLOTS, TTL, slot_grace=grace)
+    source = OverlaySource(cache, registry, SLOTS, TTL, missing_wait=grace)
     FakeEnvoy(registry, istio_node("pay-1", "payments-api", "payments")).start(frozenset())
     generation = source.set_faults("pay-1", [fault("inj1")], None)[ECDS]
     started = time.monotonic()

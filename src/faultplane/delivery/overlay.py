@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,9 @@ from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
 
 RENDER_CACHE_SIZE = 1024
 # A sidecar opens its slot streams only once the listeners carrying them are up (after
-# RTDS init, or whenever the other control plane's LDS arrives): a slot missing within
-# this long of its latest stream opening may still be on its way.
-SLOT_GRACE_SECONDS = 2.0
+# RTDS init, or whenever the other control plane's LDS arrives), and reopens each on its
+# own backoff: how often a subscription it still lacks is looked for again.
+MISSING_POLL_SECONDS = 0.1
 _SEE = "see `faultplane overlay envoy`"
 
 
@@ -89,16 +89,14 @@ class OverlaySource:
         fault_slots: int,
         deadman_ttl: float,
         istio_stats_port: int = ISTIO_STATS_PORT,
-        slot_grace: float = SLOT_GRACE_SECONDS,
-        clock: Callable[[], float] = time.time,
+        missing_wait: float | None = None,
     ) -> None:
         self.fault_slots = fault_slots
         self.deadman_ttl = deadman_ttl
         self._cache = cache
         self._registry = registry
         self._istio_stats_port = istio_stats_port
-        self._slot_grace = slot_grace
-        self._clock = clock  # the registry's `connected_at` clock
+        self._missing_wait = missing_wait
         self._slots: dict[str, frozenset[str]] = {}  # node -> slots its faults occupy
         # node -> (the metadata it was read from, the cluster, the identity)
         self._identities: dict[str, tuple[Mapping[str, Any], str, Identity]] = {}
@@ -157,21 +155,23 @@ class OverlaySource:
         """The sidecar's answer to `generation` of `type_url`; a NACK naming the missing
         slot (or RTDS layer) when the sidecar cannot carry its faults at all.
 
-        A sidecar judged moments after a stream of its opened gets the rest of the grace
-        to open its other streams first. A disconnected one is not judged: the wait is
-        for its reconnection, as in full-mesh mode.
+        A subscription still missing is waited for, up to `missing_wait` (default: the
+        whole ACK timeout), before the sidecar is judged to lack it: Envoy reconnects each
+        of its streams on its own backoff, so after a faultplane restart they come back
+        seconds apart. A disconnected sidecar is not judged: the wait is for its
+        reconnection, as in full-mesh mode.
         """
-        started = time.monotonic()
+        now = time.monotonic()
+        deadline = now + timeout
+        patience = timeout if self._missing_wait is None else min(timeout, self._missing_wait)
+        give_up = now + patience
         missing = self._missing(node_id, type_url)
-        sidecar = self._registry.get(node_id)
-        if missing is not None and sidecar is not None:
-            since = self._clock() - (sidecar.connected_at or 0.0)
-            if since < self._slot_grace:
-                await asyncio.sleep(min(self._slot_grace - since, timeout))
-                missing = self._missing(node_id, type_url)
+        while missing is not None and time.monotonic() < give_up:
+            await asyncio.sleep(min(MISSING_POLL_SECONDS, max(0.0, give_up - time.monotonic())))
+            missing = self._missing(node_id, type_url)
         if missing is not None:
             return AckOutcome(False, "", missing)
-        remaining = max(0.0, timeout - (time.monotonic() - started))
+        remaining = max(0.0, deadline - time.monotonic())
         return await self._registry.wait_for(node_id, type_url, generation, remaining)
 
     def _missing(self, node_id: str, type_url: str) -> str | None:
