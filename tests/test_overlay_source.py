@@ -319,3 +319,32 @@ def test_mesh_source_stats_address_and_namespace() -> None:
     assert len(source.candidates("payments-api")) == 2
     # Mesh pods name no namespace: a namespace selects none of them.
     assert source.candidates("payments-api", namespace="payments") == []
+
+
+def test_departed_sidecars_carrying_no_fault_are_forgotten(
+    source: OverlaySource, cache: SnapshotCache, registry: SidecarRegistry
+) -> None:
+    """Pods come and go, each with a new node id: what the server keeps of one that left
+    (its record, desired state, identity) goes once it has been gone long enough, unless
+    a fault is still meant for it (it may come back to carry it)."""
+    delivery = Delivery(source, ack_timeout=5)
+    gone, faulted, here = (istio_node(n, "payments-api", "payments") for n in ("a", "b", "c"))
+    envoys = {}
+    for sidecar in (gone, faulted, here):
+        source.ensure(sidecar)
+        envoys[sidecar.id] = FakeEnvoy(registry, sidecar).start()
+        assert source.candidates("payments-api")  # its identity is known
+    delivery.reserve(["b"], "inj1", fault("inj1"))
+    envoys["a"].stop()
+    envoys["b"].stop()
+
+    assert delivery.forget_departed(before=time.time() - 60) == 0  # not gone long enough
+    assert delivery.forget_departed(before=time.time() + 1) == 1
+
+    assert registry.get("a") is None and not cache.has("a")
+    assert registry.get("b") is not None and cache.has("b")  # a fault is reserved for it
+    assert registry.get("c") is not None and cache.has("c")  # still connected
+    # A forgotten sidecar that comes back is served from scratch.
+    source.ensure(gone)
+    FakeEnvoy(registry, gone).start()
+    assert [s.node_id for s in source.candidates("payments-api")] == ["a", "c"]

@@ -140,6 +140,17 @@ class OverlaySource:
                 found.append(OverlaySidecar(status, identity))
         return found
 
+    def departed(self, before: float) -> list[str]:
+        return self._registry.departed(before)
+
+    def forget(self, node_id: str) -> bool:
+        """Forget a departed sidecar: pods come and go, each with a new node id."""
+        if not self._registry.forget(node_id):
+            return False
+        self._cache.forget(node_id)
+        self._identities.pop(node_id, None)
+        return True
+
     def is_connected(self, node_id: str) -> bool:
         sidecar = self._registry.get(node_id)
         return sidecar is not None and sidecar.connected

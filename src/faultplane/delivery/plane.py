@@ -63,6 +63,14 @@ class FaultPlane(Protocol):
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome: ...
 
+    def departed(self, before: float) -> list[str]:
+        """Sidecars whose last stream ended before `before` (epoch seconds)."""
+        ...
+
+    def forget(self, node_id: str) -> bool:
+        """Drop a departed sidecar's records; False if it came back or is awaited."""
+        ...
+
     def identity(self, sidecar: SidecarStatus) -> Identity:
         """The sidecar as selection, SLOs and ListSidecars see it."""
         ...
@@ -142,6 +150,16 @@ class Delivery:
             if faults.pop(injection_id, None) is not None:
                 self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
         self.release(injection_id)
+
+    def forget_departed(self, before: float) -> int:
+        """Forget the sidecars gone since before `before` that carry and await no fault,
+        so that a fleet whose pods come and go does not grow the server's memory; how
+        many were forgotten."""
+        return sum(
+            self.plane.forget(node)
+            for node in self.plane.departed(before)
+            if not self.planned(node)
+        )
 
     def carries(self, node: str, injection_id: str) -> FaultAssignment | None:
         return self._faults.get(node, {}).get(injection_id)

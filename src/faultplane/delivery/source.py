@@ -133,6 +133,16 @@ class MeshSource:
         sidecar = self._registry.get(node_id)
         return None if sidecar is None else admin_address(sidecar.metadata.get("admin_port"))
 
+    def departed(self, before: float) -> list[str]:
+        return self._registry.departed(before)
+
+    def forget(self, node_id: str) -> bool:
+        """Forget a departed sidecar (an unknown node's empty state included)."""
+        if not self._registry.forget(node_id):
+            return False
+        self._cache.forget(node_id)
+        return True
+
     def is_connected(self, node_id: str) -> bool:
         sidecar = self._registry.get(node_id)
         return sidecar is not None and sidecar.connected

@@ -5,7 +5,8 @@ and every PRUNE_EVERY_SECONDS (hourly) after, the server deletes the injections 
 finished more than D days ago, with their transitions and SLO readings, and the baseline
 samples older than the baseline window. The audit table is never touched: its entries
 name injections by id only, so the hash chain still verifies after any pruning, and
-`faultplane audit --injection ID` still tells a pruned injection's story.
+`faultplane audit --injection ID` still tells a pruned injection's story. Memory is pruned
+on the same pass: sidecars gone for an hour that carry no fault are forgotten.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ log = structlog.get_logger("faultplane.retention")
 DAY_SECONDS = 86400.0
 DEFAULT_RETAIN_DAYS = 90.0
 PRUNE_EVERY_SECONDS = 3600.0
+# A sidecar gone this long, carrying no fault, is forgotten (its record, desired state
+# and identity): what it acknowledged stays in its injections' evidence.
+FORGET_SIDECARS_AFTER_SECONDS = 3600.0
 PRUNE_BATCH = 500  # injections deleted per store transaction: the write lock stays short
 
 
@@ -52,6 +56,9 @@ class Retention:
         samples = await self._journal.run(
             store.readings.prune_baseline, now - self._baseline_window
         )
+        forgotten = self._scheduler.forget_departed_sidecars(now - FORGET_SIDECARS_AFTER_SECONDS)
+        if forgotten:
+            log.info("departed sidecars forgotten", sidecars=forgotten)
         if injections or samples:
             log.info("store pruned", injections=injections, baseline_samples=samples,
                      retain_days=self._retain_days)  # fmt: skip

@@ -255,6 +255,10 @@ class Scheduler:
         reads the last heartbeat, as after a crash."""
         await self._uptime.end()
 
+    def forget_departed_sidecars(self, before: float) -> int:
+        """Forget sidecars gone since before `before` that carry no fault."""
+        return self._delivery.forget_departed(before)
+
     def forget_finished_before(self, before: float) -> int:
         """Drop from memory what retention pruned from the store (finished before then)."""
         return self._injections.forget_finished_before(before)

@@ -136,6 +136,12 @@ class SnapshotCache:
     def has(self, node_id: str) -> bool:
         return node_id in self._snapshots
 
+    def forget(self, node_id: str) -> None:
+        """Drop a node's desired state while no stream watches it (it is rebuilt by the
+        source when the node connects again)."""
+        if node_id not in self._watchers:
+            self._snapshots.pop(node_id, None)
+
     def watch(self, node_id: str, notify: Callable[[], None]) -> Callable[[], None]:
         """Call `notify` whenever the node's resources change; returns the cancel function."""
         self._watchers.setdefault(node_id, set()).add(notify)

@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -31,139 +30,27 @@ from google.protobuf import json_format
 
 from faultplane.observability import metrics
 from faultplane.xds import types
+from faultplane.xds.sidecar import (
+    NOTHING_SENT,
+    AckOutcome,
+    AckTimeout,
+    NodeHeld,
+    SidecarStatus,
+    StreamStatus,
+    TypeStatus,
+    least_acked,
+)
 from faultplane.xds.stream import Sent
 
-
-@dataclass
-class TypeStatus:
-    sent_version: str = ""
-    sent_generation: int = 0
-    sent_at: float | None = None
-    acked_version: str = ""
-    acked_generation: int = 0
-    acked_at: float | None = None
-    nacked_version: str = ""
-    nacked_generation: int = 0
-    nacked_at: float | None = None
-    last_error: str = ""
-
-
-_NOTHING = TypeStatus()  # what a stream that has been sent nothing yet reports
-
-
-def _status(statuses: dict[str, TypeStatus], type_url: str) -> TypeStatus:
-    found = statuses.get(type_url)
-    if found is None:
-        found = statuses[type_url] = TypeStatus()
-    return found
-
-
-@dataclass
-class StreamStatus:
-    """One open xDS stream of a sidecar: its ADS stream (`served` None: any type) or a
-    per-type stream (`served` = the one type it carries)."""
-
-    key: int
-    peer: str
-    served: str | None
-    names: dict[str, frozenset[str]] = field(default_factory=dict)  # type -> subscribed
-    types: dict[str, TypeStatus] = field(default_factory=dict)
-
-    def serves(self, type_url: str) -> bool:
-        if self.served is not None:
-            return self.served == type_url
-        return type_url in self.names or type_url in self.types
-
-    def status(self, type_url: str) -> TypeStatus:
-        return _status(self.types, type_url)
-
-    def named(self, type_url: str, error: str) -> str:
-        """`error`, naming the resource it is about where the stream carries only that
-        one (an ECDS slot): "faultplane.inbound.0: <Envoy's message>"."""
-        names = self.names.get(type_url)
-        if self.served in types.PER_NAME_STREAMS and names:
-            return f"{', '.join(sorted(names))}: {error}"
-        return error
-
-
-@dataclass
-class SidecarStatus:
-    """A sidecar's identity and evidence. `types` holds per type the sent version (the
-    latest), the ACKed one (that of its least advanced open stream, so "ACKed" means on
-    every stream) and the latest NACK (naming its slot, for ECDS)."""
-
-    node_id: str
-    cluster: str
-    metadata: Mapping[str, Any]
-    peer: str = ""  # the connection holding it, or that last held it
-    connected_at: float | None = None
-    disconnected_at: float | None = None
-    types: dict[str, TypeStatus] = field(default_factory=dict)
-    open_streams: dict[int, StreamStatus] = field(default_factory=dict)
-
-    @property
-    def streams(self) -> int:
-        return len(self.open_streams)
-
-    @property
-    def connected(self) -> bool:
-        return bool(self.open_streams)
-
-    @property
-    def service(self) -> str:
-        return str(self.metadata.get("service") or self.cluster)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        labels = self.metadata.get("labels") or {}
-        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
-
-    def status(self, type_url: str) -> TypeStatus:
-        return _status(self.types, type_url)
-
-    def streams_of(self, type_url: str) -> list[StreamStatus]:
-        """The open streams that carry `type_url`."""
-        return [stream for stream in self.open_streams.values() if stream.serves(type_url)]
-
-
-@dataclass(frozen=True)
-class AckOutcome:
-    """How a sidecar answered: an ACK of the awaited generation or newer, or a NACK of
-    exactly the awaited generation."""
-
-    acked: bool
-    version: str
-    error: str = ""
-
-
-class AckTimeout(TimeoutError):
-    """No ACK of the awaited generation (nor NACK of exactly it) in time.
-
-    `later_nack` is set when a later response, which also carried the awaited change, was
-    NACKed meanwhile: the change may be fine, but it never got through on its own.
-    """
-
-    def __init__(self, generation: int, later_nack: AckOutcome | None) -> None:
-        self.generation = generation
-        self.later_nack = later_nack
-        message = f"no ACK of generation {generation}"
-        if later_nack is not None:
-            message += (
-                f"; a later response carrying it (version {later_nack.version}) was NACKed:"
-                f" {later_nack.error}"
-            )
-        super().__init__(message)
-
-
-class NodeHeld(Exception):
-    """A stream for a node id whose streams are open on another connection."""
-
-    def __init__(self, node_id: str, peer: str, holder: str) -> None:
-        self.node_id, self.peer, self.holder = node_id, peer, holder
-        super().__init__(
-            f"node.id: {node_id!r} is already connected from {holder}; refusing the stream"
-            f" from {peer} (two sidecars with one node id?)"
-        )
+__all__ = [
+    "AckOutcome",
+    "AckTimeout",
+    "NodeHeld",
+    "SidecarRegistry",
+    "SidecarStatus",
+    "StreamStatus",
+    "TypeStatus",
+]
 
 
 @dataclass(eq=False)
@@ -237,6 +124,28 @@ class SidecarRegistry:
 
     def get(self, node_id: str) -> SidecarStatus | None:
         return self._sidecars.get(node_id)
+
+    def departed(self, before: float) -> list[str]:
+        """Sidecars whose last stream ended before `before` (epoch seconds)."""
+        return [
+            sidecar.node_id
+            for sidecar in self._sidecars.values()
+            if not sidecar.connected
+            and sidecar.disconnected_at is not None
+            and sidecar.disconnected_at < before
+        ]
+
+    def forget(self, node_id: str) -> bool:
+        """Drop a disconnected sidecar's record, unless something still waits on it; what
+        it acknowledged stays in its injections' evidence. A fleet whose pods come and go
+        (each a new node id) would otherwise grow the registry for ever."""
+        sidecar = self._sidecars.get(node_id)
+        if sidecar is None or sidecar.connected:
+            return False
+        if any(node == node_id for node, _ in self._waiters):
+            return False
+        del self._sidecars[node_id]
+        return True
 
     def sidecars(self) -> list[SidecarStatus]:
         return sorted(self._sidecars.values(), key=lambda s: s.node_id)
@@ -323,11 +232,11 @@ class SidecarRegistry:
         sidecar = self._sidecars.get(node_id)
         streams = sidecar.streams_of(type_url) if sidecar is not None else []
         if streams:
-            least = _least_acked(streams, type_url)
+            least = least_acked(streams, type_url)
             if least.acked_generation >= generation:
                 return AckOutcome(True, least.acked_version)
             for stream in streams:
-                status = stream.types.get(type_url, _NOTHING)
+                status = stream.types.get(type_url, NOTHING_SENT)
                 if status.nacked_generation == generation:
                     return AckOutcome(False, status.nacked_version, status.last_error)
         loop = asyncio.get_running_loop()
@@ -362,7 +271,7 @@ class SidecarRegistry:
         streams = sidecar.streams_of(type_url)
         if not streams:
             return
-        least = _least_acked(streams, type_url)
+        least = least_acked(streams, type_url)
         status = sidecar.status(type_url)
         status.acked_version, status.acked_generation = least.acked_version, least.acked_generation
         status.acked_at = least.acked_at
@@ -370,13 +279,6 @@ class SidecarRegistry:
         for waiter in self._waiters.get((sidecar.node_id, type_url), ()):
             if waiter.generation <= least.acked_generation and not waiter.future.done():
                 waiter.future.set_result(outcome)
-
-
-def _least_acked(streams: list[StreamStatus], type_url: str) -> TypeStatus:
-    return min(
-        (stream.types.get(type_url, _NOTHING) for stream in streams),
-        key=lambda status: status.acked_generation,
-    )
 
 
 def _expire(waiter: _Waiter) -> None:
