@@ -24,6 +24,7 @@ from envoy.config.core.v3 import base_pb2
 
 from faultplane.delivery.identity import ISTIO_STATS_PORT, Identity, identity_from
 from faultplane.delivery.plane import lease_resources
+from faultplane.delivery.sidecars import RegistryBacked
 from faultplane.render.ecds import render_overlay
 from faultplane.render.faults import FaultAssignment
 from faultplane.render.resources import RUNTIME_LAYER, Resources
@@ -75,7 +76,7 @@ class _Rendering:
     slots: frozenset[str]  # the slots that carry a fault (not `HTTPFault{}`)
 
 
-class OverlaySource:
+class OverlaySource(RegistryBacked):
     """Serves every connecting Envoy its fault slots and runtime layer; implements
     faultplane.delivery.plane.FaultPlane and xds.server.ResourceSource."""
 
@@ -140,20 +141,8 @@ class OverlaySource:
                 found.append(OverlaySidecar(status, identity))
         return found
 
-    def departed(self, before: float) -> list[str]:
-        return self._registry.departed(before)
-
-    def forget(self, node_id: str) -> bool:
-        """Forget a departed sidecar: pods come and go, each with a new node id."""
-        if not self._registry.forget(node_id):
-            return False
-        self._cache.forget(node_id)
+    def _forgotten(self, node_id: str) -> None:
         self._identities.pop(node_id, None)
-        return True
-
-    def is_connected(self, node_id: str) -> bool:
-        sidecar = self._registry.get(node_id)
-        return sidecar is not None and sidecar.connected
 
     def stats_address(self, node_id: str) -> str | None:
         """HOST:PORT serving the sidecar's `/stats/prometheus`, if its metadata says."""

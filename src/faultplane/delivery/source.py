@@ -14,6 +14,7 @@ from envoy.config.core.v3 import base_pb2
 
 from faultplane.delivery.identity import Identity
 from faultplane.delivery.plane import lease_resources
+from faultplane.delivery.sidecars import RegistryBacked
 from faultplane.model.mesh import Mesh
 from faultplane.render.faults import FaultAssignment, render_faults
 from faultplane.render.resources import Resources, SidecarLayout, empty_resources, sidecar_resources
@@ -26,7 +27,7 @@ log = structlog.get_logger("faultplane.xds")
 RENDER_CACHE_SIZE = 1024
 
 
-class MeshSource:
+class MeshSource(RegistryBacked):
     """Serves each pod of the mesh its base resources plus its faults; unknown nodes get nothing."""
 
     # The type whose ACK says a fault is armed (overlay mode: its ECDS slots).
@@ -132,20 +133,6 @@ class MeshSource:
         the metadata's port is not a port, so the caller can say why it cannot read it."""
         sidecar = self._registry.get(node_id)
         return None if sidecar is None else admin_address(sidecar.metadata.get("admin_port"))
-
-    def departed(self, before: float) -> list[str]:
-        return self._registry.departed(before)
-
-    def forget(self, node_id: str) -> bool:
-        """Forget a departed sidecar (an unknown node's empty state included)."""
-        if not self._registry.forget(node_id):
-            return False
-        self._cache.forget(node_id)
-        return True
-
-    def is_connected(self, node_id: str) -> bool:
-        sidecar = self._registry.get(node_id)
-        return sidecar is not None and sidecar.connected
 
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
