@@ -127,6 +127,24 @@ class Gate:
             principals if principals is not None else RefusalLimiter(DEFAULT_PRINCIPAL_LIMIT)
         )
 
+    async def admit(
+        self, method: str, request: Message, context: grpc.aio.ServicerContext
+    ) -> Principal:
+        """The caller, authenticated and allowed to call `method`; otherwise the refusal
+        is audited and answered (`refuse` ends the call)."""
+        await self.write_summaries()
+        principal: Principal | None = None
+        try:
+            principal = await self.authenticate(context)
+            check_call(principal.role, method)
+        except (Unauthenticated, PermissionDenied) as exc:
+            error = _status(exc)
+            assert error is not None
+            who = getattr(exc, "principal", None) or ""
+            await self.refuse(method, request, context, principal, error, refused_as=who)
+        assert principal is not None
+        return principal
+
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The caller; raises Unauthenticated. (Token lookups read the store: off-loop,
         on a reader thread, so they never queue behind the lifecycle's writes.)"""
@@ -272,11 +290,8 @@ def rpc(handler: Handler) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(handler)
     async def call(self: Any, request: Message, context: grpc.aio.ServicerContext) -> Any:
         gate: Gate = self.gate
-        await gate.write_summaries()
-        principal: Principal | None = None
+        principal = await gate.admit(method, request, context)
         try:
-            principal = await gate.authenticate(context)
-            check_call(principal.role, method)
             reply = await handler(self, request, context, principal)
         except Exception as exc:
             error = _status(exc)
@@ -304,16 +319,7 @@ def stream_rpc(handler: StreamHandler) -> Callable[..., AsyncIterator[Any]]:
         self: Any, request: Message, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         gate: Gate = self.gate
-        await gate.write_summaries()
-        principal: Principal | None = None
-        try:
-            principal = await gate.authenticate(context)
-            check_call(principal.role, method)
-        except (Unauthenticated, PermissionDenied) as exc:
-            error = _status(exc)
-            assert error is not None
-            who = getattr(exc, "principal", None) or ""
-            await gate.refuse(method, request, context, principal, error, refused_as=who)
+        principal = await gate.admit(method, request, context)
         await gate.record(method, request, principal, "OK", peer=peer_host(context.peer() or ""))
         try:
             async for item in handler(self, request, context, principal):
