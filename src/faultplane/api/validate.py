@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
 from faultplane.model.mesh import DNS_LABEL, Mesh
+from faultplane.model.pattern import parse_pattern
 from faultplane.model.selector import SelectorError, parse_selector
 from faultplane.model.spec import (
     FaultSpec,
@@ -128,6 +130,7 @@ def validate_request(
     target = _target(request, mesh, problems)
     fault = _fault(request, problems)
     duration = _duration(request, problems)
+    fault = _with_pattern(request.fault, fault, duration, problems)
     steady_state = _steady_state(request, slos, problems)
     hypothesis = _required_text(request.hypothesis, "hypothesis", problems)
     owner = _required_text(request.owner, "owner", problems)
@@ -222,6 +225,18 @@ def _fault(request: pb.InjectionRequest, problems: Problems) -> FaultSpec | None
         return None
     max_active = fault.max_active if fault.HasField("max_active") else None
     return FaultSpec(kind, percentage, max_active)
+
+
+def _with_pattern(
+    given: pb.Fault, fault: FaultSpec | None, duration: float | None, problems: Problems
+) -> FaultSpec | None:
+    """`fault` with its `pattern`, which every kind may have (a pattern scales the
+    runtime percentages every kind is switched on by); checked against the duration."""
+    if not given.HasField("pattern"):
+        return fault
+    fields = {f.name: v for f, v in given.pattern.ListFields() if f.name != "kind"}
+    pattern = parse_pattern(given.pattern.kind, fields, duration, problems)
+    return replace(fault, pattern=pattern) if fault and pattern else None
 
 
 def _duration(request: pb.InjectionRequest, problems: Problems) -> float | None:

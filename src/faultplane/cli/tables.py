@@ -11,6 +11,7 @@ from datetime import UTC
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from faultplane.faults.message import describe_fault
+from faultplane.model.pattern import describe_pattern
 from faultplane.v1 import faultplane_pb2 as pb
 
 
@@ -105,6 +106,9 @@ def fault_summary(request: pb.InjectionRequest) -> str:
     what = describe_fault(fault)
     if fault.HasField("percentage"):
         what += f" on {fault.percentage:g}%"
+    if fault.HasField("pattern"):
+        fields = {f.name: v for f, v in fault.pattern.ListFields() if f.name != "kind"}
+        what += f", {describe_pattern(fault.pattern.kind, fields)}"
     scope = f" -> {request.target.upstream}" if request.target.upstream else " inbound"
     return what + scope
 

@@ -18,8 +18,8 @@ from faultplane.v1 import faultplane_pb2 as pb
 
 _ONEOF = "kind"
 _ONEOF_MEMBERS = frozenset(f.name for f in pb.Fault.DESCRIPTOR.oneofs_by_name[_ONEOF].fields)
-# What any fault has, whatever its kind.
-_COMMON_FIELDS = frozenset({"type", "percentage", "max_active"})
+# What any fault has, whatever its kind (a pattern changes any kind's percentage).
+_COMMON_FIELDS = frozenset({"type", "percentage", "max_active", "pattern"})
 # The kinds' fields that sit on Fault itself, in the flat form.
 FLAT_FIELDS = tuple(
     f.name

@@ -28,6 +28,7 @@ import structlog
 from faultplane.delivery.plane import Delivery
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.pattern import start_driver, start_level, stop_driver
 from faultplane.model.injection import Evidence, Injection, State, Transition
 from faultplane.render.faults import FaultAssignment
 from faultplane.xds import types
@@ -235,10 +236,12 @@ class Lifecycle:
         timer = asyncio.get_running_loop().call_later(
             max(0.0, remaining), self.request_stop, deadline
         )
+        driver = start_driver(injection, self._delivery, self._transitions)  # None: constant
         try:
             return await self.stop
         finally:
             timer.cancel()
+            await stop_driver(driver)  # before the withdrawal: none of its pushes follow it
 
     async def _await_approval(self) -> End | None:
         """None once approved (now PENDING); else why it ended while waiting."""
@@ -277,7 +280,7 @@ class Lifecycle:
         switched_on_at = time.time()
         lease_until = time.monotonic() + spec.duration_seconds + LEASE_GRACE_SECONDS
         self._delivery.lease(injection.id, lease_until)
-        enabled = replace(armed, enabled=True)
+        enabled = replace(armed, enabled=True, level=start_level(spec))
         enable = await push(injection.targets, injection.id, enabled, types.RUNTIME)
         if failure := _failure(enable, "switching on", arm):
             return failure

@@ -25,6 +25,7 @@ import structlog
 from faultplane.delivery.plane import Delivery, SlotsExhausted
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import LEASE_GRACE_SECONDS, NEVER_TOOK_EFFECT, Transitions
+from faultplane.lifecycle.pattern import level_at
 from faultplane.lifecycle.records import SpecParser, injection_from_record
 from faultplane.lifecycle.registry import InjectionRegistry
 from faultplane.lifecycle.uptime import ServerRun, outage_reason
@@ -124,7 +125,10 @@ def _put_back(injection: Injection, decision: Resume | None, delivery: Delivery)
             delivery.lease(
                 injection.id, time.monotonic() + decision.remaining + LEASE_GRACE_SECONDS
             )
-            fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True)
+            # At the pattern's level for now (a burst may be in an off phase), not full.
+            elapsed = time.time() - (injection.activated_at or time.time())
+            level = level_at(spec.fault, elapsed, spec.duration_seconds)
+            fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True, level)
             delivery.place(injection.targets, injection.id, fault)
     except (KeyError, SlotsExhausted) as exc:
         delivery.drop(injection.id)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from faultplane.model.selector import Selector
+
+if TYPE_CHECKING:
+    from faultplane.model.pattern import Pattern
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class FaultSpec:
     kind: Hashable
     percentage: float = 100.0
     max_active: int | None = None
+    # How the share faulted changes over the run (faultplane.model.pattern); None: constant.
+    pattern: Pattern | None = None
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,17 @@ class SlotsExhausted(ValueError):
 
 @dataclass(frozen=True)
 class FaultAssignment:
-    """One injection's fault on one sidecar. `enabled`: its runtime keys are set."""
+    """One injection's fault on one sidecar. `enabled`: its runtime keys are set.
+
+    `level` scales the runtime percentages only (a pattern's current share of the
+    fault's own; 0 is off with the keys still leased): the armed config never depends
+    on it, so a pattern's change is one RTDS push."""
 
     injection_id: str
     fault: FaultSpec
     scope: Scope
     enabled: bool
+    level: float = 1.0
 
 
 def slot_configs(injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
@@ -78,8 +83,9 @@ def runtime_layer(assignments: Iterable[FaultAssignment]) -> struct_pb2.Struct:
             continue
         for slot in slot_configs(assignment.injection_id, assignment.fault):
             for key, percent in slot.runtime.items():
+                scaled = min(100.0, percent * assignment.level)
                 layer.fields[key].struct_value.update(
-                    {"numerator": round(percent * _MILLION / 100), "denominator": "MILLION"}
+                    {"numerator": round(scaled * _MILLION / 100), "denominator": "MILLION"}
                 )
     return layer
 

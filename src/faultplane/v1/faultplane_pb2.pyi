@@ -167,7 +167,7 @@ class Match(_message.Message):
     def __init__(self, path_prefix: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Fault(_message.Message):
-    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth")
+    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth", "jitter_ms", "pattern")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FIXED_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,8 @@ class Fault(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
     type: str
     fixed_ms: float
     p50_ms: float
@@ -192,17 +194,43 @@ class Fault(_message.Message):
     latency: LatencyFault
     abort: AbortFault
     bandwidth: BandwidthFault
-    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ...) -> None: ...
+    jitter_ms: float
+    pattern: Pattern
+    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ..., jitter_ms: _Optional[float] = ..., pattern: _Optional[_Union[Pattern, _Mapping]] = ...) -> None: ...
+
+class Pattern(_message.Message):
+    __slots__ = ("kind", "on_seconds", "off_seconds", "from_percentage", "to_percentage", "steps", "on_probability", "tick_seconds", "seed")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ON_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OFF_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FROM_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    TO_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ON_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    TICK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    on_seconds: float
+    off_seconds: float
+    from_percentage: float
+    to_percentage: float
+    steps: int
+    on_probability: float
+    tick_seconds: float
+    seed: int
+    def __init__(self, kind: _Optional[str] = ..., on_seconds: _Optional[float] = ..., off_seconds: _Optional[float] = ..., from_percentage: _Optional[float] = ..., to_percentage: _Optional[float] = ..., steps: _Optional[int] = ..., on_probability: _Optional[float] = ..., tick_seconds: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class LatencyFault(_message.Message):
-    __slots__ = ("fixed_ms", "p50_ms", "p99_ms")
+    __slots__ = ("fixed_ms", "p50_ms", "p99_ms", "jitter_ms")
     FIXED_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     P99_MS_FIELD_NUMBER: _ClassVar[int]
+    JITTER_MS_FIELD_NUMBER: _ClassVar[int]
     fixed_ms: float
     p50_ms: float
     p99_ms: float
-    def __init__(self, fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+    jitter_ms: float
+    def __init__(self, fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ...) -> None: ...
 
 class AbortFault(_message.Message):
     __slots__ = ("http_status", "grpc_status")

@@ -1,0 +1,168 @@
+"""Drives an ACTIVE injection's pattern: at each change point, one RTDS push.
+
+The lifecycle starts the driver once ACTIVE (`start_driver`) and stops it before it
+withdraws (`stop_driver`); the lease is the lifecycle's and does not change (the layer
+stays leased at every level, 0 included, so the dead-man's switch covers the whole run).
+Only the runtime layer changes: the assignment's `level` scales its runtime keys, and the
+armed routes or ECDS slots stay byte-identical (faultplane.render.faults).
+
+Every switch is evidence in the history, as an ACTIVE -> ACTIVE transition carrying the
+sidecars' answers; bounded: the first MAX_RECORDED switches each, then one summary when
+the driver stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from faultplane.model.injection import Evidence, Injection, State
+from faultplane.model.spec import FaultSpec, InjectionSpec
+from faultplane.xds import types
+
+if TYPE_CHECKING:
+    from faultplane.delivery.plane import Delivery
+    from faultplane.lifecycle.lifecycle import Transitions
+
+log = structlog.get_logger("faultplane.pattern")
+
+MAX_RECORDED = 50  # switches recorded one by one; past that, one summary at the end
+
+
+def level_at(fault: FaultSpec, elapsed: float, duration: float) -> float:
+    """The share of the fault's own percentage switched on `elapsed` seconds in (1.0
+    without a pattern; a ramp above the fault's percentage gives more than 1)."""
+    if fault.pattern is None:
+        return 1.0
+    return fault.pattern.percentage_at(elapsed, fault.percentage, duration) / fault.percentage
+
+
+def start_level(spec: InjectionSpec) -> float:
+    """The level pushed when the fault is switched on."""
+    return level_at(spec.fault, 0.0, spec.duration_seconds)
+
+
+def schedule(spec: InjectionSpec) -> list[tuple[float, float]]:
+    """(seconds after switch-on, level) at every change point: what the driver pushes.
+    Each level is read mid-phase, so a boundary's float rounding cannot pick a neighbour."""
+    pattern, duration = spec.fault.pattern, spec.duration_seconds
+    if pattern is None:
+        return []
+    points = pattern.change_points(duration)
+    ends = [*points[1:], duration]
+    return [
+        (at, level_at(spec.fault, (at + end) / 2, duration))
+        for at, end in zip(points, ends, strict=True)
+    ]
+
+
+def start_driver(
+    injection: Injection, delivery: Delivery, transitions: Transitions
+) -> asyncio.Task[None] | None:
+    """The driver's task for an ACTIVE injection with a pattern; None without one."""
+    if injection.spec.fault.pattern is None or injection.activated_at is None:
+        return None
+    driver = _Driver(injection, delivery, transitions)
+    return asyncio.create_task(driver.run(), name=f"pattern-{injection.id}")
+
+
+async def stop_driver(task: asyncio.Task[None] | None) -> None:
+    """Cancel the driver and wait for it: no push of its may follow the withdrawal."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task})  # never raises; a cancel of the caller still propagates
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("pattern driver failed; the fault stayed at its last level", error=str(error))
+
+
+@dataclass
+class SwitchLog:
+    """Which of a pattern's switches go into the history, and in what words: the first
+    MAX_RECORDED each, then nothing until the `summary` at the end (a long random run
+    must not flood the history, the store or the watchers)."""
+
+    fault: FaultSpec
+    switches: int = 0
+    last_on: float | None = None
+    last_off: float | None = None
+
+    def switched(self, level: float, at: float) -> str | None:
+        """The reason to record for this switch, or None once past MAX_RECORDED."""
+        self.switches += 1
+        if level > 0:
+            self.last_on = at
+        else:
+            self.last_off = at
+        if self.switches > MAX_RECORDED:
+            return None
+        assert self.fault.pattern is not None
+        percent = min(100.0, self.fault.percentage * level)
+        state = f"on at {percent:g}%" if level > 0 else "off"
+        reason = f"{self.fault.pattern.kind}: {state} (switch {self.switches})"
+        if self.switches == MAX_RECORDED:
+            reason += "; further switches summarised at the end"
+        return reason
+
+    def summary(self) -> str | None:
+        """The closing entry, when switches went unrecorded; None otherwise."""
+        if self.switches <= MAX_RECORDED or self.fault.pattern is None:
+            return None
+        return (
+            f"{self.fault.pattern.kind}: {self.switches} switches, last on at "
+            f"{_clock(self.last_on)}, last off at {_clock(self.last_off)}"
+        )
+
+
+class _Driver:
+    def __init__(self, injection: Injection, delivery: Delivery, transitions: Transitions):
+        self._injection = injection
+        self._delivery = delivery
+        self._transitions = transitions
+        self._log = SwitchLog(injection.spec.fault)
+
+    async def run(self) -> None:
+        injection = self._injection
+        assert injection.activated_at is not None
+        start = injection.activated_at
+        steps = schedule(injection.spec)
+        pending = [step for step in steps if start + step[0] > time.time()]
+        passed = steps[: len(steps) - len(pending)]
+        try:
+            if passed:  # the level now (resumed after a restart: it may have moved on)
+                await self._switch(passed[-1][1])
+            for at, level in pending:
+                await asyncio.sleep(max(0.0, start + at - time.time()))
+                await self._switch(level)
+        finally:
+            if (summary := self._log.summary()) is not None:
+                self._record(summary, ())
+
+    async def _switch(self, level: float) -> None:
+        injection = self._injection
+        targets = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
+        carried = self._delivery.carries(targets[0], injection.id) if targets else None
+        if carried is None or not carried.enabled or carried.level == level:
+            return
+        evidence = await self._delivery.push(
+            targets, injection.id, replace(carried, level=level), types.RUNTIME, wait_gone=False
+        )
+        if (reason := self._log.switched(level, time.time())) is not None:
+            self._record(reason, evidence)
+
+    def _record(self, reason: str, evidence: tuple[Evidence, ...]) -> None:
+        if self._injection.state is not State.ACTIVE:
+            return
+        self._transitions.make(self._injection, State.ACTIVE, reason, evidence)
+        log.info("pattern switched", injection=self._injection.id, reason=reason)
+
+
+def _clock(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%SZ")
