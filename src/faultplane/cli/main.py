@@ -14,6 +14,7 @@ from faultplane.cli.connection import rpc_error_message
 from faultplane.cli.governance import add_governance_commands
 from faultplane.cli.injections import UsageError, add_commands
 from faultplane.cli.overlay import add_overlay_commands
+from faultplane.cli.run import add_run_command
 from faultplane.cli.serve import DEFAULT_MESH, add_serve_command, until_signalled
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, MeshRun
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-file", type=Path, default=Path("faultplane-mesh.json"))
     up.add_argument("--run-dir", type=Path, help="logs and rendered configs (default: a temp dir)")
     up.add_argument("--declared-ports", action="store_true", help="use mesh.yaml's ports")
+    up.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to the control server (repeatable), e.g. "
+        "--server-arg=--baseline-min-seconds=0",
+    )
     up.set_defaults(handler=cmd_mesh_up)
     boot = mesh_commands.add_parser("bootstraps", help="render each pod's Envoy bootstrap")
     boot.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(commands)
     add_governance_commands(commands)
     add_overlay_commands(commands)
+    add_run_command(commands)
     return parser
 
 
@@ -87,7 +97,12 @@ def cmd_mesh_up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="faultplane-mesh-"))
 
     async def run() -> None:
-        async with MeshRun(args.mesh, run_dir, declared_ports=args.declared_ports) as mesh:
+        async with MeshRun(
+            args.mesh,
+            run_dir,
+            declared_ports=args.declared_ports,
+            server_args=tuple(args.server_arg),
+        ) as mesh:
             mesh.write_state(args.state_file)
             print(f"mesh up: {len(mesh.pods)} sidecars, API {mesh.api_address}, "
                   f"state in {args.state_file}, logs in {run_dir}", flush=True)  # fmt: skip
