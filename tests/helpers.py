@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+from aiohttp import web
 from google.protobuf import json_format
 
+from faultplane.demo.ports import free_port
 from faultplane.demo.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
@@ -183,3 +186,22 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
         await asyncio.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def ok_upstream() -> AsyncIterator[int]:
+    """An app behind a sidecar: 200 "ok" to every method and path; yields its port."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()

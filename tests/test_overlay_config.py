@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
 from faultplane.cli.main import build_parser
 from faultplane.demo.launcher import envoy_argv
@@ -34,7 +33,7 @@ from faultplane.render.overlay_config import (
     parse_xds_address,
 )
 from faultplane.render.resources import RUNTIME_LAYER
-from tests.helpers import admin_json, run_cli, send
+from tests.helpers import admin_json, ok_upstream, run_cli, send
 from tests.overlay_envoy import overlay_bootstrap
 
 VALIDATE_TIMEOUT = 60.0  # one Envoy parsing a bootstrap, on a loaded 2-core machine
@@ -146,20 +145,8 @@ def test_a_bootstrap_built_from_the_snippet_validates_in_envoy(
 @pytest.fixture
 async def upstream() -> AsyncIterator[int]:
     """An app behind the sidecar: 200 "ok" on every path."""
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with ok_upstream() as port:
         yield port
-    finally:
-        await runner.cleanup()
 
 
 async def test_envoy_with_the_snippet_serves_through_its_slots_while_faultplane_is_down(
