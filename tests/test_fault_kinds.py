@@ -131,7 +131,7 @@ async def test_a_kind_in_its_own_module_is_validated_planned_created_and_describ
 
 def test_an_unregistered_kind_is_unknown() -> None:
     assert problems_of({"type": "fixed_delay", "fixed_ms": 250}) == [
-        ("fault.type", "must be one of abort, bandwidth, latency")
+        ("fault.type", "must be one of abort, bandwidth, latency, partition")
     ]
 
 
@@ -211,8 +211,8 @@ def test_per_kind_form_names_fields_inside_their_member(
             {"abort": {"http_status": 503}, "p50_ms": 200},
             "fault.p50_ms: the fault is given as fault.abort: its fields go inside it",
         ),
-        ({"type": "partition"}, "fault.type: must be one of abort, bandwidth, latency"),
-        ({"percentage": 50}, "fault.type: must be one of abort, bandwidth, latency"),
+        ({"type": "blackhole"}, "fault.type: must be one of abort, bandwidth, latency, partition"),
+        ({"percentage": 50}, "fault.type: must be one of abort, bandwidth, latency, partition"),
     ],
     ids=["type-and-member", "flat-field-beside-member", "unknown-type", "neither"],
 )
@@ -265,10 +265,10 @@ def test_tables_describe_each_kind_in_either_form(fault: dict[str, Any], shown: 
 
 
 def test_tables_show_an_unknown_type_as_itself() -> None:
-    request = injection_request(target=INBOUND, fault={"type": "partition", "kbps": 1})
-    assert fault_summary(request) == "partition inbound"
+    request = injection_request(target=INBOUND, fault={"type": "blackhole", "kbps": 1})
+    assert fault_summary(request) == "blackhole inbound"
     table = injections_table([pb.Injection(id="inj-1", state=pb.ACTIVE, request=request)])
-    assert "partition inbound" in table
+    assert "blackhole inbound" in table
     assert "bandwidth" not in table
 
 

@@ -216,6 +216,11 @@ def _fault(request: pb.InjectionRequest, problems: Problems) -> FaultSpec | None
         return None
     before = len(problems.found)
     kind = given.kind.parse(given.fields, given.path, problems)
+    # A kind that needs something of the rest of the request (a partition: an upstream,
+    # the whole of the traffic) says so through its optional check_request.
+    check_request = getattr(given.kind, "check_request", None)
+    if check_request is not None:
+        check_request(request.target, fault, problems)
     percentage = fault.percentage if fault.HasField("percentage") else 100.0
     if not (math.isfinite(percentage) and 0 < percentage <= 100):
         problems.add("fault.percentage", "must be greater than 0 and at most 100")

@@ -11,6 +11,7 @@ from faultplane.faults.abort import ABORT
 from faultplane.faults.bandwidth import BANDWIDTH
 from faultplane.faults.kind import FaultKind
 from faultplane.faults.latency import LATENCY
+from faultplane.faults.partition import PARTITION
 
 _BY_NAME: dict[str, FaultKind[Any]] = {}
 _BY_SPEC: dict[type, FaultKind[Any]] = {}
@@ -48,3 +49,4 @@ def kind_names() -> list[str]:
 register(LATENCY)
 register(ABORT)
 register(BANDWIDTH)
+register(PARTITION)
