@@ -58,10 +58,12 @@ def decide(
     approval: ApprovalPolicy | None = None,
     freeze: Freeze | None = None,
     enabled: bool = False,
+    more_sidecars: Sequence[Sequence[Sidecar]] = (),
 ) -> Admission:
     return admit(
         wanted, injection_id, sidecars, injections, carried or {}, renderer(fault_slots),
         approval=approval or ApprovalPolicy(), freeze=freeze, now=NOW, enabled=enabled,
+        more_sidecars=more_sidecars,
     )  # fmt: skip
 
 

@@ -184,9 +184,13 @@ async def test_progress_bar_on_a_terminal(mesh_run: MeshRun, tmp_path: Path) -> 
                 asyncio.get_running_loop().run_in_executor(None, read_all, leader), RUN_TIMEOUT
             )
         finally:
-            if process.returncode is None:
+            # The terminal closes as the run exits, before its exit status is reaped:
+            # give it that moment, and kill it only if it really hangs.
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
                 process.kill()
-            await process.wait()
+                await process.wait()
     finally:
         os.close(leader)
         if follower >= 0:

@@ -190,15 +190,15 @@ async def test_an_exception_during_activation_fails_the_injection_and_leaves_not
 ) -> None:
     h = await start()
     delivery = h.server.scheduler._delivery
-    original = delivery.push
+    original = delivery.push_many
 
-    async def push(nodes, injection_id, fault, type_url, wait_gone=True):
-        evidence = await original(nodes, injection_id, fault, type_url, wait_gone)
-        if type_url == types.RUNTIME and fault is not None and fault.enabled:
+    async def push_many(changes, type_url, wait_gone=True):
+        evidence = await original(changes, type_url, wait_gone)
+        if type_url == types.RUNTIME and any(f is not None and f.enabled for *_, f in changes):
             raise RuntimeError("bug after switching on (injected by the test)")
         return evidence
 
-    monkeypatch.setattr(delivery, "push", push)
+    monkeypatch.setattr(delivery, "push_many", push_many)
     created = await h.stub.CreateInjection(injection_request(target=INBOUND, fault=ABORT))
 
     done = await wait_state(h.stub, created.id, {pb.FAILED, pb.ABORTED, pb.COMPLETED})

@@ -86,6 +86,9 @@ class FakeInjection:
     )
     readings: list[SloReading] = field(default_factory=list)
 
+    def targets_on(self, service: str) -> tuple[str, ...]:
+        return self.targets if service == self.spec.target.service else ()
+
 
 class FakeScheduler:
     """Records refutes; `failing_records` raise on record_reading like a store error

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 
 from faultplane.demo.launcher import MeshRun
 from faultplane.demo.processes import wait_until
@@ -98,6 +99,39 @@ async def test_live_injection_resumes_with_its_remaining_time(run: MeshRun) -> N
     assert (await send(ingress(run, "payments-api-3"), method="POST"))[0].status == 200
     verdict = await call(run, "VerifyAudit", pb.VerifyAuditRequest())
     assert verdict.ok, verdict.problem
+
+
+async def test_multi_fault_injection_resumes_every_part_after_a_crash(run: MeshRun) -> None:
+    # The south shard's inbound refused AND the north pod's ledger calls refused.
+    south = {"service": "payments-api", "selector": "shard=south-1", "max_pods": 3}
+    north = {"service": "payments-api", "selector": "shard=north-1", "max_pods": 1,
+             "upstream": "ledger"}  # fmt: skip
+    abort = {"type": "abort", "http_status": 503}
+    request = injection_request(duration_seconds=30)
+    request.ClearField("target")
+    request.ClearField("fault")
+    for target in (south, north):
+        part = request.faults.add()
+        json_format.ParseDict({"target": target, "fault": abort}, part)
+    created = await call(run, "CreateInjection", request)
+    async with grpc.aio.insecure_channel(run.api_address) as channel:
+        await wait_state(faultplane_pb2_grpc.FaultServiceStub(channel), created.id, {pb.ACTIVE})
+
+    await crash_and_restart(run)
+    resumed = await call(run, "GetInjection", pb.GetInjectionRequest(id=created.id))
+    assert resumed.state == pb.ACTIVE
+
+    await wait_until(lambda: reconverged(run), 30, "every sidecar to converge on the new server")
+    ledger_from_north = f"http://127.0.0.1:{run.mesh.pod('payments-api-4').ports.egress}/score"
+    for pod in ("payments-api-1", "payments-api-2", "payments-api-3"):
+        (reply,) = await send(ingress(run, pod), method="POST")
+        assert reply.status == 503 and reply.headers.get(INJECTION_HEADER) == created.id, pod
+    (reply,) = await send(ledger_from_north, host="ledger")
+    assert reply.status == 503 and reply.headers.get(INJECTION_HEADER) == f"{created.id}.1"
+
+    await call(run, "AbortInjection", pb.AbortInjectionRequest(id=created.id))
+    assert (await send(ingress(run, "payments-api-1"), method="POST"))[0].status == 200
+    assert (await send(ledger_from_north, host="ledger"))[0].status == 200
 
 
 async def test_injection_whose_deadline_passed_while_down_is_finalised(run: MeshRun) -> None:

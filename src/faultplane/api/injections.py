@@ -60,7 +60,7 @@ class InjectionMethods:
             matched=plan.matched,
             targets=plan.targets,
             sidecars=[
-                _sidecar_plan(node, rendered, spec.target.scope)
+                _sidecar_plan(node, rendered, plan.scope_of(node))
                 for node, rendered in plan.rendered.items()
             ],
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from faultplane.faults.kind import Problems
@@ -22,6 +22,7 @@ from faultplane.model.spec import (
     FaultSpec,
     InjectionSpec,
     Match,
+    Part,
     Scope,
     SteadyStateSpec,
     TargetSpec,
@@ -30,6 +31,7 @@ from faultplane.v1 import faultplane_pb2 as pb
 
 MAX_DURATION_SECONDS = 24 * 3600
 MAX_PODS_LIMIT = 100_000
+MAX_PARTS = 16  # faults in one experiment
 # A freeze with an end is a planned window (a release, peak trading); longer than this is
 # "until lifted" (until 0), which says so instead of hiding in a date nobody will reach.
 # The bound also keeps every accepted time inside what datetime and protobuf Timestamps
@@ -79,37 +81,55 @@ def check_length(value: str, path: str, limit: int) -> None:
 
 def oversized_fields(request: pb.InjectionRequest) -> list[tuple[str, str]]:
     """(field, reason) for every text field of the request over its limit."""
-    target, match = request.target, request.target.match
     fields: list[tuple[str, str, int]] = [
-        ("target.service", target.service, MAX_NAME),
-        ("target.selector", target.selector, MAX_SHORT_TEXT),
-        ("target.upstream", target.upstream, MAX_NAME),
-        ("target.namespace", target.namespace, MAX_NAME),
-        ("target.match.path_prefix", match.path_prefix, MAX_SHORT_TEXT),
-        ("fault.type", request.fault.type, MAX_NAME),
         ("steady_state.slo", request.steady_state.slo, MAX_NAME),
         ("steady_state.compare", request.steady_state.compare, MAX_NAME),
         ("hypothesis", request.hypothesis, MAX_TEXT),
         ("owner", request.owner, MAX_NAME),
     ]
     found: list[tuple[str, str]] = []
-    if len(match.headers) > MAX_MATCH_HEADERS:
-        found.append(("target.match.headers", f"at most {MAX_MATCH_HEADERS} headers"))
-    else:
-        for name, value in match.headers.items():
-            if len(name) > MAX_NAME:
-                found.append(("target.match.headers", f"header names of at most {MAX_NAME} "
-                              f"characters (got {len(name)})"))  # fmt: skip
-            else:
-                fields.append((f"target.match.headers.{name}", value, MAX_SHORT_TEXT))
-    if len(match.methods) > MAX_MATCH_METHODS:
-        found.append(("target.match.methods", f"at most {MAX_MATCH_METHODS} methods"))
-    else:
-        fields.extend(("target.match.methods", m, MAX_NAME) for m in match.methods)
+    if len(request.faults) > MAX_PARTS:
+        found.append(("faults", f"at most {MAX_PARTS} parts (got {len(request.faults)})"))
+        return found
+    holders = [("", request)] + [(f"faults[{i}].", p) for i, p in enumerate(request.faults)]
+    for prefix, holder in holders:
+        found.extend(_oversized_part(holder, prefix, fields))
     for path, value, limit in fields:
         reason = length_problem(value, limit)
         if reason is not None:
             found.append((path, reason))
+    return found
+
+
+def _oversized_part(
+    holder: pb.InjectionRequest | pb.FaultPart, prefix: str, fields: list[tuple[str, str, int]]
+) -> list[tuple[str, str]]:
+    """The part's text fields go on `fields` (checked by the caller); what is refused
+    before any length is measured (too many headers or methods) is returned."""
+    target, match = holder.target, holder.target.match
+    t = f"{prefix}target"
+    fields.extend([
+        (f"{t}.service", target.service, MAX_NAME),
+        (f"{t}.selector", target.selector, MAX_SHORT_TEXT),
+        (f"{t}.upstream", target.upstream, MAX_NAME),
+        (f"{t}.namespace", target.namespace, MAX_NAME),
+        (f"{t}.match.path_prefix", match.path_prefix, MAX_SHORT_TEXT),
+        (f"{prefix}fault.type", holder.fault.type, MAX_NAME),
+    ])  # fmt: skip
+    found: list[tuple[str, str]] = []
+    if len(match.headers) > MAX_MATCH_HEADERS:
+        found.append((f"{t}.match.headers", f"at most {MAX_MATCH_HEADERS} headers"))
+    else:
+        for name, value in match.headers.items():
+            if len(name) > MAX_NAME:
+                found.append((f"{t}.match.headers", f"header names of at most {MAX_NAME} "
+                              f"characters (got {len(name)})"))  # fmt: skip
+            else:
+                fields.append((f"{t}.match.headers.{name}", value, MAX_SHORT_TEXT))
+    if len(match.methods) > MAX_MATCH_METHODS:
+        found.append((f"{t}.match.methods", f"at most {MAX_MATCH_METHODS} methods"))
+    else:
+        fields.extend((f"{t}.match.methods", m, MAX_NAME) for m in match.methods)
     return found
 
 
@@ -127,21 +147,67 @@ def validate_request(
     if too_long:
         raise InvalidRequest(too_long)
     problems = Problems()
-    target = _target(request, mesh, problems)
-    fault = _fault(request, problems)
     duration = _duration(request, problems)
-    fault = _with_pattern(request.fault, fault, duration, problems)
+    parts = _parts(request, mesh, duration, problems)
     steady_state = _steady_state(request, slos, problems)
     hypothesis = _required_text(request.hypothesis, "hypothesis", problems)
     owner = _required_text(request.owner, "owner", problems)
     if problems.found:
         raise InvalidRequest(problems.found)
-    assert target and fault and steady_state and duration is not None
-    return InjectionSpec(target, fault, duration, steady_state, hypothesis, owner)
+    assert parts and steady_state and duration is not None
+    first, *more = parts
+    return InjectionSpec(
+        first.target, first.fault, duration, steady_state, hypothesis, owner, tuple(more)
+    )
+
+
+@dataclass
+class _Under(Problems):
+    """Problems of one part of `faults`, added to the request's under `prefix`."""
+
+    prefix: str = ""
+
+    def add(self, path: str, reason: str) -> None:
+        self.found.append((f"{self.prefix}{path}", reason))
+
+
+def _parts(
+    request: pb.InjectionRequest, mesh: Mesh | None, duration: float | None, problems: Problems
+) -> list[Part] | None:
+    """The request's parts: its target and fault, or each entry of `faults` (exactly one
+    form). A multi-fault part may not have a pattern (its driver moves one fault)."""
+    if not request.faults:
+        part = _part(request, mesh, duration, problems)
+        return [part] if part else None
+    if request.HasField("target") or request.HasField("fault"):
+        problems.add("faults", "give target and fault, or faults, not both")
+        return None
+    if len(request.faults) > MAX_PARTS:
+        problems.add("faults", f"at most {MAX_PARTS} parts (got {len(request.faults)})")
+        return None
+    parts = []
+    for i, given in enumerate(request.faults):
+        under = _Under(problems.found, f"faults[{i}].")
+        if len(request.faults) > 1 and given.fault.HasField("pattern"):
+            under.add("fault.pattern", "not supported in a multi-fault experiment (yet)")
+        parts.append(_part(given, mesh, duration, under))
+    return None if None in parts else [p for p in parts if p is not None]
+
+
+def _part(
+    holder: pb.InjectionRequest | pb.FaultPart,
+    mesh: Mesh | None,
+    duration: float | None,
+    problems: Problems,
+) -> Part | None:
+    target = _target(holder, mesh, problems)
+    fault = _fault(holder, problems)
+    fault = _with_pattern(holder.fault, fault, duration, problems)
+    return Part(target, fault) if target and fault else None
 
 
 def _target(
-    request: pb.InjectionRequest, mesh: Mesh | None, problems: Problems
+    request: pb.InjectionRequest | pb.FaultPart, mesh: Mesh | None, problems: Problems
 ) -> TargetSpec | None:
     if not request.HasField("target"):
         problems.add("target", "required")
@@ -206,7 +272,7 @@ def _match(target: pb.Target, problems: Problems) -> Match | None:
     return Match(match.path_prefix, headers, tuple(sorted(set(methods))))
 
 
-def _fault(request: pb.InjectionRequest, problems: Problems) -> FaultSpec | None:
+def _fault(request: pb.InjectionRequest | pb.FaultPart, problems: Problems) -> FaultSpec | None:
     if not request.HasField("fault"):
         problems.add("fault", "required")
         return None

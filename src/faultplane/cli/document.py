@@ -129,6 +129,8 @@ def request_from_document(document: Any, source: str) -> pb.InjectionRequest:
             value = document.pop(key)
             units = 'give seconds (30), or "30s", "5m", "1h"'
             problems.append(("duration_seconds", f"{_shown(value)} is not a duration: {units}"))
+    if document.get("faults") == []:  # proto3 cannot tell an empty list from none
+        problems.append(("faults", "must not be empty: give at least one {target, fault}"))
     _walk(document, pb.InjectionRequest.DESCRIPTOR, "", problems)
     if problems:
         raise DocumentError(source, problems)

@@ -66,12 +66,12 @@ def plan_summary(plan: pb.InjectionPlan, request: pb.InjectionRequest) -> str:
         f"matched: {', '.join(plan.matched) or 'nothing'}",
         f"targets: {', '.join(targets) or 'none'}",
     ]
-    cap = request.target.max_pods
-    if cap < len(plan.matched):
+    caps = [part.target.max_pods for part in request_parts(request)]
+    if sum(caps) < len(plan.matched):
         lines.append(
-            f"note: max_pods {cap} < {len(plan.matched)} matched: these {len(targets)} are "
-            "this plan's pick; `inject` picks again for the injection it creates, so the "
-            "sidecars it faults may differ"
+            f"note: max_pods {'+'.join(map(str, caps))} < {len(plan.matched)} matched: these "
+            f"{len(targets)} are this plan's pick; `inject` picks again for the injection it "
+            "creates, so the sidecars it faults may differ"
         )
     groups: dict[tuple[str, str, tuple[tuple[str, float], ...]], list[str]] = {}
     for sidecar in plan.sidecars:
@@ -100,8 +100,21 @@ def _when(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S") if stamp.seconds else "-"
 
 
+def request_parts(request: pb.InjectionRequest) -> list[pb.FaultPart]:
+    """The request's faults: its `faults`, or its one target and fault as a part."""
+    if request.faults:
+        return list(request.faults)
+    return [pb.FaultPart(target=request.target, fault=request.fault)]
+
+
 def fault_summary(request: pb.InjectionRequest) -> str:
-    """`latency p50 200ms p99 500ms on 30% -> fraud-scoring`: the kind says its part."""
+    """`latency p50 200ms p99 500ms on 30% -> fraud-scoring`, each part's joined by
+    ` + ` in a multi-fault experiment (`... + abort 503 on 10% -> ledger`)."""
+    return " + ".join(_part_summary(part) for part in request_parts(request))
+
+
+def _part_summary(request: pb.FaultPart) -> str:
+    """One part: the kind says its part."""
     fault = request.fault
     what = describe_fault(fault)
     if fault.HasField("percentage"):
@@ -118,7 +131,7 @@ def injections_table(injections: Sequence[pb.Injection]) -> str:
         [
             inj.id,
             pb.State.Name(inj.state),
-            inj.request.target.service,
+            ",".join(dict.fromkeys(p.target.service for p in request_parts(inj.request))),
             fault_summary(inj.request),
             str(len(inj.targets)),
             inj.owner,
@@ -138,8 +151,12 @@ def injection_detail(injection: pb.Injection) -> str:
         f"owner       {injection.owner}",
         f"hypothesis  {request.hypothesis}",
         f"fault       {fault_summary(request)}, {request.duration_seconds:g}s",
-        f"target      {request.target.service} [{request.target.selector}] "
-        f"max {request.target.max_pods}: {', '.join(injection.targets)}",
+        *[
+            f"target      {p.target.service} [{p.target.selector}] max {p.target.max_pods}"
+            + (f": {', '.join(injection.targets)}" if not request.faults else "")
+            for p in request_parts(request)
+        ],
+        *([f"sidecars    {', '.join(injection.targets)}"] if request.faults else []),
         f"steady      {request.steady_state.slo} >= {request.steady_state.min:g} "
         f"(abort after {request.steady_state.abort_after:g}s)",
         f"times       created {_when(injection.created_at)}, active {_when(injection.activated_at)}"

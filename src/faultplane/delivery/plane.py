@@ -18,6 +18,7 @@ import structlog
 
 from faultplane.delivery.identity import Identity
 from faultplane.model.injection import Evidence
+from faultplane.model.spec import injection_of
 from faultplane.render.faults import FaultAssignment, SlotsExhausted
 from faultplane.render.resources import Resources
 from faultplane.xds import types
@@ -102,6 +103,10 @@ def lease_resources(
     )
 
 
+# One part's change in a push: its nodes, its delivery id, its fault (None: removed).
+Change = tuple[Sequence[str], str, FaultAssignment | None]
+
+
 class Delivery:
     def __init__(self, plane: FaultPlane, ack_timeout: float) -> None:
         self.plane = plane
@@ -133,10 +138,11 @@ class Delivery:
             self._reserved.setdefault(node, {})[injection_id] = fault
 
     def release(self, injection_id: str) -> None:
-        """The injection is over: its reservations and its lease go."""
-        for node in [n for n, held in self._reserved.items() if injection_id in held]:
-            del self._reserved[node][injection_id]
-            if not self._reserved[node]:
+        """The injection is over: the reservations of every part of it and its lease go."""
+        for node, held in list(self._reserved.items()):
+            for key in [k for k in held if injection_of(k) == injection_id]:
+                del held[key]
+            if not held:
                 del self._reserved[node]
         self.lease(injection_id, None)
 
@@ -147,7 +153,10 @@ class Delivery:
         as their streams can send it, and the lease stops being renewed.
         """
         for node, faults in self._faults.items():
-            if faults.pop(injection_id, None) is not None:
+            mine = [key for key in faults if injection_of(key) == injection_id]
+            for key in mine:
+                del faults[key]
+            if mine:
                 self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
         self.release(injection_id)
 
@@ -191,9 +200,10 @@ class Delivery:
         self._lapses.pop(injection_id, None)
         self._lease_until.pop(injection_id, None)
         for node, faults in self._faults.items():
-            fault = faults.get(injection_id)
-            if fault is not None and fault.enabled:
-                faults[injection_id] = replace(fault, enabled=False)
+            mine = [k for k, f in faults.items() if injection_of(k) == injection_id and f.enabled]
+            for key in mine:
+                faults[key] = replace(faults[key], enabled=False)
+            if mine:
                 self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
         log.warning("lease ran out before the withdrawal: keys switched off",
                     injection=injection_id)  # fmt: skip
@@ -218,17 +228,26 @@ class Delivery:
         With `wait_gone` False, disconnected sidecars are not waited for: their lease ends
         the fault, and they get the new state when they reconnect.
         """
-        updates = []
-        for node in nodes:
-            faults = dict(self._faults.get(node, {}))
-            if fault is None:
-                faults.pop(injection_id, None)
-            else:
-                faults[injection_id] = fault
+        return await self.push_many([(nodes, injection_id, fault)], type_url, wait_gone)
+
+    async def push_many(
+        self, changes: Sequence[Change], type_url: str, wait_gone: bool = True
+    ) -> tuple[Evidence, ...]:
+        """`push` for several parts at once: every (nodes, delivery id, fault or None)
+        change is applied, and each sidecar gets one new state carrying all of them and
+        answers once (two parts on one sidecar are one push, not two racing ones)."""
+        updated: dict[str, dict[str, FaultAssignment]] = {}
+        for nodes, key, fault in changes:
+            for node in nodes:
+                faults = updated.setdefault(node, dict(self._faults.get(node, {})))
+                if fault is None:
+                    faults.pop(key, None)
+                else:
+                    faults[key] = fault
+        for node, faults in updated.items():
             self.plane.render(node, list(faults.values()))  # raises before anything changed
-            updates.append((node, faults))
         waits = []
-        for node, faults in updates:
+        for node, faults in updated.items():
             self._faults[node] = faults
             generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
             waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
@@ -236,9 +255,9 @@ class Delivery:
 
     def _lease_of(self, node: str) -> float | None:
         leases = [
-            self._lease_until[injection_id]
-            for injection_id, fault in self._faults.get(node, {}).items()
-            if fault.enabled and injection_id in self._lease_until
+            self._lease_until[injection_of(key)]
+            for key, fault in self._faults.get(node, {}).items()
+            if fault.enabled and injection_of(key) in self._lease_until
         ]
         return min(leases, default=None)
 

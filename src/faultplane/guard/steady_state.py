@@ -214,9 +214,7 @@ class SteadyStateGuard:
         service_pods = self._pods_of(slo.service)
         # The SLO of the faulted service is measured where the fault is; another service's
         # SLO (a caller, a dependency) over all of it.
-        faulted = service_pods
-        if slo.service == injection.spec.target.service:
-            faulted = list(injection.targets)
+        faulted = list(injection.targets_on(slo.service)) or service_pods
         if injection.spec.steady_state.compare != "control":
             return await self._bounded_read(source, slo, faulted), None
         others = [p for p in service_pods if p not in injection.targets]

@@ -26,10 +26,12 @@ class ApprovalPolicy:
     def reasons(self, spec: InjectionSpec) -> list[str]:
         """Why `spec` needs approval; empty when it does not."""
         why = []
-        if spec.target.max_pods > self.max_pods:
-            why.append(f"max_pods {spec.target.max_pods} > {self.max_pods}")
-        if spec.fault.percentage > self.max_percentage:
-            why.append(f"percentage {spec.fault.percentage:g} > {self.max_percentage:g}")
+        max_pods = max(part.target.max_pods for part in spec.parts)
+        percentage = max(part.fault.percentage for part in spec.parts)
+        if max_pods > self.max_pods:
+            why.append(f"max_pods {max_pods} > {self.max_pods}")
+        if percentage > self.max_percentage:
+            why.append(f"percentage {percentage:g} > {self.max_percentage:g}")
         if spec.duration_seconds > self.max_duration_seconds:
             why.append(f"duration {spec.duration_seconds:g}s > {self.max_duration_seconds:g}s")
         return why

@@ -28,7 +28,7 @@ import structlog
 from faultplane.delivery.plane import Delivery
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.journal import Journal
-from faultplane.lifecycle.pattern import start_driver, start_level, stop_driver
+from faultplane.lifecycle.pattern import level_at, start_driver, stop_driver
 from faultplane.model.injection import Evidence, Injection, State, Transition
 from faultplane.render.faults import FaultAssignment
 from faultplane.xds import types
@@ -264,7 +264,8 @@ class Lifecycle:
         return None
 
     async def _activate(self) -> End | None:
-        """Arm, then enable, on every target; None once ACTIVE, else why it failed.
+        """Arm, then enable, on every target of every part (one push per phase, each
+        sidecar answering once for all its parts); None once ACTIVE, else why it failed.
 
         The deadline counts from the moment the keys are pushed, and the lease is taken
         for exactly that span (plus the grace): however late the ACKs come, the lease
@@ -272,16 +273,23 @@ class Lifecycle:
         """
         injection = self.injection
         spec = injection.spec
-        armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
-        push = self._delivery.push
-        arm = await push(injection.targets, injection.id, armed, self._delivery.plane.arm_type)
+        armed = [
+            (nodes, key, FaultAssignment(key, part.fault, part.target.scope, False))
+            for key, part, nodes in injection.parts()
+        ]
+        push = self._delivery.push_many
+        arm = await push(armed, self._delivery.plane.arm_type)
         if failure := _failure(arm, "arming"):
             return failure
         switched_on_at = time.time()
         lease_until = time.monotonic() + spec.duration_seconds + LEASE_GRACE_SECONDS
         self._delivery.lease(injection.id, lease_until)
-        enabled = replace(armed, enabled=True, level=start_level(spec))
-        enable = await push(injection.targets, injection.id, enabled, types.RUNTIME)
+        duration = spec.duration_seconds
+        enabled = [
+            (n, key, replace(f, enabled=True, level=level_at(f.fault, 0.0, duration)))
+            for n, key, f in armed
+        ]
+        enable = await push(enabled, types.RUNTIME)
         if failure := _failure(enable, "switching on", arm):
             return failure
         self._transitions.make(
@@ -295,18 +303,21 @@ class Lifecycle:
 
     async def _withdraw(self) -> tuple[Evidence, ...]:
         """RTDS first (the fault stops at once), then the armed config goes away (routes in
-        full-mesh mode, ECDS slots in overlay mode)."""
-        injection = self.injection
-        carrying = [n for n in injection.targets if self._delivery.carries(n, injection.id)]
-        if not carrying:
+        full-mesh mode, ECDS slots in overlay mode); every part, wherever it still is."""
+        carries = self._delivery.carries
+        off, gone = [], []
+        for key, _, nodes in self.injection.parts():
+            carrying = [n for n in nodes if carries(n, key)]
+            if carrying:
+                fault = carries(carrying[0], key)
+                assert fault is not None
+                off.append((carrying, key, replace(fault, enabled=False)))
+                gone.append((carrying, key, None))
+        if not off:
             return ()
-        fault = self._delivery.carries(carrying[0], injection.id)
-        assert fault is not None
-        off = replace(fault, enabled=False)
-        push = self._delivery.push
-        switch_off = await push(carrying, injection.id, off, types.RUNTIME, wait_gone=False)
-        arm_type = self._delivery.plane.arm_type
-        remove = await push(carrying, injection.id, None, arm_type, wait_gone=False)
+        push = self._delivery.push_many
+        switch_off = await push(off, types.RUNTIME, wait_gone=False)
+        remove = await push(gone, self._delivery.plane.arm_type, wait_gone=False)
         return switch_off + remove
 
 

@@ -56,10 +56,10 @@ class Preflight:
         if steady.slo not in self.catalogue:
             return  # no catalogue configured: nothing to check against
         slo = self.catalogue[steady.slo]
-        if steady.compare == "control" and slo.service != spec.target.service:
+        if steady.compare == "control" and slo.service not in spec.services:
             raise Refused(
                 f"steady_state.compare: control mode compares faulted and unfaulted sidecars "
-                f"of {spec.target.service}, but {slo.name} measures {slo.service}"
+                f"of {', '.join(sorted(spec.services))}, but {slo.name} measures {slo.service}"
             )
         stats = await self.stats(steady.slo)
         problem = preflight_problem(stats, steady.min, self.min_seconds)

@@ -36,7 +36,10 @@ def injection_body(injection: Injection) -> dict[str, Any]:
         "breach_limit_at": injection.breach_limit_at,
         "ending": [injection.ending[0].value, *injection.ending[1:]] if injection.ending else None,
         "approved_by": injection.approved_by,
-    }
+        # Only for several parts: a single fault's record keeps its old shape.
+        **({"part_targets": [list(t) for t in injection.part_targets]}
+           if injection.part_targets else {}),
+    }  # fmt: skip
 
 
 def injection_record(injection: Injection) -> InjectionRecord:
@@ -112,6 +115,7 @@ def injection_from_record(
         breach_limit_at=body.get("breach_limit_at"),
         ending=(State(ending[0]), ending[1], ending[2]) if ending else None,
         approved_by=body.get("approved_by", ""),
+        part_targets=tuple(tuple(t) for t in body.get("part_targets", ())),
     )
 
 

@@ -123,7 +123,7 @@ class InjectionRegistry:
             injection
             for injection in self._memory.values()
             if (not states or injection.state in states)
-            and (not service or injection.spec.target.service == service)
+            and (not service or service in injection.spec.services)
             and (after is None or page_key(injection) < after)
         ]
         # Every live injection is in memory: the store is asked for finished ones only.

@@ -117,8 +117,9 @@ def _put_back(injection: Injection, decision: Resume | None, delivery: Delivery)
     spec = injection.spec
     try:
         if decision is None:
-            armed = FaultAssignment(injection.id, spec.fault, spec.target.scope, False)
-            delivery.reserve(injection.targets, injection.id, armed)
+            for key, part, nodes in injection.parts():
+                armed = FaultAssignment(key, part.fault, part.target.scope, False)
+                delivery.reserve(nodes, key, armed)
         else:
             # Back in every target's desired state before any sidecar reconnects.
             log.info("resuming injection", injection=injection.id, left_s=decision.remaining)
@@ -127,9 +128,10 @@ def _put_back(injection: Injection, decision: Resume | None, delivery: Delivery)
             )
             # At the pattern's level for now (a burst may be in an off phase), not full.
             elapsed = time.time() - (injection.activated_at or time.time())
-            level = level_at(spec.fault, elapsed, spec.duration_seconds)
-            fault = FaultAssignment(injection.id, spec.fault, spec.target.scope, True, level)
-            delivery.place(injection.targets, injection.id, fault)
+            for key, part, nodes in injection.parts():
+                level = level_at(part.fault, elapsed, spec.duration_seconds)
+                fault = FaultAssignment(key, part.fault, part.target.scope, True, level)
+                delivery.place(nodes, key, fault)
     except (KeyError, SlotsExhausted) as exc:
         delivery.drop(injection.id)
         return _no_longer_fits(injection, exc)

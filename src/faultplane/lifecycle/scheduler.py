@@ -78,8 +78,9 @@ class Scheduler:
         """Admit, record, and start an injection (or park it for approval); returns once
         it is on disk."""
         admission = self._admit(spec, self._freeze)
-        # Admission rendered every target with this fault added: the slots are free.
-        self._delivery.reserve(admission.targets, admission.injection_id, admission.fault)
+        # Admission rendered every target with these faults added: the slots are free.
+        for part in admission.parts:
+            self._delivery.reserve(part.targets, part.assignment_id, part.fault)
         injection = admission.injection(document)
         self._injections.add(injection)  # from here on, others see its scope
         lifecycle = self._start(injection)
@@ -94,13 +95,16 @@ class Scheduler:
     def _admit(
         self, spec: InjectionSpec, freeze: Freeze | None, enabled: bool = False
     ) -> Admission:
-        target = spec.target
-        candidates = self._plane.candidates(target.service, target.namespace)
-        sidecars = [(s.node_id, s.labels) for s in candidates]
-        carried = {node: self._delivery.planned(node) for node, _ in sidecars}
+        first, *more = [
+            [(s.node_id, s.labels) for s in self._plane.candidates(t.service, t.namespace)]
+            for t in (part.target for part in spec.parts)
+        ]
+        nodes = [node for sidecars in (first, *more) for node, _ in sidecars]
+        carried = {node: self._delivery.planned(node) for node in nodes}
         return admit(
-            spec, new_injection_id(), sidecars, self._injections, carried, self._plane.render,
+            spec, new_injection_id(), first, self._injections, carried, self._plane.render,
             approval=self._approval, freeze=freeze, now=time.time(), enabled=enabled,
+            more_sidecars=more,
         )  # fmt: skip
 
     def _start(
@@ -186,8 +190,7 @@ class Scheduler:
         found = [
             inj
             for inj in self._injections
-            if (not states or inj.state in states)
-            and (not service or inj.spec.target.service == service)
+            if (not states or inj.state in states) and (not service or service in inj.spec.services)
         ]
         return sorted(found, key=page_key, reverse=True)
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faultplane.model.spec import InjectionSpec
+from faultplane.model.spec import InjectionSpec, Part, part_id
 
 
 class State(enum.Enum):
@@ -103,6 +103,9 @@ class Injection:
     # mid-withdrawal finishes the decided end instead of resuming the fault.
     ending: tuple[State, str, str] | None = None  # state, reason, verdict
     approved_by: str = ""
+    # Per part of a multi-fault spec, the sidecars that part chose (`targets` is their
+    # union); empty for a single fault, whose part has `targets`.
+    part_targets: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.transitions:
@@ -111,6 +114,20 @@ class Injection:
     @property
     def owner(self) -> str:
         return self.spec.owner
+
+    def parts(self) -> list[tuple[str, Part, tuple[str, ...]]]:
+        """Every part as (its delivery id, the part, its targets)."""
+        parts = self.spec.parts
+        targets = self.part_targets or (self.targets,)
+        return [(part_id(self.id, i), part, targets[i]) for i, part in enumerate(parts)]
+
+    def targets_on(self, service: str) -> tuple[str, ...]:
+        """The targets of its parts on `service` (empty: no part faults it), where the
+        guard reads that service's SLO."""
+        return tuple(dict.fromkeys(
+            node for _, part, nodes in self.parts() if part.target.service == service
+            for node in nodes
+        ))  # fmt: skip
 
     def transition(
         self,

@@ -68,10 +68,43 @@ class SteadyStateSpec:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One fault of an experiment on its own target (max_pods applies per part)."""
+
+    target: TargetSpec
+    fault: FaultSpec
+
+
+@dataclass(frozen=True)
 class InjectionSpec:
+    """`target` and `fault` are the first part (the only one of a single-fault request);
+    `more` the parts after it. Whatever acts on faults goes through `parts`."""
+
     target: TargetSpec
     fault: FaultSpec
     duration_seconds: float
     steady_state: SteadyStateSpec
     hypothesis: str
     owner: str
+    more: tuple[Part, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return (Part(self.target, self.fault), *self.more)
+
+    @property
+    def services(self) -> frozenset[str]:
+        """Every service a part targets."""
+        return frozenset(part.target.service for part in self.parts)
+
+
+def part_id(injection_id: str, index: int) -> str:
+    """The id part `index` is delivered under (its runtime keys, its slots): the bare
+    injection id for the first part, so a single-fault injection's keys and stored data
+    stay as they were; `<id>.<index>` for the others (injection ids hold no dot)."""
+    return injection_id if index == 0 else f"{injection_id}.{index}"
+
+
+def injection_of(assignment_id: str) -> str:
+    """The injection a part id (see `part_id`) belongs to."""
+    return assignment_id.split(".", 1)[0]

@@ -118,20 +118,30 @@ class AuditVerdict(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ..., checked: _Optional[_Iterable[str]] = ..., unchecked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InjectionRequest(_message.Message):
-    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner")
+    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner", "faults")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STEADY_STATE_FIELD_NUMBER: _ClassVar[int]
     HYPOTHESIS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
     target: Target
     fault: Fault
     duration_seconds: float
     steady_state: SteadyState
     hypothesis: str
     owner: str
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    faults: _containers.RepeatedCompositeFieldContainer[FaultPart]
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[FaultPart, _Mapping]]] = ...) -> None: ...
+
+class FaultPart(_message.Message):
+    __slots__ = ("target", "fault")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    fault: Fault
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("service", "selector", "max_pods", "upstream", "match", "namespace")
