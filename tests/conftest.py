@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from faultplane.demo.ports import PortAllocator
+from faultplane.demo.ports import RANGE_VARIABLE, PortAllocator
 from faultplane.model.mesh import Mesh, load_mesh
 from faultplane.server.control import ControlServer, ServerConfig
 from faultplane.slo.catalogue import load_catalogue
@@ -18,6 +19,14 @@ MESH_FILE = ROOT / "envoy-configs" / "mesh.yaml"
 
 
 SLO_FILE = ROOT / "envoy-configs" / "slos.yaml"
+
+# Parallel workers (pytest -n) each pick ports from a range of their own, inherited by the
+# processes they start, so two workers never race for one port between check and bind.
+WORKER_PORT_SPAN = 5000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw"):
+    _low = 10_000 + int(_worker[2:]) * WORKER_PORT_SPAN
+    os.environ.setdefault(RANGE_VARIABLE, f"{_low}-{_low + WORKER_PORT_SPAN}")
 
 
 def server_config(mesh: Mesh, **overrides: Any) -> ServerConfig:
