@@ -2,7 +2,8 @@
 against one real demo mesh (control server, 7 Envoys, apps, load) shared by the module.
 
 Every experiment here is one of `examples/experiments/`, with its duration shortened (or
-lengthened, for those ended by people) and the held one's `min` lowered (see `steady`). Tests run
+lengthened, for those ended by people), the held ones' `min` lowered (see `steady`) and
+the second refuted one's no higher than the baseline the first left behind. Tests run
 one experiment at a time: the faults share payments-api's traffic.
 """
 
@@ -35,13 +36,15 @@ from faultplane.lifecycle.lifecycle import HELD, OPERATOR_ABORT, REFUTED
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, ROOT
-from tests.helpers import run_cli
+from tests.helpers import fault_runtime_keys, run_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 EXPERIMENTS = ROOT / "examples" / "experiments"
 HELD_FILE = EXPERIMENTS / "held-latency-fraud-scoring.yaml"
 REFUTED_FILE = EXPERIMENTS / "refuted-abort-payments.yaml"
+BURSTY_HELD_FILE = EXPERIMENTS / "held-bursty-fraud-ledger.yaml"
+BURSTY_REFUTED_FILE = EXPERIMENTS / "refuted-bursty-fraud-ledger.yaml"
 # A run's own bound: activation, its duration, withdrawal, an interpreter start on a
 # loaded 2-core machine.
 RUN_TIMEOUT = 90.0
@@ -60,10 +63,10 @@ async def stub(mesh_run: MeshRun) -> AsyncIterator[faultplane_pb2_grpc.FaultServ
         yield faultplane_pb2_grpc.FaultServiceStub(channel)
 
 
-def steady(minimum: float) -> dict[str, Any]:
-    """The held example's steady state with another `min`: a run after the refuted one
+def steady(minimum: float, source: Path = HELD_FILE) -> dict[str, Any]:
+    """A held example's steady state with another `min`: a run after the refuted one
     starts with a minute of merchant writes that include its 503s (~0.9)."""
-    document = yaml.safe_load(HELD_FILE.read_text())
+    document = yaml.safe_load(source.read_text())
     return {**document["steady_state"], "min": minimum}
 
 
@@ -265,6 +268,64 @@ async def test_markdown_without_matplotlib_says_what_to_install(
     text = (tmp_path / "report.md").read_text()
     assert REFUTED in text and "pip install 'faultplane[report]'" in text
     assert not (tmp_path / "report.png").exists()
+
+
+# -- a correlated, bursty experiment: a constant part and a bursting one -------------------
+
+
+def switches(report: Path) -> list[dict[str, Any]]:
+    """The pattern's switches in a JSON report: its ACTIVE -> ACTIVE transitions."""
+    transitions = json.loads(report.read_text())["injection"]["transitions"]
+    return [t for t in transitions if t.get("from_state") == t["to_state"] == "ACTIVE"]
+
+
+async def test_bursty_correlated_experiment_holds_with_its_switches_in_the_report(
+    mesh_run: MeshRun, tmp_path: Path
+) -> None:
+    # 9 s of the example: its ledger part bursts 2 s on / 3 s off, so it switches off at
+    # 2 s, on at 5 s and off at 7 s (2 s before the deadline, for a slow ACK), while the
+    # fraud-scoring delay stays on throughout.
+    document = experiment(
+        tmp_path, BURSTY_HELD_FILE, duration_seconds=9, steady_state=steady(0.5, BURSTY_HELD_FILE)
+    )
+    run = await run_to_end(mesh_run.api_address, tmp_path, document)
+    assert run.code == 0, run.out + run.err
+    assert f"COMPLETED: {HELD} (exit 0)" in run.out
+    shown = switches(run.report)
+    assert [t["reason"].split(" (")[0] for t in shown] == [
+        "faults[1] burst: off", "faults[1] burst: on at 50%", "faults[1] burst: off",
+    ]  # fmt: skip
+    # Each switch moved only the bursty part's runtime keys, on its one sidecar.
+    for change in shown:
+        assert [(e["type"], e["outcome"]) for e in change["evidence"]] == [("rtds", "acked")]
+    assert "faults[1] burst: on at 50%" in run.out  # followed live, a line per switch
+    report = json.loads(run.report.read_text())
+    assert len(report["injection"]["request"]["faults"]) == 2
+
+
+async def test_bursty_correlated_experiment_is_refuted_by_its_first_burst(
+    mesh_run: MeshRun, stub: faultplane_pb2_grpc.FaultServiceStub, tmp_path: Path
+) -> None:
+    # The module's other refuted run left its breach in the baseline; the guard's `min`
+    # may be no higher than the baseline's p5 (the pre-flight), and a 10 s burst of 503s
+    # on every pod's ledger calls still breaks it.
+    baseline = await stub.GetBaseline(pb.GetBaselineRequest(slo="merchant-write-success"))
+    document = yaml.safe_load(BURSTY_REFUTED_FILE.read_text())
+    minimum = min(document["steady_state"]["min"], baseline.p5)
+    path = experiment(
+        tmp_path, BURSTY_REFUTED_FILE, steady_state={**document["steady_state"], "min": minimum}
+    )
+    run = await run_to_end(mesh_run.api_address, tmp_path, path)
+    assert run.code == 1, run.out + run.err
+    report = json.loads(run.report.read_text())
+    assert report["verdict"] == REFUTED
+    states = [t["to_state"] for t in report["injection"]["transitions"]]
+    assert states[-1] == "ABORTED" and "ACTIVE" in states
+    # The guard's end withdrew both parts from every payments-api sidecar.
+    for pod in ("payments-api-1", "payments-api-2", "payments-api-3", "payments-api-4"):
+        found = mesh_run.mesh.pod(pod)
+        assert found is not None
+        assert await fault_runtime_keys(f"127.0.0.1:{found.ports.admin}") == [], pod
 
 
 # -- ended by people -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from faultplane.delivery.plane import Delivery
 from faultplane.lifecycle.admission import Admission, Refused
 from faultplane.lifecycle.records import injection_body, injection_from_record
 from faultplane.model.injection import Injection, State
+from faultplane.model.pattern import Burst
 from faultplane.model.spec import InjectionSpec, injection_of, part_id
 from faultplane.render.faults import FaultAssignment
 from faultplane.store import StoredInjection
@@ -37,6 +38,14 @@ LEDGER_DOWN = {
                "upstream": "ledger"},
     "fault": {"type": "abort", "http_status": 503, "percentage": 10},
 }  # fmt: skip
+
+# A partition of the south shard from ledger (a partition needs an upstream and 100 %).
+PARTITION = {
+    "target": {"service": "payments-api", "selector": "shard=south-1", "max_pods": 2,
+               "upstream": "ledger"},
+    "fault": {"type": "partition"},
+}  # fmt: skip
+RAMP = {"kind": "ramp", "from_percentage": 5, "to_percentage": 50, "steps": 3}
 
 
 def document(*parts: dict[str, Any], **top: Any) -> dict[str, Any]:
@@ -101,11 +110,36 @@ def test_each_part_is_checked_with_its_index_in_the_path() -> None:
     assert "faults[0].fault.http_status" in found
 
 
-def test_a_pattern_in_a_multi_fault_experiment_is_refused() -> None:
-    bursty = {**SLOW_FRAUD, "fault": {**SLOW_FRAUD["fault"],
-              "pattern": {"kind": "burst", "on_seconds": 5, "off_seconds": 5}}}  # fmt: skip
-    found = dict(problems(document(LEDGER_DOWN, bursty)))
-    assert "multi-fault" in found["faults[1].fault.pattern"]
+def with_pattern(part: dict[str, Any], **pattern: Any) -> dict[str, Any]:
+    return {**part, "fault": {**part["fault"], "pattern": pattern}}
+
+
+def test_each_part_carries_its_own_pattern_and_one_without_stays_constant() -> None:
+    bursty = with_pattern(LEDGER_DOWN, kind="burst", on_seconds=5, off_seconds=5)
+    two = spec(SLOW_FRAUD, bursty)
+    assert two.parts[0].fault.pattern is None
+    assert two.parts[1].fault.pattern == Burst(5, 5)
+
+
+@pytest.mark.parametrize(
+    ("part", "field", "reason"),
+    [
+        ({**PARTITION, "fault": {"type": "partition", "pattern": RAMP}},
+         "faults[1].fault.pattern.kind", "not ramp"),
+        (with_pattern(LEDGER_DOWN, kind="burst", on_seconds=900, off_seconds=5),
+         "faults[1].fault.pattern.on_seconds", "duration"),
+        (with_pattern(LEDGER_DOWN, **{**RAMP, "steps": 0}), "faults[1].fault.pattern.steps",
+         "between 1"),
+        (with_pattern(LEDGER_DOWN, kind="random", tick_seconds=5),
+         "faults[1].fault.pattern.on_probability", "required"),
+    ],
+    ids=["ramp-on-partition", "on-longer-than-duration", "ramp-steps-0", "random-incomplete"],
+)  # fmt: skip
+def test_a_bad_pattern_on_a_part_is_refused_naming_the_part(
+    part: dict[str, Any], field: str, reason: str
+) -> None:
+    found = dict(problems(document(SLOW_FRAUD, part)))
+    assert reason in found[field], found
 
 
 def test_an_oversized_part_field_is_refused_before_parsing_naming_the_part() -> None:
@@ -136,6 +170,17 @@ def test_a_yaml_document_with_faults_becomes_a_multi_fault_request(tmp_path: Pat
     assert fault_summary(read) == (
         "latency 200ms -> fraud-scoring + abort http 503 on 10% -> ledger"
     )
+
+
+@pytest.mark.parametrize("name", ["held-bursty-fraud-ledger", "refuted-bursty-fraud-ledger"])
+def test_the_bursty_example_experiments_validate_as_written(name: str) -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "experiments" / f"{name}.yaml"
+    read = read_injection_request(path)
+    wanted = validate_request(read, MESH, {"merchant-write-success"})
+    constant, bursty = wanted.parts
+    assert constant.fault.pattern is None and constant.target.scope.upstream == "fraud-scoring"
+    assert isinstance(bursty.fault.pattern, Burst) and bursty.target.scope.upstream == "ledger"
+    assert "burst" in fault_summary(read).split(" + ")[1]
 
 
 def test_a_document_names_every_problem_inside_faults(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ carries a fault.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,14 +28,17 @@ from faultplane.faults.registry import kind_of
 from faultplane.model.mesh import load_mesh
 from faultplane.model.spec import FaultSpec
 from faultplane.render.faults import INJECTION_HEADER
+from faultplane.render.resources import PARTITION_HEADER
 from faultplane.server.control import ControlServer
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, server_config
 from tests.helpers import (
+    admin_json,
     fault_runtime_keys,
     faulted_routes,
     injection_request,
+    rpc_error,
     send,
     wait_state,
 )
@@ -169,13 +173,18 @@ async def stub(mesh_run: MeshRun) -> AsyncIterator[faultplane_pb2_grpc.FaultServ
             assert all(not slots for slots in (await faulted_routes(admin)).values()), pod.name
 
 
-async def partition(stub: faultplane_pb2_grpc.FaultServiceStub, fault: dict[str, Any]) -> str:
-    """Inject a partition of shard south-1 from ledger; its id, once every target ACKed."""
+async def partition(
+    stub: faultplane_pb2_grpc.FaultServiceStub, fault: dict[str, Any], targets: list[str] = SOUTH
+) -> str:
+    """Inject a partition of shard south-1 from ledger; its id, once every one of
+    `targets` ACKed (the evidence of the transition to ACTIVE names each)."""
     request = injection_request(target=SOUTH_TO_LEDGER, fault=fault)
     created = await stub.CreateInjection(request, timeout=20)
     injection = await wait_state(stub, created.id, {pb.ACTIVE, pb.FAILED})
     assert injection.state == pb.ACTIVE, injection
-    assert sorted(injection.targets) == SOUTH
+    assert sorted(injection.targets) == sorted(targets)
+    [activation] = [t for t in injection.transitions if t.to_state == pb.ACTIVE]
+    assert {e.sidecar for e in activation.evidence} >= set(targets), activation
     return created.id
 
 
@@ -239,3 +248,124 @@ def test_the_edge_refuses_a_partition_without_upstream_or_below_100_percent(
     with pytest.raises(InvalidRequest) as refused:
         validate_request(injection_request(target=target, fault=fault), None, None)
     assert [path for path, _ in refused.value.problems] == [field]
+
+
+# --- directions on real Envoy ----------------------------------------------------------------
+
+LEDGER = "ledger-1"
+
+
+async def aborts(run: MeshRun, pod: str, listener: str) -> int:
+    """How many aborts the fault filters of `pod`'s `listener` (ingress|egress) injected."""
+    found = run.mesh.pod(pod)
+    assert found is not None
+    stats = await admin_json(f"127.0.0.1:{found.ports.admin}", "/stats?format=json")
+    name = f"http.{listener}.fault.aborts_injected"
+    return sum(s.get("value", 0) for s in stats["stats"] if s.get("name") == name)
+
+
+async def marked_routes(run: MeshRun) -> list[str]:
+    """Every pod whose routes add the partition mark to requests (config_dump)."""
+    marked = []
+    for pod in run.mesh.pods:
+        dump = await admin_json(
+            f"127.0.0.1:{pod.ports.admin}", "/config_dump?resource=dynamic_route_configs"
+        )
+        if f'"{PARTITION_HEADER}"' in json.dumps(
+            [r.get("request_headers_to_add") for r in _routes(dump)]
+        ):
+            marked.append(pod.name)
+    return marked
+
+
+def _routes(dump: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        route
+        for entry in dump.get("configs", [])
+        for vhost in entry["route_config"].get("virtual_hosts", [])
+        for route in vhost.get("routes", [])
+    ]
+
+
+def ingress_url(run: MeshRun, pod: str) -> str:
+    found = run.mesh.pod(pod)
+    assert found is not None
+    return f"http://127.0.0.1:{found.ports.ingress}/score"
+
+
+@on_mesh_loop
+async def test_an_ingress_partition_is_refused_by_ledgers_inbound_for_south_only(
+    mesh_run: MeshRun, stub: faultplane_pb2_grpc.FaultServiceStub
+) -> None:
+    ingress = {"type": "partition", "direction": "ingress"}
+    plan = await stub.PlanInjection(injection_request(target=SOUTH_TO_LEDGER, fault=ingress))
+    planned = {s.sidecar: s.route_config_json for s in plan.sidecars}
+    assert sorted(planned) == sorted([*SOUTH, LEDGER])
+    assert all(PARTITION_HEADER in planned[pod] for pod in [*SOUTH, LEDGER])
+
+    injection_id = await partition(stub, ingress, [*SOUTH, LEDGER])
+    assert sorted(await marked_routes(mesh_run)) == SOUTH
+    south_before = [await aborts(mesh_run, pod, "egress") for pod in SOUTH]
+    ledger_before = await aborts(mesh_run, LEDGER, "ingress")
+
+    for pod in SOUTH:
+        cut = await send(egress(mesh_run, pod), 20, host="ledger")
+        assert Counter(r.status for r in cut) == {503: 20}, pod
+        assert all(injection_id in r.headers.get(INJECTION_HEADER, "") for r in cut), pod
+    # Refused on ledger's inbound, not on south's egress.
+    assert await aborts(mesh_run, LEDGER, "ingress") == ledger_before + 60
+    assert [await aborts(mesh_run, pod, "egress") for pod in SOUTH] == south_before
+
+    north = await send(egress(mesh_run, NORTH), 20, host="ledger")
+    assert Counter(r.status for r in north) == {200: 20}
+    # North's sidecar strips a mark its app forges; a direct caller is not a sidecar.
+    forged = {PARTITION_HEADER: injection_id}
+    north_forged = await send(egress(mesh_run, NORTH), 10, host="ledger", headers=forged)
+    assert Counter(r.status for r in north_forged) == {200: 10}
+    direct = await send(ingress_url(mesh_run, LEDGER), 10)
+    assert Counter(r.status for r in direct) == {200: 10}
+
+    # Withdrawn on both sides once AbortInjection returns: marks gone, calls pass.
+    await stub.AbortInjection(pb.AbortInjectionRequest(id=injection_id, reason="heal"))
+    assert await marked_routes(mesh_run) == []
+    healed = await send(egress(mesh_run, SOUTH[0]), 10, host="ledger")
+    assert Counter(r.status for r in healed) == {200: 10}
+
+
+@on_mesh_loop
+async def test_a_both_partition_aborts_on_south_egress_and_arms_ledgers_inbound(
+    mesh_run: MeshRun, stub: faultplane_pb2_grpc.FaultServiceStub
+) -> None:
+    injection_id = await partition(
+        stub, {"type": "partition", "direction": "both"}, [*SOUTH, LEDGER]
+    )
+    ledger_admin = f"127.0.0.1:{mesh_run.mesh.pods[-1].ports.admin}"
+    assert mesh_run.mesh.pods[-1].name == LEDGER
+    assert (await faulted_routes(ledger_admin))["ingress"] != []
+    assert await fault_runtime_keys(ledger_admin) == [f"faultplane.{injection_id}.1.0.abort_pct"]
+    south_before = await aborts(mesh_run, SOUTH[0], "egress")
+
+    cut = await send(egress(mesh_run, SOUTH[0]), 20, host="ledger")
+    assert Counter(r.status for r in cut) == {503: 20}
+    assert await aborts(mesh_run, SOUTH[0], "egress") == south_before + 20
+    north = await send(egress(mesh_run, NORTH), 20, host="ledger")
+    assert Counter(r.status for r in north) == {200: 20}
+
+    await stub.AbortInjection(pb.AbortInjectionRequest(id=injection_id, reason="heal"))
+    assert await fault_runtime_keys(ledger_admin) == []
+    healed = await send(egress(mesh_run, SOUTH[0]), 10, host="ledger")
+    assert Counter(r.status for r in healed) == {200: 10}
+
+
+@on_mesh_loop
+async def test_an_ingress_partition_holds_the_upstreams_inbound_scope(
+    mesh_run: MeshRun, stub: faultplane_pb2_grpc.FaultServiceStub
+) -> None:
+    await partition(stub, {"type": "partition", "direction": "ingress"}, [*SOUTH, LEDGER])
+    latency = injection_request(
+        target={"service": "ledger", "selector": "", "max_pods": 1, "upstream": None},
+        fault={"type": "latency", "fixed_ms": 10},
+    )
+    refused = await rpc_error(stub.CreateInjection(latency, timeout=20))
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert LEDGER in (refused.details() or "") and "same traffic scope" in (refused.details() or "")

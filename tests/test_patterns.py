@@ -14,7 +14,7 @@ from faultplane.api.validate import InvalidRequest, validate_request
 from faultplane.cli.document import DocumentError, request_from_document
 from faultplane.cli.tables import fault_summary
 from faultplane.faults.latency import Latency
-from faultplane.lifecycle.pattern import MAX_RECORDED, SwitchLog, level_at, schedule, start_level
+from faultplane.lifecycle.pattern import MAX_RECORDED, SwitchLog, level_at, schedule
 from faultplane.model.mesh import load_mesh
 from faultplane.model.pattern import MAX_CHANGES, Burst, Ramp, Random
 from faultplane.model.spec import FaultSpec, InjectionSpec, Scope
@@ -78,10 +78,11 @@ def test_schedule_reads_each_level_mid_phase_as_a_share_of_the_fault() -> None:
     spec = spec_of({**LATENCY, "percentage": 50,
                     "pattern": {"kind": "ramp", "from_percentage": 10, "to_percentage": 40,
                                 "steps": 4}}, duration=40)  # fmt: skip
-    assert schedule(spec) == [(0, 0.2), (10, 0.4), (20, 0.6), (30, 0.8)]
-    assert start_level(spec) == pytest.approx(0.2)
+    assert schedule(spec.fault, 40) == [(0, 0.2), (10, 0.4), (20, 0.6), (30, 0.8)]
+    assert level_at(spec.fault, 0.0, 40) == pytest.approx(0.2)  # the level switched on
     burst = spec_of({**LATENCY, "pattern": {"kind": "burst", "on_seconds": 2, "off_seconds": 3}})
-    assert schedule(burst)[:3] == [(0, 1.0), (2, 0.0), (5, 1.0)]
+    assert schedule(burst.fault, 60)[:3] == [(0, 1.0), (2, 0.0), (5, 1.0)]
+    assert schedule(FaultSpec(Latency(10)), 60) == []  # no pattern: no driver, no pushes
     assert level_at(FaultSpec(Latency(10)), 3.0, 10) == 1.0  # no pattern: always whole
 
 
@@ -219,6 +220,16 @@ def test_switches_past_the_bound_are_summarised_once() -> None:
     assert log.summary() == (
         "burst: 120 switches, last on at 13:48:39Z, last off at 13:48:38Z"
     )  # 1e6 + 119 s and 1e6 + 118 s, UTC
+
+
+def test_a_part_of_a_multi_fault_experiment_is_named_in_its_switches_and_summary() -> None:
+    spec = spec_of({**LATENCY, "pattern": {"kind": "burst", "on_seconds": 1, "off_seconds": 1}})
+    log = SwitchLog(spec.fault, "faults[1] ")
+    assert log.switched(0.0, at=1_000_000.0) == "faults[1] burst: off (switch 1)"
+    for i in range(MAX_RECORDED):
+        log.switched((i + 1) % 2, at=1_000_001.0 + i)
+    summary = log.summary()
+    assert summary is not None and summary.startswith("faults[1] burst: 51 switches")
 
 
 def test_a_short_run_needs_no_summary() -> None:

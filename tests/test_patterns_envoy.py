@@ -15,13 +15,22 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 
 from faultplane.demo.launcher import MeshRun
 from faultplane.model.pattern import Burst, Random
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE
-from tests.helpers import admin_json, injection_request, send, wait_state
+from tests.helpers import (
+    EXAMPLE,
+    LIFECYCLE_STEADY_STATE,
+    admin_json,
+    fault_runtime_keys,
+    injection_request,
+    send,
+    wait_state,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -64,13 +73,21 @@ async def start(run: MeshRun, selector: str, fault: dict[str, Any], duration: fl
 async def runtime_values(run: MeshRun, pod: str, key: str, until: float) -> list[float]:
     """The key's percentage in the pod's Envoy runtime, sampled until `until` (wall
     clock), consecutive repeats collapsed: the sequence of values the sidecar ran."""
+    return (await runtime_series(run, pod, [key], until))[key]
+
+
+async def runtime_series(
+    run: MeshRun, pod: str, keys: list[str], until: float
+) -> dict[str, list[float]]:
+    """`runtime_values` for several keys of one pod, read from the same snapshots."""
     admin = f"127.0.0.1:{run.mesh.pod(pod).ports.admin}"
-    seen: list[float] = []
+    seen: dict[str, list[float]] = {key: [] for key in keys}
     while time.time() < until:
-        entry = (await admin_json(admin, "/runtime")).get("entries", {}).get(key)
-        value = _percent(entry)
-        if value is not None and (not seen or seen[-1] != value):
-            seen.append(value)
+        entries = (await admin_json(admin, "/runtime")).get("entries", {})
+        for key, values in seen.items():
+            value = _percent(entries.get(key))
+            if value is not None and (not values or values[-1] != value):
+                values.append(value)
         await asyncio.sleep(SAMPLE_SECONDS)  # a sampling interval, not a synchronisation
     return seen
 
@@ -173,3 +190,47 @@ async def test_jitter_spreads_delays_evenly_over_four_steps(run: MeshRun) -> Non
     # machine) stays well inside the 160 ms between steps.
     shares = [sum(low <= d < low + 160 for d in delays) / len(delays) for low in steps]
     assert all(0.1 <= share <= 0.4 for share in shares), shares
+
+
+async def test_each_part_of_an_experiment_follows_its_own_pattern_and_ends_together(
+    run: MeshRun,
+) -> None:
+    # Three parts on one sidecar: a constant delay to fraud-scoring, ledger 503 bursting
+    # 2 s on / 2 s off, and inbound 503 ramping 20 -> 80 %; both drivers switch at 2 s and
+    # 4 s, racing on the same sidecar.
+    north = {"service": "payments-api", "selector": "shard=north-1", "max_pods": 1}
+    burst = {"kind": "burst", "on_seconds": 2, "off_seconds": 2}
+    ramp = {"kind": "ramp", "from_percentage": 20, "to_percentage": 80, "steps": 3}
+    parts = [
+        {"target": {**north, "upstream": "fraud-scoring"},
+         "fault": {"type": "latency", "fixed_ms": 5}},
+        {"target": {**north, "upstream": "ledger"},
+         "fault": {"type": "abort", "http_status": 503, "pattern": burst}},
+        {"target": north, "fault": {"type": "abort", "http_status": 503, "pattern": ramp}},
+    ]  # fmt: skip
+    document = {k: v for k, v in EXAMPLE.items() if k not in ("target", "fault")}
+    document.update(faults=parts, steady_state=LIFECYCLE_STEADY_STATE, duration_seconds=6)
+    request = json_format.ParseDict(document, pb.InjectionRequest())
+    async with grpc.aio.insecure_channel(run.api_address) as channel:
+        stub = faultplane_pb2_grpc.FaultServiceStub(channel)
+        created = await stub.CreateInjection(request, timeout=30)
+        active = await wait_state(stub, created.id, {pb.ACTIVE}, timeout=60)
+        (pod,) = active.targets
+        keys = [f"faultplane.{active.id}.0.delay_pct", f"faultplane.{active.id}.1.0.abort_pct",
+                f"faultplane.{active.id}.2.0.abort_pct"]  # fmt: skip
+        until = active.ends_at.ToNanoseconds() / 1e9 - 0.3
+        series = await runtime_series(run, pod, keys, until)
+        done = await wait_state(stub, active.id, {pb.COMPLETED}, timeout=30)
+    assert [series[k] for k in keys] == [[100], [100, 0, 100], [20, 50, 80]]
+    recorded = sorted(r.split(" (")[0] for r in switches(done))
+    assert recorded == [
+        "faults[1] burst: off", "faults[1] burst: on at 100%",
+        "faults[2] ramp: on at 50%", "faults[2] ramp: on at 80%",
+    ]  # fmt: skip
+    for change in done.transitions:  # a switch is one RTDS push to its part's sidecar
+        if change.from_state == pb.ACTIVE == change.to_state:
+            assert [(e.sidecar, e.type, e.outcome) for e in change.evidence] == [
+                (pod, "rtds", "acked")
+            ]
+    # The one deadline withdrew every part, the constant one with the patterned ones.
+    assert await fault_runtime_keys(f"127.0.0.1:{run.mesh.pod(pod).ports.admin}") == []

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
+from faultplane.faults.partition import with_destinations
 from faultplane.model.mesh import DNS_LABEL, Mesh
 from faultplane.model.pattern import parse_pattern
 from faultplane.model.selector import SelectorError, parse_selector
@@ -149,6 +150,12 @@ def validate_request(
     problems = Problems()
     duration = _duration(request, problems)
     parts = _parts(request, mesh, duration, problems)
+    if parts:
+        # An ingress or both partition is delivered on the upstream's sidecars too; not
+        # in overlay mode (a new request, mesh None), where it is refused.
+        prefixes = [f"faults[{i}]." for i in range(len(parts))] if request.faults else [""]
+        overlay = mesh is None and slos is not None
+        parts = with_destinations(parts, mesh, overlay, prefixes, problems)
     steady_state = _steady_state(request, slos, problems)
     hypothesis = _required_text(request.hypothesis, "hypothesis", problems)
     owner = _required_text(request.owner, "owner", problems)
@@ -175,7 +182,7 @@ def _parts(
     request: pb.InjectionRequest, mesh: Mesh | None, duration: float | None, problems: Problems
 ) -> list[Part] | None:
     """The request's parts: its target and fault, or each entry of `faults` (exactly one
-    form). A multi-fault part may not have a pattern (its driver moves one fault)."""
+    form). Each part may have its own pattern (one driver per part moves its keys)."""
     if not request.faults:
         part = _part(request, mesh, duration, problems)
         return [part] if part else None
@@ -188,8 +195,6 @@ def _parts(
     parts = []
     for i, given in enumerate(request.faults):
         under = _Under(problems.found, f"faults[{i}].")
-        if len(request.faults) > 1 and given.fault.HasField("pattern"):
-            under.add("fault.pattern", "not supported in a multi-fault experiment (yet)")
         parts.append(_part(given, mesh, duration, under))
     return None if None in parts else [p for p in parts if p is not None]
 

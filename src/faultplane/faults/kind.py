@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from faultplane.model.spec import FaultSpec
 
 # A kind's fields as given in the request, set fields only, keyed by their proto names;
-# numbers as the proto holds them (int for integer fields, float for doubles).
-FieldValues = Mapping[str, float]
+# numbers as the proto holds them (int for integer fields, float for doubles), or text
+# for a string field such as a partition's direction.
+FieldValues = Mapping[str, float | str]
 
 Spec = TypeVar("Spec")
 

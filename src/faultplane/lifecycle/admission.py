@@ -115,7 +115,7 @@ def admit(
     parts: list[PartAdmission] = []
     matched: dict[str, None] = {}
     for index, part in enumerate(spec.parts):
-        where = f"faults[{index}].target" if several else "target"
+        where = _where(part, index, several)
         connected = sidecars if index == 0 else more_sidecars[index - 1]
         found, chosen = _choose(part, injection_id, connected, where, spec, live, parts)
         matched.update(dict.fromkeys(found))
@@ -184,3 +184,13 @@ def _choose(
                 "same traffic scope (one fault per sidecar and scope)"
             )
     return matched, chosen
+
+
+def _where(part: Part, index: int, several: bool) -> str:
+    """How a refusal names the part: its place in the request, or, for the part faultplane
+    added on a partition's upstream (not in the request), the partition it serves."""
+    if getattr(part.fault.kind, "side", None) == "destination":
+        source = getattr(part.fault.kind, "source_part", 0)
+        named = f"faults[{source}]" if several else "the partition"
+        return f"the upstream side of {named} ({part.target.service})"
+    return f"faults[{index}].target" if several else "target"

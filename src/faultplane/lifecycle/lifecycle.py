@@ -28,7 +28,7 @@ import structlog
 from faultplane.delivery.plane import Delivery
 from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.journal import Journal
-from faultplane.lifecycle.pattern import level_at, start_driver, stop_driver
+from faultplane.lifecycle.pattern import level_at, start_drivers, stop_drivers
 from faultplane.model.injection import Evidence, Injection, State, Transition
 from faultplane.render.faults import FaultAssignment
 from faultplane.xds import types
@@ -236,12 +236,13 @@ class Lifecycle:
         timer = asyncio.get_running_loop().call_later(
             max(0.0, remaining), self.request_stop, deadline
         )
-        driver = start_driver(injection, self._delivery, self._transitions)  # None: constant
+        # One driver per part with a pattern; every part's stops with the one end.
+        drivers = start_drivers(injection, self._delivery, self._transitions)
         try:
             return await self.stop
         finally:
             timer.cancel()
-            await stop_driver(driver)  # before the withdrawal: none of its pushes follow it
+            await stop_drivers(drivers)  # before the withdrawal: none of their pushes follow
 
     async def _await_approval(self) -> End | None:
         """None once approved (now PENDING); else why it ended while waiting."""

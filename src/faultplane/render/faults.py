@@ -115,6 +115,7 @@ def _routes_for(
         match=_route_match(assignment.scope.match),
     )
     route.route.CopyFrom(default.route)
+    route.request_headers_to_remove.extend(default.request_headers_to_remove)
     vhost.routes.insert(0, route)
     return [vhost.routes[0]]
 
@@ -168,6 +169,18 @@ def _arm(
     header.header.key = INJECTION_HEADER
     header.header.value = assignment.injection_id
     header.append_action = header.APPEND_IF_EXISTS_OR_ADD
+    for name, value in request_headers(assignment):
+        added = route.request_headers_to_add.add()
+        added.header.key, added.header.value = name, value
+        added.append_action = added.APPEND_IF_EXISTS_OR_ADD
+
+
+def request_headers(assignment: FaultAssignment) -> list[tuple[str, str]]:
+    """Headers the fault adds to the requests its routes forward (a partition's mark for
+    the upstream's inbound); a kind that adds none has no `request_headers`."""
+    kind = kind_of(assignment.fault.kind)
+    add = getattr(kind, "request_headers", None)
+    return [] if add is None else add(assignment.injection_id, assignment.fault)
 
 
 def _copy(message: Message) -> Message:

@@ -36,6 +36,10 @@ LOCAL_APP_CLUSTER = "local-app"
 RUNTIME_LAYER = "faultplane"
 DEFAULT_FAULT_SLOTS = 4
 CONNECT_TIMEOUT = duration_pb2.Duration(seconds=1)
+# The mark a partition's group puts on its requests to the upstream, for the upstream's
+# inbound to refuse (faultplane.faults.partition). Every egress route strips it first, so
+# an app cannot forge it through its sidecar.
+PARTITION_HEADER = "x-faultplane-partition"
 
 # type_url -> resource name -> resource message
 Resources = dict[str, dict[str, Message]]
@@ -203,11 +207,12 @@ def _listener(
     )
 
 
-def _route_to(cluster: str) -> route_components_pb2.Route:
+def _route_to(cluster: str, strip: Sequence[str] = ()) -> route_components_pb2.Route:
     return route_components_pb2.Route(
         name=cluster,
         match=route_components_pb2.RouteMatch(prefix="/"),
         route=route_components_pb2.RouteAction(cluster=cluster),
+        request_headers_to_remove=strip,
     )
 
 
@@ -227,7 +232,7 @@ def _egress_routes(dependencies: tuple[str, ...]) -> route_pb2.RouteConfiguratio
         name=EGRESS,
         virtual_hosts=[
             route_components_pb2.VirtualHost(
-                name=dep, domains=[dep, f"{dep}:*"], routes=[_route_to(dep)]
+                name=dep, domains=[dep, f"{dep}:*"], routes=[_route_to(dep, [PARTITION_HEADER])]
             )
             for dep in dependencies
         ],

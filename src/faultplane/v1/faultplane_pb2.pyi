@@ -177,7 +177,7 @@ class Match(_message.Message):
     def __init__(self, path_prefix: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Fault(_message.Message):
-    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth", "jitter_ms", "pattern")
+    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth", "jitter_ms", "pattern", "direction")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FIXED_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class Fault(_message.Message):
     BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
     JITTER_MS_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     type: str
     fixed_ms: float
     p50_ms: float
@@ -206,7 +207,8 @@ class Fault(_message.Message):
     bandwidth: BandwidthFault
     jitter_ms: float
     pattern: Pattern
-    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ..., jitter_ms: _Optional[float] = ..., pattern: _Optional[_Union[Pattern, _Mapping]] = ...) -> None: ...
+    direction: str
+    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ..., jitter_ms: _Optional[float] = ..., pattern: _Optional[_Union[Pattern, _Mapping]] = ..., direction: _Optional[str] = ...) -> None: ...
 
 class Pattern(_message.Message):
     __slots__ = ("kind", "on_seconds", "off_seconds", "from_percentage", "to_percentage", "steps", "on_probability", "tick_seconds", "seed")
