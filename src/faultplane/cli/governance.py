@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faultplane.auth.names import principal_problem
 from faultplane.auth.roles import Role
@@ -27,7 +28,13 @@ from faultplane.cli.connection import (
 )
 from faultplane.cli.injections import UsageError, to_dict
 from faultplane.cli.tables import injection_detail, table
-from faultplane.store import NewToken, SqliteStore, StoreError, default_db_path
+from faultplane.store import (
+    NewToken,
+    SqliteStore,
+    StoreError,
+    default_db_path,
+    open_postgres_store,
+)
 from faultplane.store.audit_key import (
     AuditKey,
     AuditKeyError,
@@ -37,6 +44,9 @@ from faultplane.store.audit_key import (
 )
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
+
+if TYPE_CHECKING:
+    from faultplane.store.postgres import PostgresStore
 
 # Entries asked for per ListAudit call (the server allows up to 1000, and also ends a page
 # before it outgrows one message).
@@ -58,6 +68,9 @@ def add_governance_commands(commands: argparse._SubParsersAction) -> None:
     revoke.set_defaults(handler=cmd_token_revoke)
     for parser in (create, listing, revoke):
         parser.add_argument("--db", type=Path, help="the store (default: the state dir)")
+        parser.add_argument(
+            "--store", metavar="URL", help="the server's PostgreSQL store instead of --db"
+        )
     for parser in (create, revoke):  # they append to the audit chain: keyed like serve's
         parser.add_argument(
             "--audit-key-file", type=Path, help="the audit key (default: audit.key next to --db)"
@@ -92,9 +105,17 @@ def add_governance_commands(commands: argparse._SubParsersAction) -> None:
     audit.set_defaults(handler=cmd_audit)
 
 
-def _store(args: argparse.Namespace, keyed: bool = False) -> SqliteStore:
-    """The store file; `keyed` for commands that append to the audit chain, which they key
-    with the same audit key as the server (created 0600 if this is the first writer)."""
+def _store(args: argparse.Namespace, keyed: bool = False) -> SqliteStore | PostgresStore:
+    """The store file (or --store's PostgreSQL database); `keyed` for commands that append
+    to the audit chain, which they key with the same audit key as the server (created 0600
+    if this is the first writer)."""
+    if args.store:
+        if args.db:
+            raise UsageError("token: give --db PATH or --store postgresql://..., not both")
+        if not keyed:
+            return open_postgres_store(args.store)
+        key_path = args.audit_key_file or default_key_path(default_db_path())
+        return open_postgres_store(args.store, audit_key=open_audit_key(key_path))
     db = args.db or default_db_path()
     if not keyed:
         return SqliteStore(db)
@@ -242,7 +263,7 @@ def _audit_pages(
 def _audit_line(entry: pb.AuditEntry) -> str:
     body = json.loads(entry.entry_json)
     kind = body.get("kind")
-    if kind == "call":
+    if kind in ("call", "sidecar", "notification"):
         what = f"{body.get('method')} -> {body.get('outcome')}"
     elif kind == "rate_limit":
         what = f"rate limit: {body.get('suppressed')} refused calls from {body.get('caller')}"
