@@ -21,9 +21,10 @@ from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.registry import KEEP_FINISHED
 from faultplane.lifecycle.retention import DEFAULT_RETAIN_DAYS
 from faultplane.model.mesh import load_mesh
+from faultplane.notify.targets import parse_target, parse_web_url
 from faultplane.render.overlay_config import DEFAULT_SLOTS as OVERLAY_FAULT_SLOTS
 from faultplane.render.resources import DEFAULT_FAULT_SLOTS
-from faultplane.server.config import ISTIO_STATS_PORT, parse_listen_address
+from faultplane.server.config import ISTIO_STATS_PORT, STORE_URL_SCHEMES, parse_listen_address
 from faultplane.server.control import ControlServer, ServerConfig, TlsConfig
 from faultplane.slo.catalogue import CatalogueError, load_catalogue
 from faultplane.store import default_db_path
@@ -68,6 +69,13 @@ def add_serve_command(commands: Any) -> None:
             help=f"the {part} listen address (default 127.0.0.1 and the port above; "
             "0.0.0.0 serves other machines too)",
         )
+    serve.add_argument(
+        "--web-listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="serve the dashboard here (port 0: a free one; off unless given), a client of "
+        "the operator API with each user's own token (or the local admin with --auth local)",
+    )
     serve.add_argument(
         "--istio-stats-port",
         type=integer(1, 65535),
@@ -117,7 +125,17 @@ def add_serve_command(commands: Any) -> None:
         default=3600.0,
         help="seconds of baseline kept (at least --baseline-min-seconds)",
     )
-    serve.add_argument("--db", type=Path, help="the store (default: $FAULTPLANE_STATE_DIR)")
+    serve.add_argument(
+        "--db", type=Path, help="the SQLite store (default: $FAULTPLANE_STATE_DIR/faultplane.db)"
+    )
+    serve.add_argument(
+        "--store",
+        type=store_url,
+        metavar="URL",
+        help="a PostgreSQL store instead of --db: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
+        "(needs the postgresql extra; migrated at start; the audit key defaults to audit.key "
+        "in $FAULTPLANE_STATE_DIR)",
+    )
     serve.add_argument(
         "--audit-key-file",
         type=Path,
@@ -162,6 +180,23 @@ def add_serve_command(commands: Any) -> None:
         help="finished injections kept in memory; older ones are read from the store "
         f"(default {KEEP_FINISHED})",
     )
+    serve.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        type=checked(parse_target),
+        metavar="URL",
+        help="POST a JSON message to URL on every start, end (completed, guard abort, "
+        "abort, failure) and freeze change; repeatable. slack+https://... sends Slack's "
+        "incoming-webhook format instead",
+    )
+    serve.add_argument(
+        "--web-url",
+        type=checked(parse_web_url),
+        metavar="BASE",
+        help="the dashboard's address as people reach it (e.g. http://127.0.0.1:8080): "
+        "notifications link to BASE/experiments/<id>",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -205,6 +240,18 @@ def integer(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser raising ValueError (argparse names the flag)."""
+
+    def parse_arg(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_arg
+
+
 def listen_address(text: str) -> tuple[str, int]:
     """An argparse type: HOST:PORT (argparse names the flag in the error)."""
     try:
@@ -213,8 +260,21 @@ def listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def store_url(text: str) -> str:
+    """An argparse type: a PostgreSQL connection URL."""
+    if not text.startswith(STORE_URL_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            f"must be a postgresql:// URL (the SQLite store is --db PATH), not {text!r}"
+        )
+    return text
+
+
 def check_serve_flags(args: argparse.Namespace) -> None:
     """What no single flag's range can say: combinations that could never work."""
+    if args.store is not None and args.db is not None:
+        raise UsageError(
+            "serve: give --db PATH (SQLite) or --store postgresql://... (PostgreSQL), not both"
+        )
     if args.overlay and args.mesh is not None:
         raise UsageError("serve: --overlay serves Envoys of any mesh; it takes no --mesh")
     for part in OVERLAY_PORTS:
@@ -249,6 +309,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         config = ServerConfig(
             mesh=mesh,
             **listen,
+            **_web_listen(args),
             istio_stats_port=args.istio_stats_port,
             fault_slots=args.fault_slots
             or (OVERLAY_FAULT_SLOTS if args.overlay else DEFAULT_FAULT_SLOTS),
@@ -259,13 +320,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
             guard_tick=args.guard_tick,
             baseline_min_seconds=args.baseline_min_seconds,
             baseline_window=args.baseline_window,
-            db_path=args.db or default_db_path(),
+            db_path=None if args.store else args.db or default_db_path(),
+            store_url=args.store,
             audit_key_file=args.audit_key_file,
             auth=args.auth,
             tls=_tls_config(args),
             approval=_approval_policy(args),
             retain_days=args.retain_days,
             keep_finished=args.keep_finished,
+            notify=tuple(args.notify),
+            web_url=args.web_url,
         )
     except ValueError as exc:  # e.g. local auth on a non-loopback --api-listen
         raise UsageError(f"serve: {exc}") from exc
@@ -277,6 +341,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         await server.stop()
 
     asyncio.run(run())
+
+
+def _web_listen(args: argparse.Namespace) -> dict[str, Any]:
+    if args.web_listen is None:
+        return {}
+    host, port = args.web_listen
+    return {"web_host": host, "web_port": port}
 
 
 def _tls_config(args: argparse.Namespace) -> TlsConfig | None:

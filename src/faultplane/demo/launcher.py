@@ -33,6 +33,9 @@ from faultplane.model.mesh import Mesh, Pod, load_mesh
 from faultplane.server.config import HOST
 
 START_TIMEOUT = 60.0
+# The dashboard's port with --declared-ports (beside the mesh's 18000-18002); otherwise a
+# free one. A server_args `--web-listen` overrides both.
+DECLARED_WEB_PORT = 18003
 
 
 @dataclass
@@ -74,6 +77,7 @@ class MeshRun:
         self.pods: list[PodProcesses] = []
         self.loadgen: Child | None = None
         self.loadgen_port: int | None = None
+        self.web_port: int | None = None  # the dashboard, when this run spawns the server
         self._processes = ProcessGroup()
 
     async def __aenter__(self) -> MeshRun:
@@ -92,9 +96,18 @@ class MeshRun:
         assert self.mesh is not None
         return f"{HOST}:{self.mesh.control.api_port}"
 
+    @property
+    def web_url(self) -> str | None:
+        """The dashboard's address (None when the server is not this run's, or its
+        server_args chose the address)."""
+        return f"http://{HOST}:{self.web_port}/" if self.web_port else None
+
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         allocate = PortAllocator()
+        chosen = any(arg.startswith("--web-listen") for arg in self.server_args)
+        if self.spawn_server and not chosen:
+            self.web_port = DECLARED_WEB_PORT if self.declared_ports else allocate()
         mesh = self.mesh or load_mesh(self.mesh_file)
         if self.mesh is None and not self.declared_ports:
             mesh = mesh.with_ports(allocate)
@@ -163,6 +176,7 @@ class MeshRun:
             "api": self.api_address,
             "xds": f"{HOST}:{control.xds_port}",
             "metrics": f"{HOST}:{control.metrics_port}",
+            "web": self.web_url,
             "server_pid": self.server.pid if self.server else None,
             "loadgen": f"{HOST}:{self.loadgen_port}" if self.loadgen_port else None,
             "loadgen_pid": self.loadgen.pid if self.loadgen else None,
@@ -214,6 +228,8 @@ class MeshRun:
         catalogue = self.mesh_file.parent / "slos.yaml"
         if "--slos" not in self.server_args and catalogue.exists():
             argv += ["--slos", str(catalogue)]  # the mesh's SLO catalogue, by default
+        if self.web_port:
+            argv += ["--web-listen", f"{HOST}:{self.web_port}"]  # the dashboard, by default
         argv += self.server_args
         self.server = self._processes.spawn(
             Child("control-server", argv, self.run_dir / "server.log")

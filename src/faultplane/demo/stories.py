@@ -90,6 +90,8 @@ async def run_demo(mesh_file: Path, duration: float, as_json: bool, overlay: boo
         if mesh.overlay is not None:
             say(f"\nlisteners, routes and clusters from the base control server at "
                 f"{mesh.overlay.address}; faultplane serves only the fault layer")  # fmt: skip
+        if mesh.web_url:
+            say(f"\ndashboard: {mesh.web_url} (the live experiments, and their Abort buttons)")
         say(f"\n{connected} sidecars connected to the control server at {mesh.api_address}:")
         say(sidecars_table(sidecars))
         story = await latency_story(mesh, stub, duration)

@@ -34,3 +34,12 @@ XDS_REQUESTS_THROTTLED = Counter(
     "Times an ADS stream stopped reading because its request backlog was full "
     "(a peer sending faster than the server handles its requests).",
 )
+NOTIFICATIONS = Counter(
+    "faultplane_notifications",
+    "Notifications (serve --notify) by outcome: delivered; retried (an attempt failed, "
+    "another follows); failed (every attempt failed, audited); dropped (the queue was "
+    "full, the oldest was dropped, audited).",
+    ["outcome"],
+)
+for _outcome in ("delivered", "retried", "failed", "dropped"):
+    NOTIFICATIONS.labels(_outcome)  # reported at 0 from the start, for alerts

@@ -20,6 +20,8 @@ from faultplane.lifecycle.approval import ApprovalPolicy
 from faultplane.lifecycle.registry import KEEP_FINISHED
 from faultplane.lifecycle.retention import DEFAULT_RETAIN_DAYS, PRUNE_EVERY_SECONDS
 from faultplane.model.mesh import Mesh
+from faultplane.notify.courier import DeliveryPolicy
+from faultplane.notify.targets import NotifyTarget
 from faultplane.render.resources import DEFAULT_FAULT_SLOTS
 from faultplane.slo.catalogue import SloDef
 
@@ -27,6 +29,7 @@ from faultplane.slo.catalogue import SloDef
 # reachable off this machine.
 HOST = "127.0.0.1"
 ISTIO_STATS_PORT = 15090  # where an Istio sidecar serves /stats/prometheus
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")  # what `--store` accepts
 
 
 def listen_address(host: str, port: int) -> str:
@@ -72,6 +75,9 @@ class ServerConfig:
     xds_host: str = HOST
     api_host: str = HOST
     metrics_host: str = HOST
+    # The dashboard (faultplane.web): None, off; 0, a free port. A client of the API above.
+    web_port: int | None = None
+    web_host: str = HOST
     # Overlay mode: the port an Istio-shaped node serves its stats on, at its INSTANCE_IPS.
     istio_stats_port: int = ISTIO_STATS_PORT
     fault_slots: int = DEFAULT_FAULT_SLOTS
@@ -88,6 +94,8 @@ class ServerConfig:
     baseline_window: float = 3600.0
     # The store; None: a throwaway database (tests, demos), nothing survives a restart.
     db_path: Path | None = None
+    # A PostgreSQL store instead (`--store postgresql://...`); excludes db_path.
+    store_url: str | None = None
     # The secret that keys the audit chain, kept outside the store; None: `audit.key` next
     # to the database. Created 0600 if missing; refused if group or others may read it.
     audit_key_file: Path | None = None
@@ -106,6 +114,11 @@ class ServerConfig:
     retain_days: float = DEFAULT_RETAIN_DAYS
     keep_finished: int = KEEP_FINISHED
     prune_every: float = PRUNE_EVERY_SECONDS
+    # Webhooks told of starts, ends and freezes (faultplane.notify), how hard delivery
+    # tries, and the dashboard's base URL their links point into (None: no links).
+    notify: tuple[NotifyTarget, ...] = ()
+    notify_policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    web_url: str | None = None
 
     def __post_init__(self) -> None:
         # The CLI refuses these with friendlier ranges; in-process callers get this floor.
@@ -117,5 +130,19 @@ class ServerConfig:
             raise ValueError(f"retain_days: must be 0 or more days, not {self.retain_days!r}")
         if self.auth == "local":
             check_local_bind(self.api_host)  # no credentials: never reachable off this machine
+            if self.web_port is not None:
+                check_local_bind(self.web_host)
+        if self.web_port is not None and self.tls is not None:
+            raise ValueError(
+                "web_port (--web-listen): the dashboard calls the operator API over "
+                "plaintext loopback, so it cannot run beside a TLS API (--tls-cert) yet"
+            )
         if self.keep_finished < 0:
             raise ValueError(f"keep_finished: must be 0 or more, not {self.keep_finished!r}")
+        if self.store_url is not None and self.db_path is not None:
+            raise ValueError("store_url: one store only; give a PostgreSQL URL or db_path")
+        if self.store_url is not None and not self.store_url.startswith(STORE_URL_SCHEMES):
+            raise ValueError(
+                f"store_url: must start with {' or '.join(STORE_URL_SCHEMES)}, "
+                f"not {self.store_url.split('://')[0]!r}"
+            )

@@ -21,10 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from faultplane.auth.principal import LOCAL_MODE_WARNING
 from faultplane.auth.tls import server_credentials
+from faultplane.notify.notifier import Notifier
+from faultplane.observability.collector import InjectionFeed, store_counts
 from faultplane.server.config import ServerConfig, TlsConfig, listen_address
 from faultplane.server.parts import build
 from faultplane.slo.sources import Reading
 from faultplane.v1 import faultplane_pb2, faultplane_pb2_grpc
+from faultplane.web.app import WebServer
 from faultplane.xds.server import add_xds_services
 
 __all__ = ["ControlServer", "ServerConfig", "TlsConfig"]
@@ -65,6 +68,12 @@ class ControlServer:
         self.cache, self.registry, self.source = parts.cache, parts.registry, parts.source
         self.retention = parts.retention
         self.preflight = parts.guarding.preflight if parts.guarding else None
+        # The injection metrics and the notifications: both follow the scheduler's watch.
+        self.injection_metrics = InjectionFeed(parts.scheduler)
+        self.notifier = Notifier(
+            parts.scheduler, config.notify, parts.journal.audit, config.web_url,
+            config.notify_policy,
+        )  # fmt: skip
         self.parse_spec = parts.parse_spec
         self.xds_port = 0
         self.api_port = 0
@@ -73,11 +82,18 @@ class ControlServer:
         self._api_server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_http: Any = None
+        self.web: WebServer | None = None  # the dashboard, with config.web_port
         self._stopped = False
 
     async def start(self) -> None:
         config, parts = self.config, self.parts
+        # Subscribed before the restore: what a restart finishes is counted and told.
+        counts = await self.journal.read(store_counts, self.store.injections)
+        self.injection_metrics.start(*counts)
+        await self.notifier.start()
         await self.scheduler.restore(parts.parse_spec)
+        self.injection_metrics.restored()
+        self.notifier.restored()
         self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         if parts.guarding is not None:
             await self._load_baseline()
@@ -100,6 +116,11 @@ class ControlServer:
         self._start_metrics()
         await self._xds_server.start()
         await self._api_server.start()
+        if config.web_port is not None:  # a client of the API: started after it
+            self.web = WebServer(parts, self.api_port)
+            await self.web.start()
+            if config.web_url is None:  # notifications link to this dashboard
+                self.notifier.link_to(self.web.url)
         for service in ("", FAULT_SERVICE, *xds_services):
             await parts.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.auth == "local":
@@ -111,6 +132,7 @@ class ControlServer:
             metrics=listen_address(config.metrics_host, self.metrics_port)
             if self.metrics_port
             else None,
+            web=self.web.url if self.web else None,
             mode="overlay" if config.mesh is None else "mesh",
             pods=len(config.mesh.pods) if config.mesh is not None else None,
             instance=self.cache.instance,
@@ -155,7 +177,9 @@ class ControlServer:
         if self.config.metrics_port is None:
             return
         server, _thread = prometheus_client.start_http_server(
-            self.config.metrics_port, addr=self.config.metrics_host
+            self.config.metrics_port,
+            addr=self.config.metrics_host,
+            registry=self.injection_metrics.registry,
         )
         self._metrics_http = server
         self.metrics_port = server.server_port
@@ -168,6 +192,8 @@ class ControlServer:
         # Operators first: no call may start what nobody will guard or stop. Then the
         # lifecycles (left to their leases, for a restart to resume), at once the sidecars
         # (no lease is renewed after that), and only then the guard and the records.
+        if self.web is not None:
+            await self.web.stop()
         if self._api_server is not None:
             await self._api_server.stop(grace)
         await self.scheduler.close()
@@ -177,6 +203,8 @@ class ControlServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.notifier.stop()
+        await self.injection_metrics.stop()
         await self.journal.drain(timeout=DRAIN_SECONDS)
         await self.parts.http.close()
         if self._metrics_http is not None:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from grpc_health.v1 import health
@@ -35,11 +35,14 @@ from faultplane.server.config import ServerConfig
 from faultplane.server.duplicates import DuplicateSidecars
 from faultplane.slo.baseline import BaselineBook
 from faultplane.slo.sources import EnvoySource, HttpClient, PrometheusSource, SloSource
-from faultplane.store import SqliteStore
+from faultplane.store import SqliteStore, default_db_path, open_postgres_store
 from faultplane.store.audit_key import default_key_path, open_audit_key
 from faultplane.v1 import faultplane_pb2
 from faultplane.xds.cache import SnapshotCache
 from faultplane.xds.registry import SidecarRegistry
+
+if TYPE_CHECKING:
+    from faultplane.store.postgres import PostgresStore
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Guarding:
 @dataclass(frozen=True)
 class Parts:
     config: ServerConfig
-    store: SqliteStore
+    store: SqliteStore | PostgresStore
     journal: Journal
     cache: SnapshotCache
     registry: SidecarRegistry
@@ -86,12 +89,7 @@ class Parts:
 
 
 def build(config: ServerConfig) -> Parts:
-    db_path, scratch = config.db_path, None
-    if db_path is None:
-        scratch = Path(tempfile.mkdtemp(prefix="faultplane-"))
-        db_path = scratch / "faultplane.db"
-    key = open_audit_key(config.audit_key_file or default_key_path(db_path))
-    store = SqliteStore(db_path, audit_key=key)
+    store, scratch = _open_store(config)
     journal = Journal(store)
     cache, registry = SnapshotCache(), SidecarRegistry()
     source = _build_source(config, cache, registry)
@@ -120,6 +118,21 @@ def build(config: ServerConfig) -> Parts:
         guarding, gate, service, health.aio.HealthServicer(), DuplicateSidecars(journal),
         scratch,
     )  # fmt: skip
+
+
+def _open_store(config: ServerConfig) -> tuple[SqliteStore | PostgresStore, Path | None]:
+    """The configured store, and a throwaway database's directory (removed at stop). With
+    PostgreSQL there is no database file to keep the audit key beside: it defaults to
+    audit.key in the state directory ($FAULTPLANE_STATE_DIR)."""
+    if config.store_url is not None:
+        key_path = config.audit_key_file or default_key_path(default_db_path())
+        return open_postgres_store(config.store_url, audit_key=open_audit_key(key_path)), None
+    db_path, scratch = config.db_path, None
+    if db_path is None:
+        scratch = Path(tempfile.mkdtemp(prefix="faultplane-"))
+        db_path = scratch / "faultplane.db"
+    key = open_audit_key(config.audit_key_file or default_key_path(db_path))
+    return SqliteStore(db_path, audit_key=key), scratch
 
 
 def _build_source(
