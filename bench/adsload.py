@@ -1,11 +1,17 @@
 """Simulated sidecars: one process opening many ADS streams that behave like Envoy.
 
 Run as `python -m bench.adsload --xds HOST:PORT --service S --first I --count N --status F`.
-Each stream carries its own node (id `S-<i>`, cluster S, metadata service/pod/labels, on
-every request as Envoy sends it), subscribes like a sidecar of a dependency-less service
-(CDS and LDS wildcard, RDS ingress+egress, RTDS faultplane) and ACKs every response with
-its version and nonce. Each stream has its own connection (its own subchannel pool), as
-each Envoy does. Progress is written to the status file as JSON twice a second.
+Each stream carries its own node (id `S-<i>`, cluster S, metadata service/pod/labels) on
+its first request only, as Envoy does with `set_node_on_first_message_only`; subscribes
+like a sidecar of a dependency-less service (CDS and LDS wildcard, RDS ingress+egress,
+RTDS faultplane) and ACKs every response with its version and nonce. Each stream has its
+own connection (its own subchannel pool), as each Envoy does. Progress is written to the
+status file as JSON twice a second.
+
+The load must cost less than the server it measures, on its own core: responses are not
+parsed beyond their version, type and nonce (a scan of the top-level wire fields, the
+resources skipped by length), and ACKs are concatenated from per-type pre-serialized
+bytes (protobuf fields concatenate), so no message object is built per exchange.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from faultplane.xds import types
@@ -38,6 +44,10 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 << 20),
 )
 SHARDS = 10
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+# DiscoveryRequest / DiscoveryResponse field numbers (discovery.proto).
+_VERSION, _RESOURCE_NAMES, _TYPE_URL, _NONCE = 1, 3, 4, 5
 
 
 @dataclass
@@ -47,8 +57,13 @@ class Fleet:
     open: int = 0
     failed: int = 0
     responses: dict[str, int] = field(default_factory=dict)
+    response_bytes: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     waiting: set[str] = field(default_factory=set)  # node ids not synced yet
+
+    def count(self, short: str, size: int) -> None:
+        self.responses[short] = self.responses.get(short, 0) + 1
+        self.response_bytes[short] = self.response_bytes.get(short, 0) + size
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -58,6 +73,7 @@ class Fleet:
             "synced": self.synced,
             "failed": self.failed,
             "responses": dict(self.responses),
+            "response_bytes": dict(self.response_bytes),
             "last_error": self.last_error,
             "waiting": sorted(self.waiting)[:20],
             "at": time.time(),
@@ -71,19 +87,87 @@ def node_for(service: str, index: int) -> base_pb2.Node:
     return base_pb2.Node(id=pod, cluster=service, metadata=metadata)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, value: bytes) -> bytes:
+    """One length-delimited field, wire-encoded."""
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+# Per type: the ACK's bytes after its version (names, type) and the subscription request.
+_ACK_MIDDLE = {
+    type_url: b"".join(_field(_RESOURCE_NAMES, n.encode()) for n in names)
+    + _field(_TYPE_URL, type_url.encode())
+    for type_url, names in SUBSCRIPTIONS
+}
+
+
+def ack(version: bytes, type_url: str, nonce: bytes) -> bytes:
+    """A serialized DiscoveryRequest ACKing (version, nonce) of `type_url`, without node."""
+    return _field(_VERSION, version) + _ACK_MIDDLE[type_url] + _field(_NONCE, nonce)
+
+
+def scan(response: bytes) -> tuple[bytes, str, bytes]:
+    """(version_info, type_url, nonce) of a serialized DiscoveryResponse; the rest (its
+    resources) is skipped by length, never parsed."""
+    found: dict[int, bytes] = {}
+    pos, end = 0, len(response)
+    while pos < end:
+        key, pos = _read_varint(response, pos)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _read_varint(response, pos)
+            found[key >> 3] = response[pos : pos + length]
+            pos += length
+        elif wire == 0:
+            _, pos = _read_varint(response, pos)
+        else:
+            raise ValueError(f"DiscoveryResponse: wire type {wire} of field {key >> 3}")
+    return found.get(_VERSION, b""), found.get(_TYPE_URL, b"").decode(), found.get(_NONCE, b"")
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
 async def sidecar(
     address: str, node: base_pb2.Node, fleet: Fleet, connecting: asyncio.Semaphore
 ) -> None:
     """One Envoy: reconnects with backoff, as Envoy does, until the process is stopped."""
     backoff = 0.1
+    first = _subscriptions(node)
     while True:
-        synced = await stream(address, node, fleet, connecting)
+        synced = await stream(address, node.id, first, fleet, connecting)
         backoff = 0.1 if synced else min(backoff * 2, 2.0)
         await asyncio.sleep(backoff)
 
 
+def _subscriptions(node: base_pb2.Node) -> list[bytes]:
+    """The stream's opening requests, serialized; only the first carries the node."""
+    return [
+        discovery_pb2.DiscoveryRequest(
+            node=node if index == 0 else None, type_url=type_url, resource_names=names
+        ).SerializeToString()
+        for index, (type_url, names) in enumerate(SUBSCRIPTIONS)
+    ]
+
+
 async def stream(
-    address: str, node: base_pb2.Node, fleet: Fleet, connecting: asyncio.Semaphore
+    address: str, node_id: str, first: list[bytes], fleet: Fleet, connecting: asyncio.Semaphore
 ) -> bool:
     """One ADS stream until it ends; whether it got every subscribed type once.
 
@@ -95,34 +179,22 @@ async def stream(
     await connecting.acquire()
     held = True
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
-            wait_for_ready=True
-        )
+        # No serializers: requests go out as the bytes given, responses come in as bytes.
+        call = channel.stream_stream(ADS_METHOD)(wait_for_ready=True)
         fleet.open += 1
         try:
-            for type_url, names in SUBSCRIPTIONS:
-                await call.write(
-                    discovery_pb2.DiscoveryRequest(
-                        node=node, type_url=type_url, resource_names=names
-                    )
-                )
+            for request in first:
+                await call.write(request)
             async for response in call:
-                short = types.short_name(response.type_url)
-                fleet.responses[short] = fleet.responses.get(short, 0) + 1
-                await call.write(
-                    discovery_pb2.DiscoveryRequest(
-                        node=node,
-                        type_url=response.type_url,
-                        resource_names=NAMES.get(response.type_url, ()),
-                        version_info=response.version_info,
-                        response_nonce=response.nonce,
-                    )
-                )
+                version, type_url, nonce = scan(response)
+                short = types.short_name(type_url)
+                fleet.count(short, len(response))
+                await call.write(ack(version, type_url, nonce))
                 if short not in seen:
                     seen.add(short)
                     if len(seen) == len(SUBSCRIPTIONS):
                         fleet.synced += 1
-                        fleet.waiting.discard(node.id)
+                        fleet.waiting.discard(node_id)
                         connecting.release()
                         held = False
         except grpc.aio.AioRpcError as exc:
@@ -136,7 +208,7 @@ async def stream(
             fleet.open -= 1
             if len(seen) == len(SUBSCRIPTIONS):
                 fleet.synced -= 1
-                fleet.waiting.add(node.id)
+                fleet.waiting.add(node_id)
     return len(seen) == len(SUBSCRIPTIONS)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import resource
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -62,8 +64,10 @@ class Processes:
         _LIVE.append(child)
         return child
 
-    def python(self, name: str, module: str, *args: str) -> Child:
-        return self.spawn(name, [sys.executable, "-m", module, *args])
+    def python(self, name: str, module: str, *args: str, cpu: int | None = None) -> Child:
+        """`python -m module args`, on core `cpu` only if given (see `pinned`)."""
+        prefix = [] if cpu is None else pinned(cpu)
+        return self.spawn(name, [*prefix, sys.executable, "-m", module, *args])
 
     def stop(self, child: Child) -> None:
         child.stop(timeout=3)
@@ -104,3 +108,12 @@ def usage(pid: int) -> Usage:
             times = proc.cpu_times()
             cpu += times.user + times.system
     return Usage(rss, cpu)
+
+
+def pinned(cpu: int) -> list[str]:
+    """An argv prefix running a process on core `cpu` only (`taskset`), so that the load
+    generator and the server it measures do not share a core; empty (no pinning) on a
+    machine with fewer than two cores or without taskset."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]

@@ -32,6 +32,10 @@ async def test_fanout_with_twenty_simulated_sidecars_measures_and_reports(
     assert figures["K=20: streams held"].samples == [20.0]
     assert len(figures["K=20: change accepted -> all K ACKed"].samples) == 1
     assert figures["K=20: server RSS per stream"].samples[0] > 0
+    # The floor ran in the same call, and faultplane's CPU per update is a ratio to it.
+    assert figures["K=20: server CPU per sidecar update (response + ACK)"].samples[0] > 0
+    assert [f for f in figures if f.startswith("K=20: floor: grpc.aio echo")]
+    assert next(r.value for r in result.ratios if "/ floor" in r.name) > 0
 
     document = {
         "machine": {"cores": 2, "memory_gib": 1, "cpu": "x", "os": "x", "python": "3",
@@ -44,3 +48,23 @@ async def test_fanout_with_twenty_simulated_sidecars_measures_and_reports(
     written = json.loads((tmp_path / "results" / "latest.json").read_text())
     assert written["results"]["fanout"]["figures"][0]["n"] == 1
     assert "K=20: streams held" in (tmp_path / "results" / "latest.md").read_text()
+
+
+def test_simulated_sidecars_read_only_version_type_and_nonce_and_ack_in_bytes() -> None:
+    """The load generator never parses resources, yet its ACK is the DiscoveryRequest
+    Envoy would send (without the node, as with set_node_on_first_message_only)."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from bench import adsload
+    from faultplane.xds import types
+
+    response = discovery_pb2.DiscoveryResponse(version_info="v-3", type_url=types.ROUTE, nonce="17")
+    response.resources.add(type_url="x", value=b"\x08" * 300)  # never looked into
+
+    version, type_url, nonce = adsload.scan(response.SerializeToString())
+    ack = discovery_pb2.DiscoveryRequest.FromString(adsload.ack(version, type_url, nonce))
+
+    assert (version, type_url, nonce) == (b"v-3", types.ROUTE, b"17")
+    assert (ack.version_info, ack.type_url, ack.response_nonce) == ("v-3", types.ROUTE, "17")
+    assert list(ack.resource_names) == ["ingress", "egress"]
+    assert not ack.HasField("node")

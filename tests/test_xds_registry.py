@@ -91,3 +91,25 @@ async def test_waiting_for_a_generation_already_nacked_answers_at_once() -> None
     outcome = await registry.wait_for(NODE, RTDS, 2, timeout=10.0)
 
     assert outcome == AckOutcome(False, "test-2", "B is bad")
+
+
+async def test_one_wait_for_many_sidecars_answers_each_in_order_and_times_out_the_silent() -> None:
+    """A fleet-wide push waits once (one future, one timer), not once per sidecar; each
+    sidecar still gets its own answer, and one that never answers gets a timeout value
+    without holding up or failing the others."""
+    registry = SidecarRegistry()
+    for node in ("a", "b", "c"):
+        registry.connected(base_pb2.Node(id=node), peer=node)
+    registry.record_ack("c", RTDS, sent(1), now=0.0)  # c already has generation 1
+    waits = [("a", 1), ("b", 2), ("c", 1)]
+    task = asyncio.create_task(registry.wait_many(waits, RTDS, timeout=0.2))
+    await asyncio.sleep(0)
+
+    registry.record_ack("a", RTDS, sent(1), now=0.0)
+    registry.record_nack("b", RTDS, sent(3), "later is bad", now=0.0)  # not b's generation
+
+    a, b, c = await task
+    assert a == AckOutcome(True, "test-1")
+    assert isinstance(b, AckTimeout) and b.later_nack == AckOutcome(False, "test-3", "later is bad")
+    assert c == AckOutcome(True, "test-1")
+    assert not registry._waiters  # nothing left behind for the next push

@@ -46,7 +46,8 @@ async def run(ctx: Context, result: Result) -> None:
         return
     reps = ctx.pick(1, 4)
     directory = ctx.dir("guard")
-    catalogue = directory / "slos.yaml"
+    # Not slos.yaml: the mesh writer puts its default catalogue there, over this one.
+    catalogue = directory / "guard-slos.yaml"
     catalogue.write_text(CATALOGUE)
     args = (
         "--slos",

@@ -23,14 +23,14 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 
 from faultplane.delivery.identity import ISTIO_STATS_PORT, Identity, identity_from
-from faultplane.delivery.plane import lease_resources
+from faultplane.delivery.plane import lease_resources, wait_each
 from faultplane.delivery.sidecars import RegistryBacked
 from faultplane.render.ecds import render_overlay
 from faultplane.render.faults import FaultAssignment
 from faultplane.render.resources import RUNTIME_LAYER, Resources
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
-from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
+from faultplane.xds.registry import AckOutcome, Answer, SidecarRegistry, SidecarStatus
 
 RENDER_CACHE_SIZE = 1024
 # A sidecar opens its slot streams only once the listeners carrying them are up (after
@@ -173,6 +173,12 @@ class OverlaySource(RegistryBacked):
             return AckOutcome(False, "", missing)
         remaining = max(0.0, deadline - time.monotonic())
         return await self._registry.wait_for(node_id, type_url, generation, remaining)
+
+    async def wait_many(
+        self, waits: list[tuple[str, int]], type_url: str, timeout: float
+    ) -> list[Answer]:
+        """One `wait_for` per sidecar: each may first wait for its own subscriptions."""
+        return await wait_each(self, waits, type_url, timeout)
 
     def _missing(self, node_id: str, type_url: str) -> str | None:
         """Why the connected sidecar cannot take its faults' `type_url` part (their slots,

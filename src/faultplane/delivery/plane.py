@@ -23,7 +23,7 @@ from faultplane.render.faults import FaultAssignment, SlotsExhausted
 from faultplane.render.resources import Resources
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
-from faultplane.xds.registry import AckOutcome, AckTimeout, SidecarStatus
+from faultplane.xds.registry import AckOutcome, AckTimeout, Answer, SidecarStatus
 
 log = structlog.get_logger("faultplane.delivery")
 
@@ -64,6 +64,13 @@ class FaultPlane(Protocol):
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome: ...
 
+    async def wait_many(
+        self, waits: list[tuple[str, int]], type_url: str, timeout: float
+    ) -> list[Answer]:
+        """`wait_for` of every (sidecar, generation), answers in order, a timeout as an
+        `AckTimeout` value (one push waits once, not once per sidecar)."""
+        ...
+
     def departed(self, before: float) -> list[str]:
         """Sidecars whose last stream ended before `before` (epoch seconds)."""
         ...
@@ -101,6 +108,21 @@ def lease_resources(
     return cache.set_resources(
         node_id, resources, ttl_seconds=ttl, lease_until=lease_until if leased else None
     )
+
+
+async def wait_each(
+    plane: FaultPlane, waits: list[tuple[str, int]], type_url: str, timeout: float
+) -> list[Answer]:
+    """`wait_many` as one `wait_for` per sidecar, for a plane whose waits are not all
+    alike (overlay sidecars may first wait for a missing subscription)."""
+
+    async def one(node: str, generation: int) -> Answer:
+        try:
+            return await plane.wait_for(node, type_url, generation, timeout)
+        except AckTimeout as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(node, gen) for node, gen in waits)))
 
 
 # One part's change in a push: its nodes, its delivery id, its fault (None: removed).
@@ -246,12 +268,27 @@ class Delivery:
                     faults[key] = fault
         for node, faults in updated.items():
             self.plane.render(node, list(faults.values()))  # raises before anything changed
-        waits = []
+        waits: list[tuple[str, int]] = []
         for node, faults in updated.items():
             self._faults[node] = faults
             generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
-            waits.append(self._answer(node, type_url, generation[type_url], wait_gone))
-        return tuple(await asyncio.gather(*waits))
+            waits.append((node, generation[type_url]))
+        short = types.short_name(type_url)
+        gone = {node for node, _ in waits if not wait_gone and not self.plane.is_connected(node)}
+        awaited = [wait for wait in waits if wait[0] not in gone]
+        answers = dict(
+            zip(
+                (node for node, _ in awaited),
+                await self.plane.wait_many(awaited, type_url, self._ack_timeout),
+                strict=True,
+            )
+        )
+        return tuple(
+            Evidence(node, short, "", "disconnected")
+            if node in gone
+            else self._evidence(node, short, answers[node])
+            for node, _ in waits
+        )
 
     def _lease_of(self, node: str) -> float | None:
         leases = [
@@ -261,21 +298,16 @@ class Delivery:
         ]
         return min(leases, default=None)
 
-    async def _answer(self, node: str, type_url: str, generation: int, wait_gone: bool) -> Evidence:
-        short = types.short_name(type_url)
-        if not wait_gone and not self.plane.is_connected(node):
-            return Evidence(node, short, "", "disconnected")
-        try:
-            outcome = await self.plane.wait_for(node, type_url, generation, self._ack_timeout)
-        except AckTimeout as exc:
+    def _evidence(self, node: str, short: str, answer: Answer) -> Evidence:
+        if isinstance(answer, AckTimeout):
             error = f"no answer within {self._ack_timeout:g}s"
-            if exc.later_nack is not None:
-                nack = exc.later_nack
+            if answer.later_nack is not None:
+                nack = answer.later_nack
                 error += f" (a later change sent with it, {nack.version}, was NACKed: {nack.error})"
             return Evidence(node, short, "", "timeout", error)
         return Evidence(
-            node, short, outcome.version, "acked" if outcome.acked else "nacked", outcome.error
+            node, short, answer.version, "acked" if answer.acked else "nacked", answer.error
         )
 
 
-__all__ = ["Candidate", "Delivery", "FaultPlane", "SlotsExhausted", "lease_resources"]
+__all__ = ["Candidate", "Delivery", "FaultPlane", "SlotsExhausted", "lease_resources", "wait_each"]

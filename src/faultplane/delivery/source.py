@@ -21,7 +21,7 @@ from faultplane.render.resources import Resources, SidecarLayout, empty_resource
 from faultplane.slo.sources import admin_address
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
-from faultplane.xds.registry import AckOutcome, SidecarRegistry, SidecarStatus
+from faultplane.xds.registry import AckOutcome, Answer, SidecarRegistry, SidecarStatus
 
 log = structlog.get_logger("faultplane.xds")
 RENDER_CACHE_SIZE = 1024
@@ -46,7 +46,10 @@ class MeshSource(RegistryBacked):
         self.deadman_ttl = deadman_ttl
         self._cache = cache
         self._registry = registry
-        self._base: dict[str, Resources] = {}
+        # The base routes of each service (they depend only on the service). Nothing is
+        # kept per sidecar: the cache holds its packed (interned, shared) resources, and
+        # a fleet's worth of unpacked messages would cost kilobytes per stream.
+        self._routes: dict[str, Resources] = {}
         self._rendered: OrderedDict[tuple[str, tuple[FaultAssignment, ...]], Resources] = (
             OrderedDict()
         )
@@ -75,9 +78,11 @@ class MeshSource(RegistryBacked):
         key = (pod.service, tuple(faults))
         rendered = self._rendered.get(key)
         if rendered is None:
-            base = self._base_of(node_id)
-            assert base is not None
-            full = render_faults(base, faults, self.layout.fault_slots)
+            routes = self._routes.get(pod.service)
+            if routes is None:
+                base = sidecar_resources(self.mesh, pod, self.layout)
+                routes = self._routes[pod.service] = {types.ROUTE: base[types.ROUTE]}
+            full = render_faults(routes, faults, self.layout.fault_slots)
             rendered = {t: full[t] for t in (types.ROUTE, types.RUNTIME)}
             self._rendered[key] = rendered
             if len(self._rendered) > RENDER_CACHE_SIZE:
@@ -94,10 +99,11 @@ class MeshSource(RegistryBacked):
         While any fault is switched on, the runtime layer is leased for `deadman_ttl`
         seconds (re-sent every third of it) and never beyond `lease_until`.
         """
-        base = self._base_of(node_id)
-        if base is not None and not self._cache.has(node_id):
+        if not self._cache.has(node_id):
             # Faults set before the sidecar ever connected (a restart resuming them).
-            self._cache.set_resources(node_id, base)
+            base = self._base_of(node_id)
+            if base is not None:
+                self._cache.set_resources(node_id, base)
         # Faults only ever touch routes and runtime: listeners and clusters stay as they are.
         resources = self.render(node_id, faults)
         return lease_resources(
@@ -113,7 +119,7 @@ class MeshSource(RegistryBacked):
             if sidecar.connected
             and sidecar.service == service
             and namespace in (None, sidecar.metadata.get("namespace"))
-            and self._base_of(sidecar.node_id) is not None
+            and self.mesh.pod(sidecar.node_id) is not None
         ]
 
     def identity(self, sidecar: SidecarStatus) -> Identity:
@@ -139,11 +145,13 @@ class MeshSource(RegistryBacked):
     ) -> AckOutcome:
         return await self._registry.wait_for(node_id, type_url, generation, timeout)
 
+    async def wait_many(
+        self, waits: list[tuple[str, int]], type_url: str, timeout: float
+    ) -> list[Answer]:
+        return await self._registry.wait_many(waits, type_url, timeout)
+
     def _base_of(self, node_id: str) -> Resources | None:
-        base = self._base.get(node_id)
-        if base is None:
-            pod = self.mesh.pod(node_id)
-            if pod is None:
-                return None
-            base = self._base[node_id] = sidecar_resources(self.mesh, pod, self.layout)
-        return base
+        """The pod's resources without faults, rendered afresh (once per connection: the
+        cache keeps them packed); None for a node that is no pod of the mesh."""
+        pod = self.mesh.pod(node_id)
+        return None if pod is None else sidecar_resources(self.mesh, pod, self.layout)

@@ -45,6 +45,7 @@ from faultplane.xds.stream import Sent
 __all__ = [
     "AckOutcome",
     "AckTimeout",
+    "Answer",
     "NodeHeld",
     "SidecarRegistry",
     "SidecarStatus",
@@ -53,11 +54,37 @@ __all__ = [
 ]
 
 
+# What a wait ends with: the answer, or the timeout (with any later NACK it noted).
+Answer = AckOutcome | AckTimeout
+
+
+class _Batch:
+    """The answers of one push: one future and one timer for all its sidecars, not one
+    of each per sidecar (a fleet-wide push has them by the ten thousand)."""
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.answers: list[Answer | None] = [None] * size
+        self.pending = size
+        self.future: asyncio.Future[list[Answer]] = loop.create_future()
+
+    def answer(self, index: int, answer: Answer) -> None:
+        if self.answers[index] is not None:
+            return
+        self.answers[index] = answer
+        self.pending -= 1
+        if not self.pending and not self.future.done():
+            self.future.set_result(self.answers)  # type: ignore[arg-type]
+
+
 @dataclass(eq=False)
 class _Waiter:
     generation: int
-    future: asyncio.Future[AckOutcome]
+    batch: _Batch
+    index: int
     later_nack: AckOutcome | None = None
+
+    def resolve(self, outcome: AckOutcome) -> None:
+        self.batch.answer(self.index, outcome)
 
 
 class SidecarRegistry:
@@ -212,8 +239,8 @@ class SidecarRegistry:
         counters.push_to_ack.observe(now - sent.sent_at)
         outcome = AckOutcome(False, sent.version, error)
         for waiter in self._waiters.get((node_id, type_url), ()):
-            if waiter.generation == sent.generation and not waiter.future.done():
-                waiter.future.set_result(outcome)
+            if waiter.generation == sent.generation:
+                waiter.resolve(outcome)
             elif waiter.generation < sent.generation:
                 waiter.later_nack = outcome  # not its evidence: noted for its timeout
 
@@ -229,31 +256,55 @@ class SidecarRegistry:
         neither happens within `timeout` seconds; its `later_nack` tells whether a later
         response carrying this change was NACKed meanwhile.
         """
-        sidecar = self._sidecars.get(node_id)
-        streams = sidecar.streams_of(type_url) if sidecar is not None else []
-        if streams:
-            least = least_acked(streams, type_url)
-            if least.acked_generation >= generation:
-                return AckOutcome(True, least.acked_version)
-            for stream in streams:
-                status = stream.types.get(type_url, NOTHING_SENT)
-                if status.nacked_generation == generation:
-                    return AckOutcome(False, status.nacked_version, status.last_error)
+        [answer] = await self.wait_many([(node_id, generation)], type_url, timeout)
+        if isinstance(answer, AckTimeout):
+            raise answer
+        return answer
+
+    async def wait_many(
+        self, waits: list[tuple[str, int]], type_url: str, timeout: float
+    ) -> list[Answer]:
+        """`wait_for` of every (sidecar, generation) at once, all bounded by the same
+        `timeout`; each answer in order, a timeout as an `AckTimeout` value."""
         loop = asyncio.get_running_loop()
-        key = (node_id, type_url)
-        waiter = _Waiter(generation, loop.create_future())
-        self._waiters.setdefault(key, []).append(waiter)
-        # A timer on the future itself: asyncio.wait_for would add a second future and
-        # callbacks per waiter, which a fleet-wide push has by the ten thousand.
-        timer = loop.call_later(timeout, _expire, waiter)
+        batch = _Batch(len(waits), loop)
+        waiting: list[tuple[tuple[str, str], _Waiter]] = []
+        for index, (node_id, generation) in enumerate(waits):
+            known = self._known(node_id, type_url, generation)
+            if known is not None:
+                batch.answer(index, known)
+                continue
+            key = (node_id, type_url)
+            waiter = _Waiter(generation, batch, index)
+            self._waiters.setdefault(key, []).append(waiter)
+            waiting.append((key, waiter))
+        if not waiting:
+            return batch.answers  # type: ignore[return-value]
+        timer = loop.call_later(timeout, _expire, waiting)
         try:
-            return await waiter.future
+            return await batch.future
         finally:
             timer.cancel()
-            waiters = self._waiters[key]
-            waiters.remove(waiter)
-            if not waiters:
-                del self._waiters[key]
+            for key, waiter in waiting:
+                waiters = self._waiters[key]
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[key]
+
+    def _known(self, node_id: str, type_url: str, generation: int) -> AckOutcome | None:
+        """The answer the sidecar has already given to `generation`, if any."""
+        sidecar = self._sidecars.get(node_id)
+        streams = sidecar.streams_of(type_url) if sidecar is not None else []
+        if not streams:
+            return None
+        least = least_acked(streams, type_url)
+        if least.acked_generation >= generation:
+            return AckOutcome(True, least.acked_version)
+        for stream in streams:
+            status = stream.types.get(type_url, NOTHING_SENT)
+            if status.nacked_generation == generation:
+                return AckOutcome(False, status.nacked_version, status.last_error)
+        return None
 
     def _stream(
         self, sidecar: SidecarStatus, key: int | None, type_url: str | None
@@ -277,13 +328,13 @@ class SidecarRegistry:
         status.acked_at = least.acked_at
         outcome = AckOutcome(True, least.acked_version)
         for waiter in self._waiters.get((sidecar.node_id, type_url), ()):
-            if waiter.generation <= least.acked_generation and not waiter.future.done():
-                waiter.future.set_result(outcome)
+            if waiter.generation <= least.acked_generation:
+                waiter.resolve(outcome)
 
 
-def _expire(waiter: _Waiter) -> None:
-    if not waiter.future.done():
-        waiter.future.set_exception(AckTimeout(waiter.generation, waiter.later_nack))
+def _expire(waiting: list[tuple[tuple[str, str], _Waiter]]) -> None:
+    for _, waiter in waiting:
+        waiter.batch.answer(waiter.index, AckTimeout(waiter.generation, waiter.later_nack))
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ class XdsStreams:
         snapshot = self._cache.get(node_id) or {}
         for response, sent in stream.state.due_responses(snapshot, self._clock()):
             self._registry.record_sent(node_id, response.type_url, sent, stream.key)
-            await context.write(response)
+            await context.write(response.payload)  # bytes: the handlers have no serializer
 
 
 class AdsServer(XdsStreams, ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -262,13 +262,27 @@ def add_xds_services(
     parts = (cache, registry, source)
     if not per_type:
         ads = AdsServer(*parts, on_duplicate=on_duplicate)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+        _add_stream(server, ADS_SERVICE, "StreamAggregatedResources", ads)
         return (ADS_SERVICE,)
     runtime = RuntimeServer(*parts, on_duplicate=on_duplicate)
-    rtds_pb2_grpc.add_RuntimeDiscoveryServiceServicer_to_server(runtime, server)
+    _add_stream(server, RTDS_SERVICE, "StreamRuntime", runtime)
     slots = ExtensionConfigServer(*parts, on_duplicate=on_duplicate)
-    config_discovery_pb2_grpc.add_ExtensionConfigDiscoveryServiceServicer_to_server(slots, server)
+    _add_stream(server, ECDS_SERVICE, "StreamExtensionConfigs", slots)
     return (RTDS_SERVICE, ECDS_SERVICE)
+
+
+def _add_stream(server: grpc.aio.Server, service: str, method: str, servicer: object) -> None:
+    """Register the service's one state-of-the-world method, writing responses as the
+    bytes `wire` built (no response serializer). Its other methods (delta xDS) are not
+    registered: gRPC answers them UNIMPLEMENTED."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        getattr(servicer, method),
+        request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+        response_serializer=None,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
+    )
 
 
 async def _check_type(

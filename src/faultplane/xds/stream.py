@@ -29,10 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2
 
-from faultplane.xds import types
+from faultplane.xds import types, wire
 from faultplane.xds.cache import Snapshot, TypeSnapshot
+from faultplane.xds.wire import Response
 
 KEEP_SUFFIX = "+keep"
 
@@ -74,9 +75,9 @@ class TypeState:
     # The subscription (wildcard, names) last_sent answered: while it and the desired
     # version are unchanged, nothing needs recomputing to know nothing is due.
     sent_for: tuple[bool, frozenset[str]] | None = None
-    # The leased resources last wrapped, by (version, names, ttl in ms): a lease re-send
-    # reuses them instead of packing every envelope again.
-    wrapped: tuple[tuple[str, frozenset[str], int], list[any_pb2.Any]] | None = None
+    # The leased response last sent, without its nonce, by (version, names, ttl in ms):
+    # a lease re-send only appends a new nonce to it.
+    unstamped: tuple[tuple[str, frozenset[str], int], bytes] | None = None
     # The (version, names) responses the sidecar NACKed, never to be sent again. Only those
     # of one desired version are kept: a newer desired version makes them unreachable.
     rejected: set[tuple[str, frozenset[str]]] = field(default_factory=set)
@@ -137,9 +138,7 @@ class StreamState:
         state.acked = in_flight
         return RequestOutcome(type_url, Verdict.ACK, in_flight)
 
-    def due_responses(
-        self, snapshot: Snapshot, now: float
-    ) -> list[tuple[discovery_pb2.DiscoveryResponse, Sent]]:
+    def due_responses(self, snapshot: Snapshot, now: float) -> list[tuple[Response, Sent]]:
         """The responses to send now, in push order, each already recorded as in flight."""
         out = []
         for type_url in types.SEND_ORDER:
@@ -171,6 +170,9 @@ class StreamState:
             due = last.sent_at + desired.ttl_seconds / 3
             if desired.lease_until is not None and due >= desired.lease_until:
                 continue  # the lease is over: nothing is renewed past it
+            if not state.rejected:  # the common case: nothing NACKed, nothing to plan
+                deadlines.append(due)
+                continue
             selected, version, _ = self._plan(type_url, state, desired, snapshot)
             if not state.is_rejected(version, frozenset(selected)):
                 deadlines.append(due)
@@ -183,7 +185,7 @@ class StreamState:
         desired: TypeSnapshot,
         snapshot: Snapshot,
         now: float,
-    ) -> tuple[discovery_pb2.DiscoveryResponse, Sent] | None:
+    ) -> tuple[Response, Sent] | None:
         last = state.last_sent
         if (
             last is not None
@@ -203,13 +205,15 @@ class StreamState:
         state.in_flight = state.last_sent = sent
         state.last_resources = selected
         state.sent_for = (state.wildcard, state.names)
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            type_url=type_url,
-            nonce=sent.nonce,
-            resources=_wrapped(state, selected, version, names, _lease_seconds(desired, now)),
-        )
-        return response, sent
+        lease = _lease_seconds(desired, now)
+        if lease is None:  # sent again only when it changes: nothing worth keeping
+            body = wire.unstamped(type_url, version, list(selected.items()), None)
+            return wire.stamped(type_url, version, sent.nonce, body), sent
+        key = (version, names, round(lease * 1000))
+        if state.unstamped is None or state.unstamped[0] != key:
+            body = wire.unstamped(type_url, version, list(selected.items()), key[2])
+            state.unstamped = (key, body)
+        return wire.stamped(type_url, version, sent.nonce, state.unstamped[1]), sent
 
     def _plan(
         self, type_url: str, state: TypeState, desired: TypeSnapshot, snapshot: Snapshot
@@ -282,31 +286,3 @@ def _lease_seconds(desired: TypeSnapshot, now: float) -> float | None:
     if desired.lease_until is None:
         return desired.ttl_seconds
     return max(0.001, min(desired.ttl_seconds, desired.lease_until - now))
-
-
-def _wrapped(
-    state: TypeState,
-    selected: Mapping[str, any_pb2.Any],
-    version: str,
-    names: frozenset[str],
-    ttl_seconds: float | None,
-) -> list[any_pb2.Any]:
-    if ttl_seconds is None:
-        return list(selected.values())
-    key = (version, names, round(ttl_seconds * 1000))
-    if state.wrapped is None or state.wrapped[0] != key:
-        state.wrapped = (key, _wrap(selected, version, key[2]))
-    return state.wrapped[1]
-
-
-def _wrap(selected: Mapping[str, any_pb2.Any], version: str, ttl_ms: int) -> list[any_pb2.Any]:
-    ttl = duration_pb2.Duration()
-    ttl.FromMilliseconds(ttl_ms)
-    wrapped = []
-    for name, resource in selected.items():
-        envelope = any_pb2.Any()
-        envelope.Pack(
-            discovery_pb2.Resource(name=name, version=version, resource=resource, ttl=ttl)
-        )
-        wrapped.append(envelope)
-    return wrapped
