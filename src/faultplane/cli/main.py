@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from faultplane.agent.command import add_agent_command
 from faultplane.cli.connection import rpc_error_message
 from faultplane.cli.governance import add_governance_commands
 from faultplane.cli.injections import UsageError, add_commands
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_governance_commands(commands)
     add_overlay_commands(commands)
     add_run_command(commands)
+    add_agent_command(commands)
     return parser
 
 
@@ -106,6 +108,8 @@ def cmd_mesh_up(args: argparse.Namespace) -> None:
             mesh.write_state(args.state_file)
             print(f"mesh up: {len(mesh.pods)} sidecars, API {mesh.api_address}, "
                   f"state in {args.state_file}, logs in {run_dir}", flush=True)  # fmt: skip
+            if mesh.web_url:
+                print(f"dashboard: {mesh.web_url}", flush=True)
             await until_signalled()
         print("mesh down", flush=True)
 
