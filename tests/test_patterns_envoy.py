@@ -184,11 +184,16 @@ async def test_jitter_spreads_delays_evenly_over_four_steps(run: MeshRun) -> Non
         await stub.AbortInjection(pb.AbortInjectionRequest(id=active.id), timeout=30)
     assert all(r.status == 200 for r in replies)
     delays = [r.ms for r in replies]
-    assert min(delays) >= 60  # Envoy never delays less than the base slot's D - J
+    # Envoy never delays less than the base slot's D - J, give or take its timer's
+    # millisecond granularity (CI once measured 58.96 ms for the 60 ms step).
+    timer_slack = 2
+    assert min(delays) >= 60 - timer_slack
     steps = [60, 220, 380, 540]
     # Each reply in the step it reached: the app's own time (ms, or tens of ms on a loaded
     # machine) stays well inside the 160 ms between steps.
-    shares = [sum(low <= d < low + 160 for d in delays) / len(delays) for low in steps]
+    shares = [
+        sum(low - timer_slack <= d < low + 160 for d in delays) / len(delays) for low in steps
+    ]
     assert all(0.1 <= share <= 0.4 for share in shares), shares
 
 
