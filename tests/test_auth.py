@@ -45,6 +45,7 @@ STOPPERS = {OC, OP, AP, AD}  # stopping is easier than starting: everyone but a 
 EXPECTED: dict[str, set[Role]] = {
     "GetInjection": EVERYONE,
     "ListInjections": EVERYONE,
+    "ListQueue": EVERYONE,
     "WatchInjections": EVERYONE,
     "ListSidecars": EVERYONE,
     "GetBaseline": EVERYONE,

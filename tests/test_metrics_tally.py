@@ -38,7 +38,7 @@ def test_a_run_to_its_deadline_moves_every_number_once() -> None:
 
     assert tally.by_state() == {
         "PENDING_APPROVAL": 0, "PENDING": 0, "ACTIVE": 0,
-        "COMPLETED": 3, "ABORTED": 0, "FAILED": 0,
+        "COMPLETED": 3, "ABORTED": 0, "FAILED": 0, "QUEUED": 0, "EXPIRED": 0,
     }  # fmt: skip
     assert tally.active_faults() == {}
     assert tally.transitions[("COMPLETED", "deadline")] == 2
@@ -83,3 +83,12 @@ def test_every_end_has_a_reason_kind_from_the_closed_set(
     change = inj.transition(to, reason, proof)
     assert reason_kind(inj, change) == kind
     assert kind in REASON_KINDS and (to.value, kind) in TRANSITION_PAIRS
+
+
+@pytest.mark.parametrize(("to", "kind"), [(State.PENDING, "queued"), (State.EXPIRED, "expired")])
+def test_leaving_the_queue_is_not_mistaken_for_an_approval(to: State, kind: str) -> None:
+    inj = injection("q", State.QUEUED)
+    assert reason_kind(inj, inj.transitions[0]) == "queued"
+    change = inj.transition(to, "started from the queue; accepted")
+    assert reason_kind(inj, change) == kind
+    assert (to.value, kind) in TRANSITION_PAIRS

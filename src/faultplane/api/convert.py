@@ -26,6 +26,7 @@ def injection_message(injection: Injection) -> pb.Injection:
         readings=[reading_message(r) for r in injection.readings],
         breach_limit_at=timestamp(injection.breach_limit_at),
         approved_by=injection.approved_by,
+        waiting_reason=injection.waiting_reason,
     )
     json_format.ParseDict(injection.document, message.request)
     return message

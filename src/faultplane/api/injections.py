@@ -12,7 +12,12 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from faultplane.api.convert import injection_message, state_from_message, transition_message
+from faultplane.api.convert import (
+    injection_message,
+    state_from_message,
+    timestamp,
+    transition_message,
+)
 from faultplane.api.gate import ApiError, rpc, stream_rpc
 from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
@@ -116,6 +121,23 @@ class InjectionMethods:
             _abort_reason(request.reason, principal), principal.name
         )
         return pb.AbortAllInjectionsResponse(aborted=[injection_message(inj) for inj in aborted])
+
+    @rpc
+    async def ListQueue(
+        self, request: pb.ListQueueRequest, context: Context, principal: Principal
+    ) -> pb.ListQueueResponse:
+        """The queue's timeline from the scheduler's forecast (faultplane.scheduling)."""
+        rows = [
+            pb.QueueRow(
+                injection_id=row.experiment,
+                status=row.status,
+                start=timestamp(row.start.timestamp() if row.start else None),
+                end=timestamp(row.end.timestamp() if row.end else None),
+                reason=row.reason,
+            )
+            for row in self.scheduler.queue()
+        ]
+        return pb.ListQueueResponse(rows=rows)
 
     @stream_rpc
     async def WatchInjections(

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from faultplane.api.validate_queue import queue_terms
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
 from faultplane.faults.partition import with_destinations
@@ -159,13 +160,15 @@ def validate_request(
     steady_state = _steady_state(request, slos, problems)
     hypothesis = _required_text(request.hypothesis, "hypothesis", problems)
     owner = _required_text(request.owner, "owner", problems)
+    terms = queue_terms(request, problems)
     if problems.found:
         raise InvalidRequest(problems.found)
     assert parts and steady_state and duration is not None
     first, *more = parts
     return InjectionSpec(
-        first.target, first.fault, duration, steady_state, hypothesis, owner, tuple(more)
-    )
+        first.target, first.fault, duration, steady_state, hypothesis, owner, tuple(more),
+        terms,
+    )  # fmt: skip
 
 
 @dataclass

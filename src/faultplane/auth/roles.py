@@ -87,6 +87,7 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
     {
         "GetInjection": Permission.READ,
         "ListInjections": Permission.READ,
+        "ListQueue": Permission.READ,
         "WatchInjections": Permission.READ,
         "ListSidecars": Permission.READ,
         "GetBaseline": Permission.READ,

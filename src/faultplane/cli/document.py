@@ -129,6 +129,9 @@ def request_from_document(document: Any, source: str) -> pb.InjectionRequest:
             value = document.pop(key)
             units = 'give seconds (30), or "30s", "5m", "1h"'
             problems.append(("duration_seconds", f"{_shown(value)} is not a duration: {units}"))
+    for key in ("on_conflict", "onConflict"):
+        if document.get(key) in ("queue", "refuse"):  # the short spelling of the enum
+            document[key] = f"ON_CONFLICT_{document[key].upper()}"
     if document.get("faults") == []:  # proto3 cannot tell an empty list from none
         problems.append(("faults", "must not be empty: give at least one {target, fault}"))
     _walk(document, pb.InjectionRequest.DESCRIPTOR, "", problems)

@@ -30,6 +30,7 @@ from faultplane.cli.tables import (
     injection_detail,
     injections_table,
     plan_summary,
+    queue_table,
     sidecars_table,
 )
 from faultplane.cli.watching import RECONNECT_FOR, cmd_watch, watch_dropped
@@ -55,8 +56,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     inject.add_argument(
         "--no-wait", action="store_true", help="return at once instead of waiting for ACTIVE"
     )
+    inject.add_argument(
+        "--queue",
+        action="store_true",
+        help="if it overlaps a live injection, wait QUEUED until that ends (on_conflict: queue)",
+    )
     inject.add_argument("--json", action="store_true")
     inject.set_defaults(handler=cmd_inject)
+
+    queue = commands.add_parser(
+        "queue", help="what runs, what starts when and what waits, if nothing changes"
+    )
+    _api(queue)
+    queue.add_argument("--json", action="store_true")
+    queue.set_defaults(handler=cmd_queue)
 
     plan = commands.add_parser("plan", help="dry run: the sidecars and changes, nothing applied")
     _api(plan)
@@ -183,6 +196,8 @@ def _print_json(message: Message) -> None:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     request = read_request(args.file)
+    if args.queue:
+        request.on_conflict = pb.ON_CONFLICT_QUEUE
     channel, stub = _stub(args)
     with channel:
         try:
@@ -255,6 +270,16 @@ def cmd_get(args: argparse.Namespace) -> None:
         _print_json(injection)
     else:
         print(injection_detail(injection))
+
+
+def cmd_queue(args: argparse.Namespace) -> None:
+    channel, stub = _stub(args)
+    with channel:
+        rows = stub.ListQueue(pb.ListQueueRequest(), timeout=RPC_TIMEOUT).rows
+    if args.json:
+        print(json.dumps([to_dict(row) for row in rows]), flush=True)
+    else:
+        print(queue_table(rows))
 
 
 def cmd_ls(args: argparse.Namespace) -> None:

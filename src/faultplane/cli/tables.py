@@ -100,6 +100,11 @@ def _when(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S") if stamp.seconds else "-"
 
 
+def _at(stamp: Timestamp) -> str:
+    """A queue spans days: the date too, in UTC."""
+    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def request_parts(request: pb.InjectionRequest) -> list[pb.FaultPart]:
     """The request's faults: its `faults`, or its one target and fault as a part."""
     if request.faults:
@@ -139,7 +144,26 @@ def injections_table(injections: Sequence[pb.Injection]) -> str:
         ]
         for inj in injections
     ]
-    return table(["ID", "STATE", "SERVICE", "FAULT", "PODS", "OWNER", "ENDS/ENDED"], rows)
+    listed = table(["ID", "STATE", "SERVICE", "FAULT", "PODS", "OWNER", "ENDS/ENDED"], rows)
+    waiting = [f"{inj.id} {inj.waiting_reason}" for inj in injections if inj.waiting_reason]
+    return "\n".join([listed, *(["", "queued:"] if waiting else []), *waiting])
+
+
+def queue_table(rows: Sequence[pb.QueueRow]) -> str:
+    """`faultplane queue`: the forecast, earliest first, with why each waits now."""
+    body = [
+        [
+            row.injection_id,
+            row.status,
+            _at(row.start) if row.HasField("start") else "-",
+            _at(row.end) if row.HasField("end") else "-",
+            row.reason,
+        ]
+        for row in rows
+    ]
+    if not body:
+        return "nothing queued or running"
+    return table(["ID", "STATUS", "START", "END", "WAITS NOW FOR"], body)
 
 
 def injection_detail(injection: pb.Injection) -> str:
@@ -147,6 +171,7 @@ def injection_detail(injection: pb.Injection) -> str:
     lines = [
         f"injection   {injection.id}",
         f"state       {pb.State.Name(injection.state)} ({injection.reason})",
+        *([f"waiting     {injection.waiting_reason}"] if injection.waiting_reason else []),
         *([f"verdict     {injection.verdict}"] if injection.verdict else []),
         f"owner       {injection.owner}",
         f"hypothesis  {request.hypothesis}",

@@ -1,8 +1,8 @@
 """`faultplane watch [ID]`: injection state changes as they happen.
 
 With an ID, `watch` is something a script can wait on: it ends, exit 0, once that
-injection is COMPLETED, ABORTED or FAILED, printing the final state. A watch that outlives
-a control-server restart resubscribes instead of dying with the server, and says so on
+injection is COMPLETED, ABORTED, FAILED or EXPIRED, printing the final state. A watch that
+outlives a control-server restart resubscribes instead of dying with the server, and says so on
 stderr, so that stdout stays the event stream (`--json`: one InjectionEvent per line).
 """
 
@@ -22,7 +22,7 @@ from faultplane.cli.tables import state_name
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 
-FINAL_STATES = frozenset({pb.COMPLETED, pb.ABORTED, pb.FAILED})
+FINAL_STATES = frozenset({pb.COMPLETED, pb.ABORTED, pb.FAILED, pb.EXPIRED})
 # A restart is ridden out by resubscribing after 0.25 s, then twice as long each time up
 # to 4 s, for at most --reconnect-for seconds (default 60); then exit 1.
 RECONNECT_FOR = 60.0

@@ -128,6 +128,11 @@ class Lifecycle:
         recorded = self.recorded
         return recorded.done() and not recorded.cancelled() and recorded.exception() is not None
 
+    @property
+    def closing(self) -> bool:
+        """Closed for a restart to resume (not ended): nothing is freed."""
+        return self._closing
+
     def request_stop(self, end: End) -> None:
         """Its end: the first one requested stands."""
         if not self.stop.done():
@@ -248,7 +253,13 @@ class Lifecycle:
         """None once approved (now PENDING); else why it ended while waiting."""
         injection = self.injection
         policy = self._approval_policy
-        timeout = policy.timeout_seconds - (time.time() - injection.created_at)
+        # Counted from when it began to wait for approval: a queued one only then.
+        entered = next(
+            (t.at for t in reversed(injection.transitions)
+             if t.to_state is State.PENDING_APPROVAL),
+            injection.created_at,
+        )  # fmt: skip
+        timeout = policy.timeout_seconds - (time.time() - entered)
         done, _ = await asyncio.wait(
             {self.approval, self.stop},
             timeout=max(0.0, timeout),

@@ -92,8 +92,8 @@ async def restore_live(
             log.exception("cannot reload a stored injection; left as it is", id=stored.id)
             continue
         registry.add(injection)
-        if not injection.state.live:
-            continue
+        if not injection.state.live or injection.state is State.QUEUED:
+            continue  # the scheduler re-plans the queue once everything is back
         now = time.time()
         decision = restore_decision(injection, now, parse_spec)
         if not isinstance(decision, Finish):

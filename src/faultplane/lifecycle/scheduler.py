@@ -7,14 +7,16 @@ it and a stop requested at any later moment finds something to stop. Each lifecy
 runs its injection to the end. A restart reloads every live injection
 (`faultplane.lifecycle.restore`). Memory holds the live injections and a bounded window
 of finished ones; `find` and `page` reach the rest in the store
-(`faultplane.lifecycle.registry`).
+(`faultplane.lifecycle.registry`). A request that may not start now and asks to wait
+(on_conflict=queue, or a future not_before) is recorded QUEUED instead; the queue's half
+of the scheduler is `faultplane.lifecycle.queueing`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -24,6 +26,7 @@ from faultplane.lifecycle.admission import Admission, Refused, admit, new_inject
 from faultplane.lifecycle.approval import ApprovalPolicy, Freeze
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
+from faultplane.lifecycle.queueing import Queueing, future
 from faultplane.lifecycle.records import SpecParser
 from faultplane.lifecycle.registry import KEEP_FINISHED, InjectionRegistry, PageKey, page_key
 from faultplane.lifecycle.restore import restore_live
@@ -32,6 +35,7 @@ from faultplane.lifecycle.watch import Watch, WatchHub
 from faultplane.model.injection import Injection, SloReading, State, Transition
 from faultplane.model.readings import bound_readings
 from faultplane.model.spec import InjectionSpec
+from faultplane.scheduling.feed import Sidecar
 
 log = structlog.get_logger("faultplane.scheduler")
 
@@ -40,7 +44,7 @@ class NotFound(KeyError):
     pass
 
 
-class Scheduler:
+class Scheduler(Queueing):
     def __init__(
         self,
         plane: FaultPlane,
@@ -49,10 +53,12 @@ class Scheduler:
         approval: ApprovalPolicy | None = None,
         deadman_ttl: float = 10.0,
         keep_finished: int = KEEP_FINISHED,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`deadman_ttl`: the plane's lease on switched-on faults, recorded so that the
         next server can say when they went off; `keep_finished`: how many finished
-        injections stay in memory (the rest are read from the store)."""
+        injections stay in memory (the rest are read from the store); `clock`: what the
+        queue reads the time from (epoch seconds), so tests can move it."""
         self._delivery = Delivery(plane, ack_timeout)
         self._plane = plane
         self._journal = journal
@@ -64,6 +70,8 @@ class Scheduler:
         self._watchers = WatchHub()
         self._transitions = Transitions(journal, self._publish)
         self._freeze: Freeze | None = None
+        self._clock = clock
+        self._wake: asyncio.TimerHandle | None = None  # the queue's next re-plan
 
     # -- admission -------------------------------------------------------------------
 
@@ -75,9 +83,13 @@ class Scheduler:
     async def create(
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
     ) -> Injection:
-        """Admit, record, and start an injection (or park it for approval); returns once
-        it is on disk."""
-        admission = self._admit(spec, self._freeze)
+        """Admit, record, and start an injection (or park it for approval, or queue it);
+        returns once it is on disk."""
+        injection_id = new_injection_id()
+        wait = self._queue_reason(spec, injection_id)
+        if wait is not None and (spec.queue.on_conflict == "queue" or future(spec, self._clock())):
+            return await self._enqueue(spec, document, injection_id, wait)
+        admission = self._admit(spec, self._freeze, injection_id=injection_id)
         # Admission rendered every target with these faults added: the slots are free.
         for part in admission.parts:
             self._delivery.reserve(part.targets, part.assignment_id, part.fault)
@@ -92,19 +104,27 @@ class Scheduler:
                  state=injection.transitions[0].to_state.value)  # fmt: skip
         return injection
 
-    def _admit(
-        self, spec: InjectionSpec, freeze: Freeze | None, enabled: bool = False
-    ) -> Admission:
-        first, *more = [
+    def _sidecars(self, spec: InjectionSpec) -> list[list[Sidecar]]:
+        """Per part, the connected sidecars of its service, as admission takes them."""
+        return [
             [(s.node_id, s.labels) for s in self._plane.candidates(t.service, t.namespace)]
             for t in (part.target for part in spec.parts)
         ]
+
+    def _admit(
+        self,
+        spec: InjectionSpec,
+        freeze: Freeze | None,
+        enabled: bool = False,
+        injection_id: str | None = None,
+    ) -> Admission:
+        first, *more = self._sidecars(spec)
         nodes = [node for sidecars in (first, *more) for node, _ in sidecars]
         carried = {node: self._delivery.planned(node) for node in nodes}
         return admit(
-            spec, new_injection_id(), first, self._injections, carried, self._plane.render,
-            approval=self._approval, freeze=freeze, now=time.time(), enabled=enabled,
-            more_sidecars=more,
+            spec, injection_id or new_injection_id(), first, self._injections, carried,
+            self._plane.render, approval=self._approval, freeze=freeze, now=time.time(),
+            enabled=enabled, more_sidecars=more,
         )  # fmt: skip
 
     def _start(
@@ -125,6 +145,8 @@ class Scheduler:
             self._injections.remove(lifecycle.injection)  # refused: as if never created
         else:
             self._injections.retire(lifecycle.injection)  # no-op unless it finished
+        if not lifecycle.closing:
+            self._replan()  # its slots are free: what waited for it may start
 
     # -- approval and freeze -----------------------------------------------------------
 
@@ -143,11 +165,13 @@ class Scheduler:
     async def freeze(self, until: float | None, reason: str, principal: str) -> Freeze:
         self._freeze = Freeze(until, reason, principal, time.time())
         await self._journal.run(self._journal.store.settings.set, "freeze", self._freeze.body())
+        self._replan()
         return self._freeze
 
     async def unfreeze(self) -> None:
         self._freeze = None
         await self._journal.run(self._journal.store.settings.set, "freeze", None)
+        self._replan()
 
     def frozen(self) -> Freeze | None:
         if self._freeze is not None and not self._freeze.active(time.time()):
@@ -210,6 +234,9 @@ class Scheduler:
     async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
         """Withdraw a live injection; returns once every target answered the withdrawal."""
         injection = await self.find(injection_id)
+        if injection.state is State.QUEUED:
+            self._cancel_queued(injection, reason, principal)
+            return injection
         lifecycle = self._live.get(injection_id)
         if lifecycle is None or not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
@@ -219,11 +246,14 @@ class Scheduler:
 
     async def abort_all(self, reason: str, principal: str) -> list[Injection]:
         """Stop every lifecycle that exists now, whatever state each is in."""
+        queued = [i for i in self._injections if i.state is State.QUEUED]
+        for injection in queued:
+            self._cancel_queued(injection, reason, principal)
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.abort(reason, principal)
         await asyncio.gather(*(asyncio.shield(lc.task) for lc in live), return_exceptions=True)
-        return [lc.injection for lc in live if not lc.never_admitted]
+        return queued + [lc.injection for lc in live if not lc.never_admitted]
 
     async def record_reading(self, injection_id: str, reading: SloReading) -> None:
         """Kept in memory at once; the store write is best effort (a failure is logged,
@@ -247,6 +277,9 @@ class Scheduler:
     async def close(self) -> None:
         """Stop every lifecycle task without withdrawing: leases end the faults, and a
         restart on the same store resumes what is still due."""
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.close()
@@ -281,6 +314,7 @@ class Scheduler:
             start=lambda injection, remaining: self._start(injection, True, remaining),
         )  # fmt: skip
         await self._uptime.begin()
+        self._replan()  # the persisted queue: what may start now, and the next wake
 
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))

@@ -2,6 +2,9 @@
 
 Every state change goes through `Injection.transition`, which enforces the state machine:
 
+    QUEUED -> PENDING | PENDING_APPROVAL | ABORTED | EXPIRED
+                                                 (waits for its not_before or for a
+                                                  conflicting experiment to end)
     PENDING_APPROVAL -> PENDING | ABORTED        (two-person rule; expiry aborts)
     PENDING -> ACTIVE -> COMPLETED | ABORTED | FAILED
     PENDING -> ABORTED | FAILED
@@ -28,13 +31,16 @@ class State(enum.Enum):
     COMPLETED = "COMPLETED"
     ABORTED = "ABORTED"
     FAILED = "FAILED"
+    QUEUED = "QUEUED"
+    EXPIRED = "EXPIRED"
 
     @property
     def live(self) -> bool:
-        return self in (State.PENDING_APPROVAL, State.PENDING, State.ACTIVE)
+        return self in (State.QUEUED, State.PENDING_APPROVAL, State.PENDING, State.ACTIVE)
 
 
 ALLOWED = {
+    State.QUEUED: {State.PENDING, State.PENDING_APPROVAL, State.ABORTED, State.EXPIRED},
     State.PENDING_APPROVAL: {State.PENDING, State.ABORTED},
     State.PENDING: {State.ACTIVE, State.ABORTED, State.FAILED},
     State.ACTIVE: {State.ACTIVE, State.COMPLETED, State.ABORTED, State.FAILED},
@@ -106,6 +112,11 @@ class Injection:
     # Per part of a multi-fault spec, the sidecars that part chose (`targets` is their
     # union); empty for a single fault, whose part has `targets`.
     part_targets: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def waiting_reason(self) -> str:
+        """Why a QUEUED injection does not start now (its state's reason); else empty."""
+        return self.reason if self.state is State.QUEUED else ""
 
     def __post_init__(self) -> None:
         if not self.transitions:

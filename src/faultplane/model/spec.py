@@ -76,6 +76,21 @@ class Part:
 
 
 @dataclass(frozen=True)
+class QueueTerms:
+    """When an experiment may start and what happens when it cannot start now.
+
+    `on_conflict`: "refuse" (the default: an overlap is FAILED_PRECONDITION, as before
+    the queue existed) or "queue" (it waits QUEUED until the overlap ends). A future
+    `not_before` queues it whatever `on_conflict` says; `not_after` (exclusive, epoch
+    seconds) is its deadline to start, else EXPIRED."""
+
+    on_conflict: str = "refuse"
+    priority: int = 0
+    not_before: float | None = None
+    not_after: float | None = None
+
+
+@dataclass(frozen=True)
 class InjectionSpec:
     """`target` and `fault` are the first part (the only one of a single-fault request);
     `more` the parts after it. Whatever acts on faults goes through `parts`."""
@@ -87,6 +102,7 @@ class InjectionSpec:
     hypothesis: str
     owner: str
     more: tuple[Part, ...] = ()
+    queue: QueueTerms = QueueTerms()
 
     @property
     def parts(self) -> tuple[Part, ...]:

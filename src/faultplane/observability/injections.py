@@ -87,6 +87,7 @@ class InjectionTally:
         return dict(Counter(key for keys in self._faults.values() for key in keys))
 
     def waiting(self) -> int:
-        """Experiments that wait to start: today, those awaiting a second person's
-        approval (there is no scheduler queue yet)."""
-        return sum(1 for state in self._live.values() if state is State.PENDING_APPROVAL)
+        """Experiments that wait to start: QUEUED ones and those awaiting a second
+        person's approval."""
+        waits = (State.PENDING_APPROVAL, State.QUEUED)
+        return sum(1 for state in self._live.values() if state in waits)

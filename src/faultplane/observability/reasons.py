@@ -20,7 +20,8 @@ REASON_KINDS = (
     "deadline",  # its duration ran out: COMPLETED
     "guard",  # the steady-state guard aborted it (hypothesis refuted)
     "operator",  # an operator aborted it
-    "expired",  # nobody approved it in time
+    "expired",  # nobody approved it in time, or it was still QUEUED at its not_after
+    "queued",  # created QUEUED, or started from the queue (QUEUED -> PENDING...)
     "nack",  # a sidecar rejected the fault: FAILED
     "timeout",  # a sidecar did not answer in time (or went away): FAILED
     "restart",  # ended by a control-server restart (rolled back, target no longer fits)
@@ -37,7 +38,11 @@ def reason_kind(injection: Injection, change: Transition) -> str:
     """The member of REASON_KINDS that says why `change` happened."""
     to, was, reason = change.to_state, change.from_state, change.reason
     if was is None:
-        return "created"
+        return "queued" if to is State.QUEUED else "created"
+    if was is State.QUEUED and to in (State.PENDING, State.PENDING_APPROVAL):
+        return "queued"
+    if to is State.EXPIRED:
+        return "expired"
     if to is State.PENDING:
         return "approved"
     if to is State.ACTIVE:
@@ -74,6 +79,10 @@ def reason_kind(injection: Injection, change: Transition) -> str:
 # so that an alert's `increase(...)` sees the first one.
 TRANSITION_PAIRS = (
     ("PENDING", "created"),
+    ("QUEUED", "queued"),
+    ("PENDING", "queued"),
+    ("PENDING_APPROVAL", "queued"),
+    ("EXPIRED", "expired"),
     ("PENDING_APPROVAL", "created"),
     ("PENDING", "approved"),
     ("ACTIVE", "activated"),

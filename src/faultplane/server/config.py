@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -119,6 +120,9 @@ class ServerConfig:
     notify: tuple[NotifyTarget, ...] = ()
     notify_policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     web_url: str | None = None
+    # What the queue reads the time from (not_before, not_after, its timer): tests pass
+    # a clock they move.
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         # The CLI refuses these with friendlier ranges; in-process callers get this floor.

@@ -96,6 +96,7 @@ def build(config: ServerConfig) -> Parts:
     scheduler = Scheduler(
         source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
+        clock=config.clock,
     )  # fmt: skip
     retention = Retention(
         scheduler, journal, config.retain_days, config.baseline_window, config.prune_every

@@ -10,6 +10,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OnConflict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_CONFLICT_REFUSE: _ClassVar[OnConflict]
+    ON_CONFLICT_QUEUE: _ClassVar[OnConflict]
+
 class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STATE_UNSPECIFIED: _ClassVar[State]
@@ -19,6 +24,10 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ABORTED: _ClassVar[State]
     FAILED: _ClassVar[State]
     PENDING_APPROVAL: _ClassVar[State]
+    QUEUED: _ClassVar[State]
+    EXPIRED: _ClassVar[State]
+ON_CONFLICT_REFUSE: OnConflict
+ON_CONFLICT_QUEUE: OnConflict
 STATE_UNSPECIFIED: State
 PENDING: State
 ACTIVE: State
@@ -26,6 +35,8 @@ COMPLETED: State
 ABORTED: State
 FAILED: State
 PENDING_APPROVAL: State
+QUEUED: State
+EXPIRED: State
 
 class ApproveInjectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -118,7 +129,7 @@ class AuditVerdict(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ..., checked: _Optional[_Iterable[str]] = ..., unchecked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InjectionRequest(_message.Message):
-    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner", "faults")
+    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner", "faults", "not_before", "not_after", "priority", "on_conflict")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +137,10 @@ class InjectionRequest(_message.Message):
     HYPOTHESIS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     FAULTS_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     target: Target
     fault: Fault
     duration_seconds: float
@@ -133,7 +148,35 @@ class InjectionRequest(_message.Message):
     hypothesis: str
     owner: str
     faults: _containers.RepeatedCompositeFieldContainer[FaultPart]
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[FaultPart, _Mapping]]] = ...) -> None: ...
+    not_before: _timestamp_pb2.Timestamp
+    not_after: _timestamp_pb2.Timestamp
+    priority: int
+    on_conflict: OnConflict
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[FaultPart, _Mapping]]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ...) -> None: ...
+
+class ListQueueRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueueResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[QueueRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[QueueRow, _Mapping]]] = ...) -> None: ...
+
+class QueueRow(_message.Message):
+    __slots__ = ("injection_id", "status", "start", "end", "reason")
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    injection_id: str
+    status: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, injection_id: _Optional[str] = ..., status: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class FaultPart(_message.Message):
     __slots__ = ("target", "fault")
@@ -271,7 +314,7 @@ class SteadyState(_message.Message):
     def __init__(self, slo: _Optional[str] = ..., min: _Optional[float] = ..., abort_after: _Optional[float] = ..., compare: _Optional[str] = ...) -> None: ...
 
 class Injection(_message.Message):
-    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions", "verdict", "readings", "breach_limit_at", "approved_by")
+    __slots__ = ("id", "request", "state", "reason", "owner", "targets", "matched", "created_at", "activated_at", "ends_at", "ended_at", "transitions", "verdict", "readings", "breach_limit_at", "approved_by", "waiting_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +331,7 @@ class Injection(_message.Message):
     READINGS_FIELD_NUMBER: _ClassVar[int]
     BREACH_LIMIT_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: InjectionRequest
     state: State
@@ -304,7 +348,8 @@ class Injection(_message.Message):
     readings: _containers.RepeatedCompositeFieldContainer[SloReading]
     breach_limit_at: _timestamp_pb2.Timestamp
     approved_by: str
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., verdict: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[SloReading, _Mapping]]] = ..., breach_limit_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_by: _Optional[str] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[InjectionRequest, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., owner: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., verdict: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[SloReading, _Mapping]]] = ..., breach_limit_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_by: _Optional[str] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class SloReading(_message.Message):
     __slots__ = ("at", "value", "breach", "breach_seconds", "error", "control_value")

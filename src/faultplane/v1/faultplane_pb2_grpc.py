@@ -64,6 +64,11 @@ class FaultServiceStub:
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.SerializeToString,
                 response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.FromString,
                 _registered_method=True)
+        self.ListQueue = channel.unary_unary(
+                '/faultplane.v1.FaultService/ListQueue',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListQueueRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListQueueResponse.FromString,
+                _registered_method=True)
         self.WatchInjections = channel.unary_stream(
                 '/faultplane.v1.FaultService/WatchInjections',
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.WatchInjectionsRequest.SerializeToString,
@@ -151,6 +156,14 @@ class FaultServiceServicer:
 
     def AbortAllInjections(self, request, context):
         """Withdraw every live injection now: the one-click rollback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueue(self, request, context):
+        """The queue as a timeline: what runs, what starts when and what still waits (with
+        why), if nothing changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +262,11 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.AbortAllInjections,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.FromString,
                     response_serializer=faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.SerializeToString,
+            ),
+            'ListQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueue,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListQueueRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListQueueResponse.SerializeToString,
             ),
             'WatchInjections': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInjections,
@@ -458,6 +476,33 @@ class FaultService:
             '/faultplane.v1.FaultService/AbortAllInjections',
             faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsRequest.SerializeToString,
             faultplane_dot_v1_dot_faultplane__pb2.AbortAllInjectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ListQueue',
+            faultplane_dot_v1_dot_faultplane__pb2.ListQueueRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.ListQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,
