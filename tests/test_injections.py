@@ -134,12 +134,19 @@ async def test_latency_distribution_lands_near_requested_p50_and_p99(
     )
     egress = f"http://127.0.0.1:{ports(mesh_run, 'payments-api-2').egress}/score"
 
-    replies = await send(egress, 400, host="fraud-scoring", concurrency=50)
+    # Unfaulted calls to ledger sent at the same time, through the same sidecar and the
+    # same client, measure what a loaded machine adds on its own (CI once saw every call
+    # ~60 ms slow): the upper bounds allow that much on top of the requested delay.
+    replies, control = await asyncio.gather(
+        send(egress, 400, host="fraud-scoring", concurrency=50),
+        send(egress, 400, host="ledger", concurrency=50),
+    )
     latencies = [r.ms for r in replies]
+    load = [r.ms for r in control]
 
-    assert all(r.status == 200 for r in replies)
-    assert 100 <= percentile(latencies, 0.50) <= 130
-    assert 270 <= percentile(latencies, 0.99) <= 380
+    assert all(r.status == 200 for r in replies + control)
+    assert 100 <= percentile(latencies, 0.50) <= 130 + percentile(load, 0.50)
+    assert 270 <= percentile(latencies, 0.99) <= 380 + percentile(load, 0.99)
 
 
 def binomial_bounds(n: int, p: float, sigmas: float = 5.0) -> tuple[float, float]:
