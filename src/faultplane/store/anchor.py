@@ -29,13 +29,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
 from faultplane.store.audit import GENESIS_HASH
 from faultplane.store.audit_key import AuditKey
+from faultplane.store.base import AuditVerdict
 from faultplane.store.private_files import make_private_dir
 
 ANCHOR_FILE_NAME = "audit.anchor"
@@ -238,3 +239,23 @@ def _parse(key: AuditKey, raw: bytes, number: int) -> tuple[tuple[int, str, floa
     if not hmac.compare_digest(line["mac"], key.anchor_mac(_payload(seq, digest, at))):
         return (0, "", 0.0), f"line {number}: signature does not match (edited or forged)"
     return (seq, digest, float(at)), ""
+
+
+def anchored_verdict(verdict: AuditVerdict, check: AnchorCheck, key: AuditKey) -> AuditVerdict:
+    """A chain verdict (that held) with what the anchor file adds to it."""
+    if check.problem:
+        return replace(verdict, ok=False, broken_at=check.broken_at, problem=check.problem)
+    path = anchor_path(key)
+    if check.missing:  # only acceptable for an empty log
+        note = f"no anchor file ({path}) yet: nothing has been appended with the key"
+        return replace(verdict, unchecked=(*verdict.unchecked, note))
+    text = f"head matches the anchor file up to seq {check.anchored_seq} ({path})"
+    if check.anchored_seq < verdict.entries:
+        text += (
+            f"; entries {check.anchored_seq + 1}..{verdict.entries} are newer than the last "
+            f"anchored head (it trails the log by up to {ANCHOR_INTERVAL:g} s)"
+        )
+    unchecked = verdict.unchecked
+    if check.torn:
+        unchecked += ("the anchor file's last line was cut short (a crash mid-write): ignored",)
+    return replace(verdict, checked=(*verdict.checked, text), unchecked=unchecked)

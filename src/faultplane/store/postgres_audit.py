@@ -21,13 +21,12 @@ import json
 import threading
 import time
 
-from faultplane.store.anchor import AnchorWriter, anchor_size, check_anchor
+from faultplane.store.anchor import AnchorWriter, anchor_size, anchored_verdict, check_anchor
 from faultplane.store.audit import GENESIS_HASH, AuditRow, canonical_json, seal_entry, verify_chain
 from faultplane.store.audit_key import AuditKey
 from faultplane.store.base import AuditEntry, AuditVerdict, JsonDict
 from faultplane.store.postgres_db import PostgresDb, Tx
 from faultplane.store.postgres_schema import AUDIT_CHAIN_LOCK
-from faultplane.store.sqlite_audit import anchored_verdict
 from faultplane.store.sqlite_db import dumps_body
 
 _HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"

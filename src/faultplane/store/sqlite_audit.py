@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import replace
 
 from faultplane.store.anchor import (
-    ANCHOR_INTERVAL,
-    AnchorCheck,
     AnchorWriter,
-    anchor_path,
     anchor_size,
+    anchored_verdict,
     check_anchor,
 )
 from faultplane.store.audit import GENESIS_HASH, AuditRow, canonical_json, seal_entry, verify_chain
@@ -151,23 +148,3 @@ class SqliteAudit:
         with self._db.read() as conn:
             row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         return (int(row[0]), str(row[1])) if row else None
-
-
-def anchored_verdict(verdict: AuditVerdict, check: AnchorCheck, key: AuditKey) -> AuditVerdict:
-    """A chain verdict (that held) with what the anchor file adds to it."""
-    if check.problem:
-        return replace(verdict, ok=False, broken_at=check.broken_at, problem=check.problem)
-    path = anchor_path(key)
-    if check.missing:  # only acceptable for an empty log
-        note = f"no anchor file ({path}) yet: nothing has been appended with the key"
-        return replace(verdict, unchecked=(*verdict.unchecked, note))
-    text = f"head matches the anchor file up to seq {check.anchored_seq} ({path})"
-    if check.anchored_seq < verdict.entries:
-        text += (
-            f"; entries {check.anchored_seq + 1}..{verdict.entries} are newer than the last "
-            f"anchored head (it trails the log by up to {ANCHOR_INTERVAL:g} s)"
-        )
-    unchecked = verdict.unchecked
-    if check.torn:
-        unchecked += ("the anchor file's last line was cut short (a crash mid-write): ignored",)
-    return replace(verdict, checked=(*verdict.checked, text), unchecked=unchecked)
