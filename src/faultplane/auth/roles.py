@@ -95,6 +95,7 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
         "ListAudit": Permission.READ,
         "VerifyAudit": Permission.READ,
         "PlanInjection": Permission.READ,  # a dry run: it changes nothing
+        "GetInjectionPlan": Permission.READ,
         "AbortInjection": Permission.STOP,
         "AbortAllInjections": Permission.STOP,
         "Freeze": Permission.STOP,

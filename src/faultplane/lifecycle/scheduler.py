@@ -24,12 +24,14 @@ import structlog
 from faultplane.delivery.plane import Delivery, FaultPlane
 from faultplane.lifecycle.admission import Admission, Refused, admit, new_injection_id
 from faultplane.lifecycle.approval import ApprovalPolicy, Freeze
+from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
 from faultplane.lifecycle.queueing import Queueing, future
 from faultplane.lifecycle.records import SpecParser
 from faultplane.lifecycle.registry import KEEP_FINISHED, InjectionRegistry, PageKey, page_key
 from faultplane.lifecycle.restore import restore_live
+from faultplane.lifecycle.sent import SentPlan, sent_plan
 from faultplane.lifecycle.uptime import Uptime
 from faultplane.lifecycle.watch import Watch, WatchHub
 from faultplane.model.injection import Injection, SloReading, State, Transition
@@ -68,6 +70,7 @@ class Scheduler(Queueing):
         self._live: dict[str, Lifecycle] = {}  # injections whose lifecycle still runs
         self._uptime = Uptime(journal, deadman_ttl)
         self._watchers = WatchHub()
+        self._events = EventHub()  # transitions, readings and freeze changes
         self._transitions = Transitions(journal, self._publish)
         self._freeze: Freeze | None = None
         self._clock = clock
@@ -79,6 +82,11 @@ class Scheduler(Queueing):
         """What `create` would admit now, each target rendered with the fault switched on;
         nothing changes. A freeze refuses creates, not plans."""
         return self._admit(spec, freeze=None, enabled=True)
+
+    def sent(self, injection: Injection) -> SentPlan:
+        """What each target of an existing injection is (or was) sent for it
+        (faultplane.lifecycle.sent); no admission check, nothing changes."""
+        return sent_plan(injection, self._plane.render, self._delivery.planned)
 
     async def create(
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
@@ -163,14 +171,17 @@ class Scheduler(Queueing):
         return injection
 
     async def freeze(self, until: float | None, reason: str, principal: str) -> Freeze:
-        self._freeze = Freeze(until, reason, principal, time.time())
+        previous, self._freeze = self.frozen(), Freeze(until, reason, principal, time.time())
         await self._journal.run(self._journal.store.settings.set, "freeze", self._freeze.body())
+        self._events.freeze_changed(self._freeze, previous, time.time())
         self._replan()
         return self._freeze
 
     async def unfreeze(self) -> None:
-        self._freeze = None
+        previous, self._freeze = self.frozen(), None
         await self._journal.run(self._journal.store.settings.set, "freeze", None)
+        if previous is not None:  # lifting no freeze is no news
+            self._events.freeze_changed(None, previous, time.time())
         self._replan()
 
     def frozen(self) -> Freeze | None:
@@ -229,6 +240,11 @@ class Scheduler(Queueing):
         """Every transition from now on; subscribed before this returns."""
         return self._watchers.subscribe()
 
+    def watch_events(self, kinds: set[str]) -> KindWatch:
+        """Every event of these kinds (faultplane.lifecycle.events) from now on:
+        transitions, the guard's readings, freeze changes; subscribed before this returns."""
+        return self._events.subscribe_kinds(kinds)
+
     # -- rollback --------------------------------------------------------------------
 
     async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
@@ -263,6 +279,7 @@ class Scheduler(Queueing):
         injection.readings.append(reading)
         steady = injection.spec.steady_state
         bound_readings(injection.readings, steady.abort_after_seconds, injection.activated_at)
+        self._events.publish(ReadingEvent(injection_id, steady.slo, reading))
         try:
             await self._journal.reading(injection_id, reading)
         except Exception as exc:
@@ -280,6 +297,7 @@ class Scheduler(Queueing):
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        self._events.close()
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.close()
@@ -307,6 +325,7 @@ class Scheduler(Queueing):
         self._injections.parse_spec = parse_spec
         freeze = await self._journal.read(self._journal.store.settings.get, "freeze")
         self._freeze = Freeze.from_body(freeze) if freeze else None
+        self._events.time_lapse(self.frozen(), time.time())
         await restore_live(
             parse_spec, await self._uptime.previous(),
             journal=self._journal, registry=self._injections, delivery=self._delivery,
@@ -318,3 +337,4 @@ class Scheduler(Queueing):
 
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))
+        self._events.publish((injection, change))

@@ -26,6 +26,12 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PENDING_APPROVAL: _ClassVar[State]
     QUEUED: _ClassVar[State]
     EXPIRED: _ClassVar[State]
+
+class InjectionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INJECTION_EVENT_TRANSITION: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_READING: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_FREEZE: _ClassVar[InjectionEventKind]
 ON_CONFLICT_REFUSE: OnConflict
 ON_CONFLICT_QUEUE: OnConflict
 STATE_UNSPECIFIED: State
@@ -37,6 +43,9 @@ FAILED: State
 PENDING_APPROVAL: State
 QUEUED: State
 EXPIRED: State
+INJECTION_EVENT_TRANSITION: InjectionEventKind
+INJECTION_EVENT_READING: InjectionEventKind
+INJECTION_EVENT_FREEZE: InjectionEventKind
 
 class ApproveInjectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -61,18 +70,20 @@ class GetFreezeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FreezeState(_message.Message):
-    __slots__ = ("frozen", "until", "reason", "by", "at")
+    __slots__ = ("frozen", "until", "reason", "by", "at", "lapsed")
     FROZEN_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_FIELD_NUMBER: _ClassVar[int]
     frozen: bool
     until: _timestamp_pb2.Timestamp
     reason: str
     by: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    lapsed: bool
+    def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lapsed: _Optional[bool] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("injection_id", "since", "page_size", "page_token")
@@ -398,14 +409,16 @@ class SidecarEvidence(_message.Message):
     def __init__(self, sidecar: _Optional[str] = ..., type: _Optional[str] = ..., version: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class InjectionPlan(_message.Message):
-    __slots__ = ("targets", "matched", "sidecars")
+    __slots__ = ("targets", "matched", "sidecars", "unrendered")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     SIDECARS_FIELD_NUMBER: _ClassVar[int]
+    UNRENDERED_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     matched: _containers.RepeatedScalarFieldContainer[str]
     sidecars: _containers.RepeatedCompositeFieldContainer[SidecarPlan]
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ...) -> None: ...
+    unrendered: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ..., unrendered: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SidecarPlan(_message.Message):
     __slots__ = ("sidecar", "route_config_json", "route_config", "runtime")
@@ -473,18 +486,28 @@ class AbortAllInjectionsResponse(_message.Message):
     def __init__(self, aborted: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ...) -> None: ...
 
 class WatchInjectionsRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "kinds")
     ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[InjectionEventKind]
+    def __init__(self, id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[InjectionEventKind, str]]] = ...) -> None: ...
 
 class InjectionEvent(_message.Message):
-    __slots__ = ("injection", "transition")
+    __slots__ = ("injection", "transition", "kind", "injection_id", "reading", "freeze")
     INJECTION_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_FIELD_NUMBER: _ClassVar[int]
     injection: Injection
     transition: Transition
-    def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ...) -> None: ...
+    kind: InjectionEventKind
+    injection_id: str
+    reading: SloReading
+    freeze: FreezeState
+    def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ..., kind: _Optional[_Union[InjectionEventKind, str]] = ..., injection_id: _Optional[str] = ..., reading: _Optional[_Union[SloReading, _Mapping]] = ..., freeze: _Optional[_Union[FreezeState, _Mapping]] = ...) -> None: ...
 
 class GetBaselineRequest(_message.Message):
     __slots__ = ("slo", "window_seconds")
@@ -574,3 +597,9 @@ class XdsTypeStatus(_message.Message):
     last_error: str
     nacked_at: _timestamp_pb2.Timestamp
     def __init__(self, type: _Optional[str] = ..., version_sent: _Optional[str] = ..., version_acked: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version_nacked: _Optional[str] = ..., last_error: _Optional[str] = ..., nacked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetInjectionPlanRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...

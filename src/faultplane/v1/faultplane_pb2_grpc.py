@@ -114,6 +114,11 @@ class FaultServiceStub:
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
                 _registered_method=True)
+        self.GetInjectionPlan = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetInjectionPlan',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -230,6 +235,15 @@ class FaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInjectionPlan(self, request, context):
+        """What each target of an existing injection is (or was) sent for it: its own parts on
+        its own targets, switched on, rendered for today's mesh. Unlike PlanInjection of its
+        request, no admission check: a live injection holds its own traffic scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +326,11 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.FromString,
                     response_serializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.SerializeToString,
+            ),
+            'GetInjectionPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInjectionPlan,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +765,33 @@ class FaultService:
             '/faultplane.v1.FaultService/VerifyAudit',
             faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
             faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInjectionPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetInjectionPlan',
+            faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,7 +2,8 @@
 
 Built from the control server's parts: the API address it calls (over loopback), the
 authenticator that names a token's principal and role for the page header (the API
-decides what they may do), and the scheduler's memory for the guard's live readings.
+decides what they may do), and the scheduler's memory for each live injection's last
+reading when a Now page connects.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ log = structlog.get_logger("faultplane.web")
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # a login or an abort is a few hundred bytes
 STOP_SECONDS = 2.0  # open event streams are ended, not waited for
-MIN_TICK = 0.5  # live readings are pushed no faster than this, whatever the guard's tick
 
 
 def build_app(ctx: WebContext) -> web.Application:
@@ -81,7 +81,6 @@ class WebServer:
             whoami=whoami,
             templates=environment(),
             local=config.auth == "local",
-            tick=max(config.guard_tick, MIN_TICK),
         )
         self._runner = web.AppRunner(
             build_app(context), access_log=None, shutdown_timeout=STOP_SECONDS
