@@ -42,6 +42,7 @@ def build_app(ctx: WebContext) -> web.Application:
     routes.add_get("/", pages.now)
     routes.add_get("/experiments/{id}", pages.experiment)
     routes.add_get("/sidecars", pages.sidecars)
+    routes.add_get("/queue", pages.queue)
     routes.add_get("/history", history.history)
     routes.add_get("/audit", audit.audit)
     routes.add_get("/events", events.stream)

@@ -13,8 +13,8 @@ from faultplane.api.convert import reading_message
 from faultplane.model.injection import SloReading
 from faultplane.v1 import faultplane_pb2 as pb
 
-# What the dashboard calls live: on the Now page, abortable.
-LIVE_STATES = (pb.PENDING, pb.ACTIVE, pb.PENDING_APPROVAL)
+# What the dashboard calls live: on the Now page, abortable (a queued one is cancelled).
+LIVE_STATES = (pb.PENDING, pb.ACTIVE, pb.PENDING_APPROVAL, pb.QUEUED)
 
 
 def as_json(message: Message) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 (() => {
   const { el } = fp;
   const id = document.getElementById("experiment").dataset.id;
-  const LIVE = new Set(["PENDING", "ACTIVE", "PENDING_APPROVAL"]);
+  const LIVE = new Set(["PENDING", "ACTIVE", "PENDING_APPROVAL", "QUEUED"]);
   let injection = null;
   let readings = [];
   let plot = null;
@@ -22,6 +22,7 @@
       ["Steady state", steady.slo ? `${steady.slo} ≥ ${steady.min !== undefined ? steady.min : "baseline"}, abort after ${steady.abort_after || 0} s${steady.compare ? ", compare " + steady.compare : ""}` : "none"],
     ];
     if (inj.approved_by) rows.push(["Approved by", inj.approved_by]);
+    if (inj.state === "QUEUED") rows.push(["Waits for", inj.waiting_reason || inj.reason || "—"]);
     document.getElementById("facts").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   }
 
