@@ -29,7 +29,7 @@
   function startText(inj) {
     const row = forecast.get(inj.id);
     const at = row && row.status === "starts" ? fp.seconds(row.start) : null;
-    return [fp.queueWhen(row), at && at > Date.now() / 1000 + 1 ? el("span", { class: "countdown", "data-ends": at }) : null];
+    return [fp.queueWhen(row), at && at > Date.now() / 1000 + 1 ? [" ", el("span", { class: "countdown", "data-ends": at })] : null];
   }
 
   function card(inj) {

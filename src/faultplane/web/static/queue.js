@@ -7,7 +7,7 @@
   let rows = [];
   const body = document.querySelector("#queue tbody");
   const summary = document.getElementById("summary");
-  const STATUS = { running: "▶ running", starts: "⏱ starts", expires: "✖ expires", waits: "… waits" };
+  const STATUS = { running: "▶ running", starts: "→ starts", expires: "✖ expires", waits: "… waits" };
 
   function render() {
     body.replaceChildren(...rows.map((row) => {
