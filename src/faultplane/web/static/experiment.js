@@ -90,7 +90,7 @@
         width, height: 260,
         series: [{}, { label: "reading", stroke: "#0b5cad", width: 2, points: { show: true, size: 4 } },
           { label: "min", stroke: "#b42318", dash: [6, 4], width: 1, points: { show: false } },
-          { label: "control group", stroke: "#5b6672", width: 1, points: { show: false } }],
+          { label: "control group", stroke: "#5b6672", dash: [2, 3], width: 2, points: { show: false } }],
         axes: [{ space: 90, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toISOString().slice(11, 19)) },
           { label: "SLO value" }],
         hooks: { drawClear: [drawBreaches] },
@@ -99,7 +99,7 @@
     } else plot.setData(data);
     node.dataset.points = String(readings.length);
     document.getElementById("chart-legend").textContent =
-      "Time in UTC. Blue: the faulted sidecars' SLO value; red dashed: the steady state's min; grey: the unfaulted control group (compare mode); shaded: breach.";
+      "Time in UTC. Solid blue line with dots: the faulted sidecars' SLO value; red long dashes: the steady state's min; grey dotted: the unfaulted control group (compare mode); shaded band: breach (the line above says how long).";
     guardLine();
   }
 
