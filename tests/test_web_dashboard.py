@@ -317,6 +317,16 @@ async def test_the_queue_on_now_and_its_own_page_and_a_live_experiments_plan(
     assert "http_status" in (await plans.first.locator("pre").text_content() or "")
     await shoot(page, shots, "13-experiment-plan")
 
+    # Accessibility basics on every page: each control a real, named button or a
+    # labelled field.
+    for path in ("/", "/queue", f"/experiments/{second.id}", "/history", "/audit", "/sidecars"):
+        await page.goto(base + path)
+        for button in await page.locator("button:visible").all():
+            assert (await button.inner_text()).strip(), path
+        fields = page.locator("input:not([type=hidden]), select")
+        assert await fields.count() == await page.locator("label input, label select").count()
+        assert await page.locator("[onclick], div[role=button], a[href='#']").count() == 0
+
     # A phone: every card fits the screen's width.
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.goto(f"{base}/")
