@@ -62,8 +62,13 @@ async def test_readings_come_as_the_guard_records_them_and_only_for_the_watched_
 ) -> None:
     api = await start(guard_tick=0.2)
     first = await api.call("CreateInjection", request_by("alice", duration_seconds=600), "alice")
+    egress = {"selector": "", "max_pods": 4, "upstream": "fraud-scoring"}
+    other = await api.call(  # the same sidecars' calls to fraud-scoring: read as well
+        "CreateInjection", request_by("alice", duration_seconds=600, target=egress), "alice"
+    )
     async with watching(api, READING, TRANSITION, only=first.id) as events:
         await wait_state(_As(api, "alice"), first.id, {pb.ACTIVE})
+        await wait_state(_As(api, "alice"), other.id, {pb.ACTIVE})
         readings = []
         while len(readings) < 2:
             event = await next_event(events)
@@ -83,13 +88,16 @@ async def test_freeze_set_lifted_and_lapsed_each_come_once_and_plain_watches_sta
 ) -> None:
     api = await start()
     async with watching(api, FREEZE) as freezes, watching(api) as plain:
-        until = time.time() + 1.5
+        soon = time.time() + 0.8
+        await api.call("Freeze", pb.FreezeRequest(until=soon, reason="INC-6"), "root")
+        until = time.time() + 2.0  # replaces the first before it runs out
         await api.call("Freeze", pb.FreezeRequest(until=until, reason="INC-7"), "root")
-        frozen = await next_event(freezes)
-        assert frozen.kind == FREEZE and frozen.freeze.frozen and frozen.freeze.reason == "INC-7"
+        first, frozen = await next_event(freezes), await next_event(freezes)
+        assert first.kind == FREEZE and first.freeze.reason == "INC-6"
+        assert frozen.freeze.frozen and frozen.freeze.reason == "INC-7"
         lapsed = await next_event(freezes)  # at its until, without anyone asking
         assert not lapsed.freeze.frozen and lapsed.freeze.lapsed
-        assert time.time() >= until - 0.05
+        assert time.time() >= until - 0.05  # the replaced freeze's lapse was never told
 
         await api.call("Freeze", pb.FreezeRequest(reason="INC-8"), "root")
         assert (await next_event(freezes)).freeze.reason == "INC-8"
