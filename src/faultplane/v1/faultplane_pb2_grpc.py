@@ -175,7 +175,8 @@ class FaultServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchInjections(self, request, context):
-        """Every state change of every injection (or of one), as it happens.
+        """Every state change of every injection (or of one), as it happens; with `kinds`, also
+        the guard's readings and freeze changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
