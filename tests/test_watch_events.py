@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from faultplane.lifecycle.approval import Freeze
+from faultplane.lifecycle.events import EventHub, FreezeEvent
 from faultplane.notify.targets import NotifyTarget
 from faultplane.v1 import faultplane_pb2 as pb
 from tests.helpers import rpc_error, until, wait_state
@@ -163,3 +165,16 @@ async def test_the_plan_of_a_live_injection_is_what_each_target_was_sent(start: 
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     blank = await rpc_error(api.call("GetInjectionPlan", pb.GetInjectionPlanRequest(), "vic"))
     assert blank.code() == grpc.StatusCode.INVALID_ARGUMENT and "id: required" in blank.details()
+
+
+async def test_a_reloaded_freeze_is_timed_to_lapse_without_being_told_as_new() -> None:
+    """What a restart does with the freeze it reloads (Scheduler.restore)."""
+    hub = EventHub()
+    watch = hub.subscribe_kinds({"freeze"})
+    reloaded = Freeze(until=time.time() + 0.3, reason="INC-9", by="ananya", at=time.time())
+    hub.time_lapse(reloaded, time.time())
+    event = await asyncio.wait_for(anext(aiter(watch)), 10)
+    assert event == FreezeEvent(None, reloaded, lapsed=True)
+    assert time.time() >= reloaded.until and watch.backlog == 0
+    hub.close()
+    watch.close()

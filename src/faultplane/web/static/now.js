@@ -71,7 +71,8 @@
     queuedList.replaceChildren(...queued.map(card));
     queuedHeading.hidden = !queued.length;
     queuedHeading.textContent = `Queued (${queued.length}) — the queue page shows what starts when`;
-    summary.textContent = `${shown.length} live experiment${shown.length === 1 ? "" : "s"}, ${queued.length} queued · updated ${fp.time(new Date().toISOString())}`;
+    const services = [...new Set(shown.flatMap((i) => fp.faults(i.request || {}).map((f) => f.where.split(" ")[0])))];
+    summary.textContent = `${shown.length} live experiment${shown.length === 1 ? "" : "s"}${services.length ? " on " + services.join(", ") : ""}, ${queued.length} queued · updated ${fp.time(new Date().toISOString())}`;
     tickCountdowns();
   }
 
