@@ -13,6 +13,7 @@ publishes the lapse then, once, unless the freeze was replaced or lifted before.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Collection, MutableSet
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +96,12 @@ class EventHub(WatchHub):
         self.close()
         if freeze is None or freeze.until is None:
             return
+        delay = freeze.until - now
+        if not math.isfinite(delay):  # a stored freeze from before `until` was bounded:
+            return  # in effect until lifted, and lifting it is told
         lapse = FreezeEvent(None, freeze, lapsed=True)
         loop = asyncio.get_running_loop()
-        self._lapse = loop.call_later(max(0.0, freeze.until - now), self.publish, lapse)
+        self._lapse = loop.call_later(max(0.0, delay), self.publish, lapse)
 
     def close(self) -> None:
         """Cancel the lapse timer (the freeze changed, or the scheduler closes)."""
