@@ -17,6 +17,7 @@ from faultplane.store.sqlite_db import SqliteDb, default_db_path
 from faultplane.store.sqlite_injections import SqliteInjections
 from faultplane.store.sqlite_readings import SqliteReadings
 from faultplane.store.sqlite_settings import SqliteSettings
+from faultplane.store.scheduling_rows import SqliteScheduling
 from faultplane.store.sqlite_tokens import SqliteTokens
 
 __all__ = ["SqliteStore", "default_db_path"]
@@ -48,6 +49,7 @@ class SqliteStore:
         self.readings = SqliteReadings(self._db)
         self.tokens = SqliteTokens(self._db)
         self.settings = SqliteSettings(self._db)
+        self.scheduling = SqliteScheduling(self._db)
 
     @property
     def path(self) -> Path:
