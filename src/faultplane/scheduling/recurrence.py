@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +23,9 @@ from faultplane.scheduling.clock import at_local, aware, duration, instant, zone
 from faultplane.scheduling.errors import ScheduleError
 
 _DAY = timedelta(days=1)
+# Cron is iterated from this far before the asked instant's wall time, so a wall time
+# the clocks going back repeat is never missed.
+_DST_MARGIN = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,6 @@ class Every:
             k += 1
 
 
-def _second_of_repeated(t: datetime, zone: ZoneInfo) -> bool:
-    """Is t the second occurrence of a wall time that the clocks going back repeat?"""
-    local = t.astimezone(zone)
-    return local.replace(fold=0).astimezone(UTC) != t.astimezone(UTC)
-
-
 @dataclass(frozen=True)
 class Cron:
     """A five-field cron expression read in `zone`."""
@@ -71,12 +68,17 @@ class Cron:
         return f"cron {self.expression!r} ({self.zone.key})"
 
     def next_after(self, t: datetime) -> datetime:
-        cursor = aware(t).astimezone(self.zone)
-        times = croniter(self.expression, cursor)
+        """Iterated on naive local wall times (croniter's own zone arithmetic differs
+        across its versions at DST changes), each read as at_local reads a wall time:
+        a skipped one lands just after the gap, a repeated one is its first instant."""
+        t = aware(t)
+        wall = t.astimezone(self.zone).replace(tzinfo=None) - _DST_MARGIN
+        times = croniter(self.expression, wall)
         while True:
             found: datetime = times.get_next(datetime)
-            if not _second_of_repeated(found, self.zone):
-                return found.astimezone(UTC)
+            candidate = at_local(found.date(), found.time(), self.zone)
+            if candidate > t:
+                return candidate
 
 
 Recurrence = Every | Cron
@@ -121,9 +123,9 @@ def parse_recurrence(data: Mapping[str, Any], now: datetime, where: str = "sched
 
 
 def occurrence_id(schedule_id: str, at: datetime) -> str:
-    """'sch-3f2a@20261203T0530Z': the same for the same occurrence after a restart, so
+    """'sch-3f2a-20261203T0530Z': the same for the same occurrence after a restart, so
     enqueuing one twice is refused by the store's key instead of running it twice."""
-    return f"{schedule_id}@{aware(at):%Y%m%dT%H%MZ}"
+    return f"{schedule_id}-{aware(at):%Y%m%dT%H%MZ}"
 
 
 def due(rule: Recurrence, last: datetime | None, now: datetime, ahead: timedelta) -> list[datetime]:

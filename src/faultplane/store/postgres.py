@@ -19,9 +19,9 @@ from faultplane.store.postgres_audit import PostgresAudit
 from faultplane.store.postgres_db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PostgresDb
 from faultplane.store.postgres_injections import PostgresInjections
 from faultplane.store.postgres_readings import PostgresReadings
-from faultplane.store.scheduling_rows import PostgresScheduling
 from faultplane.store.postgres_settings import PostgresSettings
 from faultplane.store.postgres_tokens import PostgresTokens
+from faultplane.store.scheduling_rows import PostgresScheduling
 
 __all__ = ["PostgresStore"]
 

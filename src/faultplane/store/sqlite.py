@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Self
 
 from faultplane.store.audit_key import AuditKey
+from faultplane.store.scheduling_rows import SqliteScheduling
 from faultplane.store.sqlite_audit import SqliteAudit
 from faultplane.store.sqlite_db import SqliteDb, default_db_path
 from faultplane.store.sqlite_injections import SqliteInjections
 from faultplane.store.sqlite_readings import SqliteReadings
 from faultplane.store.sqlite_settings import SqliteSettings
-from faultplane.store.scheduling_rows import SqliteScheduling
 from faultplane.store.sqlite_tokens import SqliteTokens
 
 __all__ = ["SqliteStore", "default_db_path"]
