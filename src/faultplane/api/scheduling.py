@@ -35,11 +35,13 @@ MAX_COOLDOWN_SECONDS = 366 * 86400.0
 
 @contextmanager
 def field_errors() -> Iterator[None]:
-    """The core's ScheduleError as INVALID_ARGUMENT ("windows[0].tz: unknown time zone")."""
+    """The core's ScheduleError as INVALID_ARGUMENT naming the request's field ("tz:
+    unknown time zone 'Mars/Base'")."""
     try:
         yield
     except ScheduleError as exc:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        field = exc.field.removeprefix("blackout.")  # as the request spells it
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {exc.reason}") from None
 
 
 def _seconds(message: pb.AddBlackoutRequest, name: str) -> float | None:
