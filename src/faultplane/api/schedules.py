@@ -14,9 +14,8 @@ from faultplane.api.convert import state_message, timestamp
 from faultplane.api.gate import ApiError, rpc
 from faultplane.api.validate import InvalidRequest
 from faultplane.auth.principal import Principal
-from faultplane.lifecycle.lifecycle import HELD, REFUTED
 from faultplane.lifecycle.scheduler import NotFound
-from faultplane.lifecycle.schedules import StoredSchedule, UnknownSchedule
+from faultplane.lifecycle.schedules import StoredSchedule, UnknownSchedule, held_rate
 from faultplane.scheduling.errors import ScheduleError
 from faultplane.v1 import faultplane_pb2 as pb
 
@@ -122,8 +121,7 @@ class ScheduleMethods:
             occurrence.state = state_message(injection.state)
             occurrence.verdict = injection.verdict
             history.append(occurrence)
-        judged = [o for o in history if o.verdict in (HELD, REFUTED)]
-        held = sum(o.verdict == HELD for o in judged)
+        rate, judged = held_rate([o.verdict for o in history])
         last = item.body["fired"][-1][0] if item.body["fired"] else None
         message = pb.Schedule(
             id=item.id,
@@ -132,8 +130,8 @@ class ScheduleMethods:
             paused=item.paused,
             last_fired=timestamp(last),
             history=history,
-            held_rate=held / len(judged) if judged else 0.0,
-            judged=len(judged),
+            held_rate=rate,
+            judged=judged,
             created_by=item.body.get("created_by", ""),
             created_at=timestamp(item.body.get("created_at")),
         )

@@ -213,9 +213,9 @@ def schedules_table(schedules: list[pb.Schedule]) -> str:
 
 
 def _verdict_mark(occurrence: pb.ScheduleOccurrence) -> str:
-    """held / refuted / the state of one not judged (QUEUED, EXPIRED, ...)."""
-    if occurrence.verdict.startswith("hypothesis "):
-        return occurrence.verdict.removeprefix("hypothesis ")
+    """held / refuted / inconclusive once ended, else its state (QUEUED, ACTIVE, ...)."""
+    if occurrence.verdict:
+        return occurrence.verdict.split(":")[0].removeprefix("hypothesis ")
     return pb.State.Name(occurrence.state) if occurrence.state else "?"
 
 

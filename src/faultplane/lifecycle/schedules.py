@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from faultplane.lifecycle.journal import Journal
+from faultplane.lifecycle.lifecycle import HELD, REFUTED
 from faultplane.model.spec import InjectionSpec
 from faultplane.scheduling.recurrence import Recurrence, due, occurrence_id, parse_recurrence
 
@@ -199,6 +200,15 @@ class Schedules:
         item.body["fired"] = [*fired, [at.timestamp(), injection_id]][-HISTORY:]
         await self._save(item)
         return [injection_id] if fresh else []
+
+
+def held_rate(verdicts: list[str]) -> tuple[float, int]:
+    """(held / judged, judged): only held and refuted verdicts are judged; one that
+    never started or was inconclusive says nothing about the hypothesis."""
+    judged = [v for v in verdicts if v in (HELD, REFUTED)]
+    if not judged:
+        return 0.0, 0
+    return sum(v == HELD for v in judged) / len(judged), len(judged)
 
 
 def occurrence_document(
