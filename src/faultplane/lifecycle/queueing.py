@@ -136,6 +136,11 @@ class Queueing:
         """Re-plan the queue now (the timer does this at the packer's next wake)."""
         self._replan()
 
+    def replan_soon(self, _node: str = "") -> None:
+        """Re-plan once the current step is done (a sidecar connected: its registration
+        completes first, then the queue sees it among the candidates)."""
+        asyncio.get_running_loop().call_soon(self._replan)
+
     def _replan(self) -> None:
         """Start what the packer says may start, expire what is past its deadline, and
         record why the rest waits. Synchronous: nothing can be admitted between the plan

@@ -100,6 +100,7 @@ def build(config: ServerConfig) -> Parts:
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
         clock=config.clock, graph=dependency_graph(config),
     )  # fmt: skip
+    registry.on_connect.append(scheduler.replan_soon)  # its targets may have come back
     retention = Retention(
         scheduler, journal, config.retain_days, config.baseline_window, config.prune_every
     )
