@@ -16,6 +16,8 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 
 from faultplane.model.mesh import Mesh
+from faultplane.scheduling.errors import ScheduleError
+from faultplane.scheduling.graph import parse_graph
 from faultplane.server.control import ControlServer
 from faultplane.store import SqliteStore
 from faultplane.v1 import faultplane_pb2 as pb
@@ -236,3 +238,46 @@ async def test_cooldown_caps_and_the_dependency_rule(mesh: Mesh, tmp_path: Path)
         await wait_state(stub, queued.id, {pb.ACTIVE})
         code, out, err = await run_cli("policy", "show", *api(server))
         assert code == 0 and "cool-down        3600s per service" in out, err
+
+
+async def test_the_longest_untested_service_starts_first_whatever_the_priority(
+    mesh: Mesh,
+) -> None:
+    async with AsyncExitStack() as stack:
+        server, stub = await serve(stack, mesh, Clock())
+        await stub.SetPolicy(pb.SchedulingPolicy(max_fleet=1, dependency_rule=True))
+        tested = await stub.CreateInjection(injection_request(target=FRAUD, fault=ABORT))
+        await stub.AbortInjection(pb.AbortInjectionRequest(id=tested.id, reason="tested"))
+        ledger = await stub.CreateInjection(injection_request(target=LEDGER, fault=ABORT))
+        await wait_state(stub, ledger.id, {pb.ACTIVE})
+        # fraud-scoring was just tested; payments-api never was. They share a request
+        # path, so only one of them can start when the ledger experiment ends.
+        recent = await stub.CreateInjection(
+            injection_request(target=FRAUD, fault=ABORT, priority=100, on_conflict=QUEUE)
+        )
+        never = await stub.CreateInjection(payments(on_conflict=QUEUE))
+        assert recent.state == never.state == pb.QUEUED
+        rows = {r.injection_id: r for r in (await stub.ListQueue(pb.ListQueueRequest())).rows}
+        assert rows[never.id].start.ToSeconds() < rows[recent.id].start.ToSeconds()
+
+        await stub.AbortInjection(pb.AbortInjectionRequest(id=ledger.id, reason="next"))
+        await wait_state(stub, never.id, {pb.ACTIVE})
+        waiting = server.scheduler.get(recent.id)
+        assert waiting.state.value == "QUEUED"
+        assert waiting.waiting_reason == (
+            f"waits for {never.id} (payments-api depends on fraud-scoring: same request path)"
+        )
+
+
+async def test_a_declared_dependency_graph_for_overlay_mode(tmp_path: Path) -> None:
+    graph = parse_graph({"dependencies": {"checkout": ["payments"], "payments": ["ledger"]}})
+    assert graph.on_same_path("checkout", "ledger") and not graph.on_same_path("ledger", "x")
+    with pytest.raises(ScheduleError, match=r"dependencies\.checkout: expected a list"):
+        parse_graph({"checkout": "payments"})
+    bad = tmp_path / "graph.yaml"
+    bad.write_text("checkout: payments\n")
+    code, _, err = await run_cli(
+        "serve", "--overlay", "--db", str(tmp_path / "x.db"), "--dependency-graph", str(bad)
+    )
+    assert code == 2, err
+    assert f"--dependency-graph {bad}: dependencies.checkout: expected a list" in err
