@@ -156,19 +156,21 @@ class Schedules:
 
     async def pause(self, schedule_id: str, paused: bool) -> StoredSchedule:
         """Pause, or resume from now (what fell due while paused is skipped)."""
-        item = self.get(schedule_id)
-        item.body["paused"] = paused
-        if not paused:
-            item.body["cursor"] = max(item.body["cursor"], self._clock())
-        await self._save(item)
+        async with self._lock:  # not between a fire's occurrence and its save
+            item = self.get(schedule_id)
+            item.body["paused"] = paused
+            if not paused:
+                item.body["cursor"] = max(item.body["cursor"], self._clock())
+            await self._save(item)
         if not paused:
             await self.fire()
         return item
 
     async def remove(self, schedule_id: str) -> StoredSchedule:
-        item = self.get(schedule_id)
-        await self._journal.run(self._journal.store.scheduling.delete, KIND, item.id)
-        del self._items[item.id]
+        async with self._lock:  # a fire in progress would save it back
+            item = self.get(schedule_id)
+            await self._journal.run(self._journal.store.scheduling.delete, KIND, item.id)
+            del self._items[item.id]
         return item
 
     async def _save(self, item: StoredSchedule) -> None:
