@@ -112,7 +112,7 @@ async def test_schedules_ls_shows_verdicts_and_the_held_rate(mesh: Mesh, tmp_pat
             assert done.state == pb.COMPLETED, done.reason
             await server.scheduler.schedules.fire()
         (hourly,) = (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
-        assert hourly.id == created.id and hourly.recurrence.startswith("every 1:00:00 from")
+        assert hourly.id == created.id and hourly.recurrence.startswith("every 1h from ")
         assert [pb.State.Name(o.state) for o in hourly.history] == [
             "QUEUED", "COMPLETED", "COMPLETED",
         ]  # fmt: skip

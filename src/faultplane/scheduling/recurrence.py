@@ -19,13 +19,22 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from faultplane.scheduling.clock import at_local, aware, duration, instant, zone_of
+from faultplane.scheduling.clock import at_local, aware, duration, instant, show, zone_of
 from faultplane.scheduling.errors import ScheduleError
 
 _DAY = timedelta(days=1)
 # Cron is iterated from this far before the asked instant's wall time, so a wall time
 # the clocks going back repeat is never missed.
 _DST_MARGIN = timedelta(hours=3)
+
+
+def _period_text(period: timedelta) -> str:
+    """The largest unit that divides it: 1d, 12h, 90m, 45s."""
+    seconds = int(period.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,8 @@ class Every:
     zone: ZoneInfo
 
     def describe(self) -> str:
-        return f"every {self.period} from {self.anchor.isoformat()} ({self.zone.key})"
+        """'every 1d from 2026-12-03 09:00 UTC (Europe/Berlin)'."""
+        return f"every {_period_text(self.period)} from {show(self.anchor)} ({self.zone.key})"
 
     def next_after(self, t: datetime) -> datetime:
         t = aware(t)
