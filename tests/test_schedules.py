@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import json_format
 
@@ -18,8 +19,8 @@ from faultplane.lifecycle.lifecycle import HELD, REFUTED
 from faultplane.lifecycle.schedules import held_rate
 from faultplane.model.mesh import Mesh
 from faultplane.v1 import faultplane_pb2 as pb
-from tests.helpers import run_cli, wait_state
-from tests.test_queue import HOUR, Clock, request, serve
+from tests.helpers import injection_request, rpc_error, run_cli, wait_state
+from tests.test_queue import ABORT, ALL_PAYMENTS, HOUR, Clock, request, serve
 
 pytestmark = pytest.mark.asyncio
 
@@ -77,8 +78,12 @@ async def test_cron_across_dst_is_queued_exactly_once_across_a_restart(
         ours = (await stub.ListInjections(pb.ListInjectionsRequest())).injections
         assert sorted(i.id for i in ours if i.id.startswith(sid)) == [saturday.id, sunday.id]
 
-        clock.now = utc("2027-03-29T08:30:00")
-        assert await server.scheduler.schedules.fire() == [f"{sid}-20270329T0900Z"]
+    clock.now = utc("2027-03-29T08:30:00")  # down over night: Monday's is due at start
+    async with AsyncExitStack() as stack:
+        server, stub = await serve(stack, mesh, clock, db)
+        (schedule,) = (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
+        assert schedule.history[0].injection_id == f"{sid}-20270329T0900Z"
+        assert await server.scheduler.schedules.fire() == []
         api = ("--api", f"127.0.0.1:{server.api_port}")
         code, _, err = await run_cli("schedules", "pause", sid, *api)
         assert code == 0, err
@@ -131,3 +136,26 @@ async def test_the_held_rate_counts_only_judged_verdicts() -> None:
     verdicts = [HELD, REFUTED, HELD, "inconclusive: never started", "", HELD]
     assert held_rate(verdicts) == (0.75, 4)
     assert held_rate(["inconclusive: the steady state was never read"]) == (0.0, 0)
+
+
+async def test_a_schedule_is_validated_naming_the_field(mesh: Mesh) -> None:
+    async with AsyncExitStack() as stack:
+        _, stub = await serve(stack, mesh, Clock())
+        cases = [
+            ({"every": "1d", "cron": "0 11 * * *"}, "every: give exactly one of every or cron"),
+            ({"cron": "0 11 * *"}, "cron: expected five fields (m h dom mon dow), got '0 11 * *'"),
+            ({"cron": "0 11 * * *", "tz": "Mars/Base"}, "tz: unknown time zone 'Mars/Base'"),
+            ({"every": "soon"}, "every: expected a number and a unit (s, m, h, d, w), got 'soon'"),
+        ]
+        for fields, message in cases:
+            call = stub.CreateSchedule(pb.CreateScheduleRequest(experiment=request(), **fields))
+            error = await rpc_error(call)
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, fields
+            assert error.details() == message
+        bad = injection_request(target={**ALL_PAYMENTS, "service": "nope"}, fault=ABORT)
+        error = await rpc_error(
+            stub.CreateSchedule(pb.CreateScheduleRequest(experiment=bad, every="1d"))
+        )
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith("experiment.target.service: "), error.details()
+        assert not (await stub.ListSchedules(pb.ListSchedulesRequest())).schedules
