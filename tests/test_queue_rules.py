@@ -25,6 +25,7 @@ from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import server_config
 from tests.fake_sidecar import start_with_sidecars
 from tests.helpers import injection_request, rpc_error, run_cli, wait_state
+from tests.test_governance import Start, audit_entries, start  # noqa: F401 (a fixture)
 from tests.test_queue import ABORT, ALL_PAYMENTS, HOUR, Clock
 
 pytestmark = pytest.mark.asyncio
@@ -281,3 +282,38 @@ async def test_a_declared_dependency_graph_for_overlay_mode(tmp_path: Path) -> N
     )
     assert code == 2, err
     assert f"--dependency-graph {bad}: dependencies.checkout: expected a list" in err
+
+
+async def test_who_may_change_blackouts_and_the_policy_and_the_audit_names_them(
+    start: Start,  # noqa: F811
+) -> None:
+    """With tokens: a viewer reads only; an operator may add a blackout (it only holds
+    experiments back) but not lift one or change the policy; an admin may."""
+    api = await start()
+    weekly = pb.AddBlackoutRequest(name="weekend", weekly="Sat 00:00 - Mon 00:00", tz="UTC")
+    denied = await rpc_error(api.call("AddBlackout", weekly, "vic"))
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+    added = await api.call("AddBlackout", weekly, "alice")
+    assert added.created_by == "alice"
+    assert len((await api.call("ListBlackouts", pb.ListBlackoutsRequest(), "vic")).blackouts) == 1
+    for method, message in (
+        ("RemoveBlackout", pb.RemoveBlackoutRequest(id=added.id)),
+        ("SetPolicy", pb.SchedulingPolicy(max_fleet=3)),
+    ):
+        denied = await rpc_error(api.call(method, message, "alice"))
+        assert denied.code() is grpc.StatusCode.PERMISSION_DENIED, method
+        assert "needs oncall or admin" in (denied.details() or "")
+    policy = await api.call("SetPolicy", pb.SchedulingPolicy(max_fleet=3), "root")
+    assert (policy.max_fleet, policy.updated_by) == (3, "root")
+    await api.call("RemoveBlackout", pb.RemoveBlackoutRequest(id=added.id), "root")
+
+    calls = [(e["method"], e["principal"], e["outcome"]) for e in await audit_entries(api)
+             if e.get("method") in ("AddBlackout", "RemoveBlackout", "SetPolicy")]  # fmt: skip
+    assert calls == [
+        ("AddBlackout", "vic", "PERMISSION_DENIED"),
+        ("AddBlackout", "alice", "OK"),
+        ("RemoveBlackout", "alice", "PERMISSION_DENIED"),
+        ("SetPolicy", "alice", "PERMISSION_DENIED"),
+        ("SetPolicy", "root", "OK"),
+        ("RemoveBlackout", "root", "OK"),
+    ]
