@@ -182,9 +182,7 @@ def audited(db: Path) -> list[str]:
 
 
 def _ts(text: str) -> timestamp_pb2.Timestamp:
-    stamp_ = timestamp_pb2.Timestamp()
-    stamp_.FromDatetime(datetime.fromisoformat(text))
-    return stamp_
+    return _at(datetime.fromisoformat(text).timestamp())
 
 
 async def test_cooldown_caps_and_the_dependency_rule(mesh: Mesh, tmp_path: Path) -> None:
@@ -317,3 +315,28 @@ async def test_who_may_change_blackouts_and_the_policy_and_the_audit_names_them(
         ("SetPolicy", "root", "OK"),
         ("RemoveBlackout", "root", "OK"),
     ]
+
+
+async def test_a_blackout_added_under_a_running_experiment_names_it_and_stops_nothing(
+    mesh: Mesh,
+) -> None:
+    clock = Clock()
+    async with AsyncExitStack() as stack:
+        _, stub = await serve(stack, mesh, clock)
+        running = await stub.CreateInjection(payments(duration_seconds=600), timeout=30)
+        await wait_state(stub, running.id, {pb.ACTIVE})
+        soon = pb.AddBlackoutRequest(
+            name="soon", start=_at(clock.now + 60), end=_at(clock.now + HOUR)
+        )
+        later = pb.AddBlackoutRequest(name="later", start=_at(clock.now + 2 * HOUR),
+                                      end=_at(clock.now + 3 * HOUR))  # fmt: skip
+        assert list((await stub.AddBlackout(soon)).overlapping) == [running.id]
+        assert list((await stub.AddBlackout(later)).overlapping) == []
+        still = await stub.GetInjection(pb.GetInjectionRequest(id=running.id))
+        assert still.state == pb.ACTIVE
+
+
+def _at(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp_ = timestamp_pb2.Timestamp()
+    stamp_.FromNanoseconds(int(seconds * 1e9))
+    return stamp_
