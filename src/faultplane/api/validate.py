@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from faultplane.api.validate_kernel import is_kernel, kernel_fault
 from faultplane.api.validate_queue import queue_terms
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
@@ -226,7 +227,7 @@ def _target(
     if not target.service:
         problems.add("target.service", "required")
         ok = False
-    elif service is None and mesh is not None:
+    elif service is None and mesh is not None and not is_kernel(request):
         problems.add("target.service", f"unknown service {target.service!r}")
         ok = False
     try:
@@ -284,6 +285,8 @@ def _fault(request: pb.InjectionRequest | pb.FaultPart, problems: Problems) -> F
     if not request.HasField("fault"):
         problems.add("fault", "required")
         return None
+    if is_kernel(request):  # a node agent's fault: checked by api.validate_kernel
+        return kernel_fault(request, problems)
     fault = request.fault
     given = given_fault(fault, problems)
     if given is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from faultplane.faults.abort import ABORT
 from faultplane.faults.bandwidth import BANDWIDTH
+from faultplane.faults.kernel import KERNEL
 from faultplane.faults.kind import FaultKind
 from faultplane.faults.latency import LATENCY
 from faultplane.faults.partition import PARTITION
@@ -50,3 +51,4 @@ register(LATENCY)
 register(ABORT)
 register(BANDWIDTH)
 register(PARTITION)
+register(KERNEL)
