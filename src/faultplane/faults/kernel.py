@@ -3,7 +3,8 @@
 A request's fault with `layer: kernel` is not rendered onto Envoy: it becomes a
 `NetworkFaultSpec` (faultplane.kernel.fault), which the agent plane
 (faultplane.delivery.agents) sends to the node agent hosting each chosen pod. It is
-registered as a kind all the same (`KERNEL`), so that everything that names a part's
+registered as a kind all the same (`KERNEL`, by its spec only: no document's `type`
+names it), so that everything that names a part's
 fault (tables, metrics, notifications, the queue's footprints) names it through the one
 registry; its `render` is never called (an agent pod is not rendered as Envoy config).
 
@@ -47,12 +48,9 @@ class KernelLayerKind:
     spec_type = NetworkFaultSpec
 
     def parse(self, fields: FieldValues, path: str, problems: Problems) -> None:
-        """Reached only by `type: kernel` without `layer: kernel`: say how to write it."""
-        problems.add(
-            f"{path}.type",
-            f"kernel is a layer, not a type: write layer: kernel and type one of "
-            f"{', '.join(KINDS)}",
-        )
+        """Never reached: registered unnamed, it is chosen by `layer`, not by `type`
+        (api.validate_kernel parses it)."""
+        problems.add(f"{path}.layer", f"a kernel fault is chosen by layer: {LAYER}")
 
     def render(self, injection_id: str, fault: FaultSpec) -> list[SlotConfig]:
         raise ValueError("a kernel fault is applied by a node agent, never rendered onto Envoy")
