@@ -27,7 +27,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from faultplane.delivery.identity import Identity
+from faultplane.delivery.identity import Identity, host_port
 from faultplane.kernel import ruleset
 from faultplane.kernel.fault import NetworkFaultSpec, parse_fault
 from faultplane.kernel.kinds import KINDS, kind_of
@@ -76,6 +76,7 @@ class AgentPod:
     kinds: tuple[str, ...] = ()
     netem: bool = False
     netem_reason: str = ""
+    stats_address: str | None = None
 
     @property
     def node_id(self) -> str:
@@ -120,6 +121,7 @@ def agent_pods(status: SidecarStatus) -> list[AgentPod]:
                 kinds,
                 bool(caps.get("netem")),
                 str(caps.get("netem_reason") or ""),
+                host_port(entry.get("stats_address")),
             )
         )
     return pods
@@ -244,6 +246,12 @@ class AgentPlane:
         answers = await self._registry.wait_many(list(agents.items()), types.NETWORK_FAULT, timeout)
         by_agent = dict(zip(agents, answers, strict=True))
         return [by_agent[split_target(target)[0]] for target, _ in waits]  # type: ignore[index]
+
+    def stats_address(self, target: str) -> str | None:
+        """Where the pod's app serves its metrics in Envoy's form (the guard's envoy SLO
+        source reads it as a sidecar's), if its agent says."""
+        pod = self.pod(target)
+        return pod.stats_address if pod else None
 
     def identity(self, target: str) -> Identity:
         pod = self.pod(target)

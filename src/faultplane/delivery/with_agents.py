@@ -106,7 +106,7 @@ class PlaneWithAgents:
 
     def stats_address(self, node_id: str) -> str | None:
         if split_target(node_id):
-            return None
+            return self.agents.stats_address(node_id)
         return self.inner.stats_address(node_id)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from faultplane.faults.kind import FieldValues, Problems
 from faultplane.kernel.fault import KernelFaultError, NetworkFaultSpec, parse_network_fault
-from faultplane.kernel.kinds import KINDS, kind_of
+from faultplane.kernel.kinds import kind_of
 
 if TYPE_CHECKING:
     from faultplane.faults.slots import SlotConfig
