@@ -51,6 +51,7 @@ class Bench:
         self.link, self.run_dir, self.ttl = link, run_dir, ttl
         ports = PortAllocator()
         self.api, self.xds = f"127.0.0.1:{ports()}", f"127.0.0.1:{ports()}"
+        self.metrics_port = ports()
         self.server: Child | None = None
         self.agent: Child | None = None
 
@@ -61,7 +62,8 @@ class Bench:
         argv = [sys.executable, "-m", "faultplane", "serve", "--overlay", "--auth", "local",
                 "--db", str(self.run_dir / "fp.db"), "--slos", str(slos),
                 "--baseline-min-seconds", "0", "--deadman-ttl", str(self.ttl),
-                "--api-port", api_port, "--xds-port", xds_port]  # fmt: skip
+                "--api-port", api_port, "--xds-port", xds_port,
+                "--metrics-port", str(self.metrics_port)]  # fmt: skip
         self.server = Child("serve", argv, self.run_dir / "serve.log").start()
 
     def start_agent(self) -> None:

@@ -48,6 +48,7 @@ class AgentStack:
 
     def __post_init__(self) -> None:
         self.api_port, self.xds_port = self.ports(), self.ports()
+        self.metrics_port = self.ports()
         self.db = self.run_dir / "faultplane.db"
 
     @property
@@ -69,7 +70,7 @@ class AgentStack:
             "--slos", str(SLOS_FILE), "--baseline-min-seconds", "0", "--auth", "local",
             "--db", str(self.db), "--api-port", str(self.api_port),
             "--xds-port", str(self.xds_port), "--deadman-ttl", str(self.ttl),
-            "--ack-timeout", "15",
+            "--ack-timeout", "15", "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
         self.server = Child("serve", argv, self.run_dir / f"serve-{self.starts}.log").start()
         _wait_serving(self.server, self.api, None)

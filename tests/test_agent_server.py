@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 
 from faultplane.agent.capabilities import probe_capabilities
 from faultplane.demo.processes import wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1.faultplane_pb2_grpc import FaultServiceStub as Stub
 from tests.agent_stack import POD, PORT, AgentStack, kernel_request
-from tests.helpers import wait_state
+from tests.helpers import run_cli, wait_state
 from tests.netns import (
     Link,
     connects,
@@ -90,6 +91,23 @@ async def test_plan_shows_the_exact_nftables_rules(stack: AgentStack, api: Stub)
         + pod.nft_commands[1].rsplit("/", 1)[1]
     )
     assert f"faultplane:{POD}/" not in stack.rules()  # a plan changes nothing
+
+
+async def test_cli_lists_the_agent_pod_and_plans_its_rules(
+    stack: AgentStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    code, out, err = await run_cli("sidecars", "--api", stack.api)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith(stack.target))
+    assert "orders-app" in row and "tier=web" in row and "KERNEL" in out
+    document = tmp_path_factory.mktemp("plan") / "loss.json"
+    request = kernel_request(stack.link, {"type": "packet_loss", "percentage": 30})
+    document.write_text(json_format.MessageToJson(request, preserving_proto_field_name=True))
+    code, out, err = await run_cli("plan", "-f", str(document), "--api", stack.api)
+    assert code == 0, err
+    assert f"{stack.target}: nft in netns {stack.link.pod} (one transaction)" in out
+    assert f"  flush table inet {stack.table}" in out
+    assert "numgen random mod 10000 < 3000 drop" in out
 
 
 async def test_bad_cidr_is_invalid_argument_naming_the_field(stack: AgentStack, api: Stub) -> None:

@@ -26,7 +26,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-XDS_COLUMNS = ("cds", "eds", "lds", "rds", "ecds", "rtds")
+XDS_COLUMNS = ("cds", "eds", "lds", "rds", "ecds", "rtds", "kernel")
 FULL_MESH_COLUMNS = ("cds", "eds", "lds", "rds", "rtds")
 
 
@@ -88,6 +88,9 @@ def plan_summary(plan: pb.InjectionPlan, request: pb.InjectionRequest) -> str:
         lines.append(f"\n{names}: route config {route_config!r}")
         lines.append(json.dumps(json.loads(config_json), indent=2))
         lines += [f"  runtime {key} = {percent:g} %" for key, percent in runtime]
+    for pod in plan.agent_pods:  # kernel faults: the nftables transaction, verbatim
+        lines.append(f"\n{pod.target}: nft in netns {pod.netns or '?'} (one transaction)")
+        lines += [f"  {command}" for command in pod.nft_commands]
     return "\n".join(lines)
 
 

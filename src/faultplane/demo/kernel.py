@@ -84,6 +84,7 @@ class KernelDemo:
         self.processes = ProcessGroup()
         ports = PortAllocator()
         self.api_port, self.xds_port, self.app_port = ports(), ports(), ports()
+        self.metrics_port = ports()
         self.children: list[Child] = []
 
     def say(self, text: str) -> None:
@@ -112,7 +113,8 @@ class KernelDemo:
                  "--db", str(self.run_dir / "fp.db"), "--slos", str(slos),
                  "--baseline-min-seconds", "0", "--guard-tick", "0.5",
                  "--deadman-ttl", "3", "--api-port", str(self.api_port),
-                 "--xds-port", str(self.xds_port)]  # fmt: skip
+                 "--xds-port", str(self.xds_port),
+                 "--metrics-port", str(self.metrics_port)]  # fmt: skip
         agent = [*python, "agent", "--pods", str(pods), "--xds", f"{HOST}:{self.xds_port}",
                  "--name", AGENT]  # fmt: skip
         app = [sys.executable, "-m", "faultplane.demo.kernel_app", "--netns", link.pod,
