@@ -6,6 +6,7 @@ is checked against the kernel (`nft list ruleset` in the pod's namespace) and tr
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -149,6 +150,17 @@ async def test_partition_is_active_only_once_the_kernel_has_it_and_ends_at_its_d
     assert ended.state == pb.COMPLETED
     assert await _rules_gone(stack)
     assert await connects(stack.link, PORT, 5, 5) == {"ok": 5}
+
+    # The audit holds the agent's own answers: its ACK of the switch-on and of the end.
+    audit = await api.ListAudit(pb.ListAuditRequest(injection_id=created.id))
+    answers = [
+        (entry["to"], e["outcome"])
+        for entry in map(lambda a: json.loads(a.entry_json), audit.entries)
+        if entry.get("kind") == "transition"
+        for e in entry.get("evidence", ())
+        if e["sidecar"] == stack.target and e["type"] == "kernel"
+    ]
+    assert ("ACTIVE", "acked") in answers and ("COMPLETED", "acked") in answers, answers
 
 
 async def test_abort_all_takes_a_reset_out_of_the_kernel(stack: AgentStack, api: Stub) -> None:
