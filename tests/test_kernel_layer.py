@@ -13,10 +13,13 @@ from faultplane.agent.pods import Pod
 from faultplane.agent.xds_client import node_of
 from faultplane.api.validate import InvalidRequest, validate_request
 from faultplane.delivery.agents import AgentPlane, AgentRefusal, nft_commands
+from faultplane.delivery.source import MeshSource
+from faultplane.delivery.with_agents import PlaneWithAgents
 from faultplane.faults.registry import kind_of
 from faultplane.model.mesh import load_mesh
 from faultplane.model.spec import FaultSpec, Scope
 from faultplane.render.faults import FaultAssignment
+from faultplane.render.resources import SidecarLayout
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.cache import SnapshotCache
@@ -161,3 +164,27 @@ def test_switched_on_faults_of_every_pod_are_one_leased_set_and_arming_changes_n
     plane.set_faults("agent/node-a/db-1", [], None)
     assert cache.get("node-a")[types.NETWORK_FAULT].resources == {}
     assert not plane.holds("node-a")
+
+
+def test_kernel_faults_on_one_pod_overlap_only_on_the_same_traffic() -> None:
+    db = validate_request(
+        request({"type": "partition", "cidr": "10.9.0.5/32", "port": 5432}), MESH, SLOS
+    )
+    cache = validate_request(
+        request({"type": "partition", "cidr": "10.9.0.6/32", "port": 6379}), MESH, SLOS
+    )
+    again = validate_request(
+        request({"type": "reset", "cidr": "10.9.0.5/32", "port": 5432}), MESH, SLOS
+    )
+    assert db.target.scope.upstream == "kernel:egress:10.9.0.5/32:5432"
+    assert db.target.scope != cache.target.scope and db.target.scope == again.target.scope
+
+
+def test_a_kernel_fault_on_an_envoy_sidecar_is_refused() -> None:
+    plane, cache = _plane()
+    registry = SidecarRegistry()
+    mesh_source = MeshSource(MESH, cache, registry, SidecarLayout(4), 3.0)
+    both = PlaneWithAgents(mesh_source, plane)
+    loss = FaultAssignment("i1", _kernel({"type": "packet_loss", "percentage": 5}), Scope(), True)
+    with pytest.raises(AgentRefusal, match="needs a node agent's pod, and payments-api-1 is"):
+        both.render("payments-api-1", [loss])

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from faultplane.api.validate_kernel import is_kernel, kernel_fault
+from faultplane.api.validate_kernel import is_kernel, kernel_fault, kernel_scope
 from faultplane.api.validate_queue import queue_terms
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
@@ -212,6 +212,8 @@ def _part(
     target = _target(holder, mesh, problems)
     fault = _fault(holder, problems)
     fault = _with_pattern(holder.fault, fault, duration, problems)
+    if target and fault and is_kernel(holder):
+        target = kernel_scope(target, fault)
     return Part(target, fault) if target and fault else None
 
 

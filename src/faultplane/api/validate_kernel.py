@@ -11,9 +11,12 @@ matching none of them is refused at admission (FAILED_PRECONDITION), as for side
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from faultplane.faults.kernel import LAYER, parse_kernel_fault
 from faultplane.faults.kind import Problems
-from faultplane.model.spec import FaultSpec
+from faultplane.kernel.fault import NetworkFaultSpec
+from faultplane.model.spec import FaultSpec, Scope, TargetSpec
 from faultplane.v1 import faultplane_pb2 as pb
 
 _ENVOY_ONLY = ("max_active", "pattern")
@@ -61,3 +64,14 @@ def kernel_fault(
     if spec is None or len(problems.found) > before:
         return None
     return FaultSpec(spec)
+
+
+def kernel_scope(target: TargetSpec, fault: FaultSpec) -> TargetSpec:
+    """The target with the kernel fault's traffic as its scope: its direction and far end
+    (`kernel:egress:10.0.0.5/32:5432`), so that the overlap check refuses a second fault
+    on the same pod's same traffic but lets one towards the database and one towards the
+    cache run together, as two upstreams of a sidecar do."""
+    spec = fault.kind
+    assert isinstance(spec, NetworkFaultSpec)
+    far = f"{spec.cidr or 'any'}:{spec.port or 'any'}"
+    return replace(target, scope=Scope(f"kernel:{spec.direction.value}:{far}"))

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from faultplane.delivery.agents import AgentPlane, is_agent_node, split_target
+from faultplane.delivery.agents import AgentPlane, AgentRefusal, is_agent_node, split_target
 from faultplane.delivery.identity import Identity
 from faultplane.delivery.overlay import OverlaySource
 from faultplane.delivery.plane import Candidate
 from faultplane.delivery.source import MeshSource
+from faultplane.kernel.fault import NetworkFaultSpec
 from faultplane.render.faults import FaultAssignment
 from faultplane.render.resources import Resources
 from faultplane.xds import types
@@ -51,6 +52,11 @@ class PlaneWithAgents:
     def render(self, node_id: str, faults: Sequence[FaultAssignment]) -> Resources:
         if split_target(node_id):
             return self.agents.render(node_id, faults)
+        if any(isinstance(f.fault.kind, NetworkFaultSpec) for f in faults):
+            raise AgentRefusal(
+                f"a kernel fault needs a node agent's pod, and {node_id} is an Envoy sidecar "
+                "(select the service's agent pods, or drop layer: kernel)"
+            )
         return self.inner.render(node_id, faults)
 
     def set_faults(
