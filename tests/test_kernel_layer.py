@@ -15,6 +15,7 @@ from faultplane.api.validate import InvalidRequest, validate_request
 from faultplane.delivery.agents import AgentPlane, AgentRefusal, nft_commands
 from faultplane.delivery.source import MeshSource
 from faultplane.delivery.with_agents import PlaneWithAgents
+from faultplane.faults.message import describe_fault
 from faultplane.faults.registry import kind_of
 from faultplane.model.mesh import load_mesh
 from faultplane.model.spec import FaultSpec, Scope
@@ -188,3 +189,8 @@ def test_a_kernel_fault_on_an_envoy_sidecar_is_refused() -> None:
     loss = FaultAssignment("i1", _kernel({"type": "packet_loss", "percentage": 5}), Scope(), True)
     with pytest.raises(AgentRefusal, match="needs a node agent's pod, and payments-api-1 is"):
         both.render("payments-api-1", [loss])
+
+
+def test_tables_describe_a_kernel_fault() -> None:
+    fault = pb.Fault(layer="kernel", type="reset", direction="ingress", cidr="10.9.0.0/24")
+    assert describe_fault(fault) == "kernel reset ingress to 10.9.0.0/24"
