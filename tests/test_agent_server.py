@@ -163,6 +163,23 @@ async def test_partition_is_active_only_once_the_kernel_has_it_and_ends_at_its_d
     assert ("ACTIVE", "acked") in answers and ("COMPLETED", "acked") in answers, answers
 
 
+async def test_packet_loss_through_the_api_fails_connects_within_binomial_bounds(
+    stack: AgentStack, api: Stub
+) -> None:
+    created = await api.CreateInjection(
+        kernel_request(stack.link, {"type": "packet_loss", "percentage": 30})
+    )
+    await wait_state(api, created.id, {pb.ACTIVE}, timeout=30)
+    count = 200
+    outcomes = await connects(stack.link, PORT, count, 0.5)
+    await api.AbortInjection(pb.AbortInjectionRequest(id=created.id, reason="measured"))
+    # A connect fails when its SYN is dropped (the retransmit comes after 1 s): binomial
+    # n=200, p=0.3, mean 60, sd 6.5; +-4.5 sd.
+    assert 31 <= outcomes.get("timeout", 0) <= 89, outcomes
+    assert outcomes.get("ok", 0) + outcomes.get("timeout", 0) == count
+    assert await _rules_gone(stack)
+
+
 async def test_abort_all_takes_a_reset_out_of_the_kernel(stack: AgentStack, api: Stub) -> None:
     created = await api.CreateInjection(kernel_request(stack.link, {"type": "reset"}))
     await wait_state(api, created.id, {pb.ACTIVE}, timeout=30)
