@@ -24,7 +24,7 @@ def test_kernel_demo_says_it_needs_root(monkeypatch: pytest.MonkeyPatch) -> None
 def test_kernel_demo_measures_loss_then_a_partition_the_guard_withdraws() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "faultplane", "demo", "--kernel", "--duration", "5", "--json"],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        capture_output=True, text=True, timeout=110, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
