@@ -260,3 +260,31 @@ async def _table_gone(stack: AgentStack) -> bool:
 
 async def _has_rule(stack: AgentStack, injection_id: str) -> bool:
     return f"faultplane:{POD}/{injection_id}" in stack.rules()
+
+
+async def test_server_sigkill_cannot_stretch_a_kernel_fault_past_its_deadline(
+    stack: AgentStack,
+) -> None:
+    """With a TTL far longer than the run, the lease the agent holds still ends at the
+    injection's deadline (plus the lifecycle's 0.5 s grace): the agent removes it then."""
+    assert stack.server is not None
+    stack.server.stop(timeout=10)
+    stack.ttl = 60.0
+    try:
+        stack.start_server()
+        await stack.agent_listed()
+        async with grpc.aio.insecure_channel(stack.api) as channel:
+            stub = stack.stub(channel)
+            created = await stub.CreateInjection(
+                kernel_request(stack.link, {"type": "partition"}, duration=3)
+            )
+            active = await wait_state(stub, created.id, {pb.ACTIVE}, timeout=30)
+        stack.server.kill()
+        await wait_until(lambda: _rules_gone(stack), 15, "the deadline to end the lease")
+        assert time.time() <= active.ends_at.ToNanoseconds() / 1e9 + 2.5  # grace + polling
+    finally:
+        stack.server.stop(timeout=10)
+        stack.ttl = TTL
+        stack.start_server()  # restored: past its deadline, it completes; nothing comes back
+        await stack.agent_listed()
+    assert await _rules_gone(stack)
