@@ -100,7 +100,8 @@ async def test_cli_lists_the_agent_pod_and_plans_its_rules(
     code, out, err = await run_cli("sidecars", "--api", stack.api)
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith(stack.target))
-    assert "orders-app" in row and "tier=web" in row and "KERNEL" in out
+    assert "orders-app" in row and "tier=web" in row and " agent " in row
+    assert "KERNEL FAULTS" in out and "packet_loss,partition,reset,bandwidth" in row
     document = tmp_path_factory.mktemp("plan") / "loss.json"
     request = kernel_request(stack.link, {"type": "packet_loss", "percentage": 30})
     document.write_text(json_format.MessageToJson(request, preserving_proto_field_name=True))
