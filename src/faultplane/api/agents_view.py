@@ -3,7 +3,7 @@ nftables transactions in a plan."""
 
 from __future__ import annotations
 
-from faultplane.api.convert import timestamp
+from faultplane.api.convert import timestamp, xds_statuses
 from faultplane.delivery.agents import agent_pods, is_agent_node, nft_commands, split_target
 from faultplane.delivery.plane import FaultPlane
 from faultplane.delivery.with_agents import PlaneWithAgents
@@ -20,20 +20,7 @@ def is_agent(sidecar: SidecarStatus) -> bool:
 def agent_pod_messages(sidecar: SidecarStatus) -> list[pb.Sidecar]:
     """An agent's pods, each a `Sidecar` of kind "agent" named agent/<agent>/<pod>, with
     the agent's connection, its kernel-fault evidence and capabilities."""
-    status = sidecar.types.get(types.NETWORK_FAULT)
-    xds = []
-    if status is not None:
-        xds.append(
-            pb.XdsTypeStatus(
-                type=types.short_name(types.NETWORK_FAULT),
-                version_sent=status.sent_version,
-                version_acked=status.acked_version,
-                acked_at=timestamp(status.acked_at),
-                version_nacked=status.nacked_version,
-                last_error=status.last_error,
-                nacked_at=timestamp(status.nacked_at),
-            )
-        )
+    xds = xds_statuses(sidecar, (types.NETWORK_FAULT,))
     messages = []
     for pod in agent_pods(sidecar):
         note = "" if pod.netem else f"no latency: no netem ({pod.netem_reason or 'not reported'})"
