@@ -181,6 +181,12 @@ class KernelDemo:
             self.say(
                 f"{cut.id}: {pb.State.Name(cut_end.state)}, {cut_end.verdict}: {cut_end.reason}"
             )
+            withdrawn_ms = None
+            if cut_end.HasField("breach_limit_at"):
+                late = _seconds(cut_end.ended_at) - _seconds(cut_end.breach_limit_at)
+                withdrawn_ms = round(late * 1000, 1)
+                self.say(f"withdrawn, ACKed by the agent (rules out of the kernel), "
+                         f"{withdrawn_ms} ms after the breach had lasted abort_after")  # fmt: skip
             phases.append(await self._phase("after", 3))
         left = _rules(link)
         self._table(phases)
@@ -196,6 +202,7 @@ class KernelDemo:
                 for inj in (loss_end, cut_end)
             ],
             "activated": active.state == pb.ACTIVE,
+            "guard_withdrawal_ms": withdrawn_ms,
             "rules_left": left,
         }
 
@@ -223,6 +230,10 @@ class KernelDemo:
 
 
 _ENDED = {pb.COMPLETED, pb.ABORTED, pb.FAILED}
+
+
+def _seconds(stamp: Any) -> float:
+    return float(stamp.ToNanoseconds()) / 1e9
 
 
 def _rules(link: Link) -> int:
