@@ -140,8 +140,9 @@ class KernelDemo:
         self.say("starting PostgreSQL (far namespace), the control server, the agent, the app")
         await wait_until(ready, 90, "the app's queries and the agent's pod", self.children)
 
-    async def _summary(self, since: float) -> dict[str, Any]:
-        url = f"http://{HOST}:{self.app_port}/summary?since={since}"
+    async def _summary(self, since: float, until: float | None = None) -> dict[str, Any]:
+        span = f"since={since}" + (f"&until={until}" if until is not None else "")
+        url = f"http://{HOST}:{self.app_port}/summary?{span}"
         try:
             async with aiohttp.ClientSession() as session, session.get(url) as reply:
                 return dict(await reply.json())
@@ -175,9 +176,10 @@ class KernelDemo:
             cut = await stub.CreateInjection(request(link, {"type": "partition"}, 60, 0.9))
             self.say(f"{cut.id}: partition from the database, guarded by {SLO} >= 0.9")
             await self._until(stub, cut.id, {pb.ACTIVE})
-            on_at = time.time()
             cut_end = await self._until(stub, cut.id, _ENDED, 60)
-            phases.append({"phase": "partition", **await self._summary(on_at)})
+            # While the cut was on: from ACTIVE (every target ACKed) to the withdrawal ACKed.
+            on = (_seconds(cut_end.activated_at), _seconds(cut_end.ended_at))
+            phases.append({"phase": "partition", **await self._summary(*on)})
             self.say(
                 f"{cut.id}: {pb.State.Name(cut_end.state)}, {cut_end.verdict}: {cut_end.reason}"
             )

@@ -10,7 +10,8 @@ It serves, on 127.0.0.1:P (the host's loopback, not the pod's):
 - `/stats/prometheus`: its queries as Envoy's HTTP counters, under the stat prefix `db`
   (`envoy_http_downstream_rq_completed`, `_xx` with class 5 for failures, and the
   `_time` histogram), so faultplane's envoy SLO source reads the pod like a sidecar;
-- `/summary?since=EPOCH`: JSON count, ok, p50_ms, p99_ms of the queries since then.
+- `/summary?since=EPOCH[&until=EPOCH]`: JSON count, ok, p50_ms, p99_ms of the queries
+  that ended in that span.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class Tally:
             lines.append(f"envoy_http_downstream_rq_time_count{{{label}}} {self.completed}")
         return "\n".join(lines) + "\n"
 
-    def summary(self, since: float) -> dict[str, float | int | None]:
+    def summary(self, since: float, until: float) -> dict[str, float | int | None]:
+        """The queries that ended between `since` and `until` (epoch seconds)."""
         with self._lock:
-            picked = [(ok, ms) for at, ok, ms in self.recent if at >= since]
+            picked = [(ok, ms) for at, ok, ms in self.recent if since <= at <= until]
         ok_ms = sorted(ms for ok, ms in picked if ok)
         return {
             "queries": len(picked),
@@ -117,8 +119,11 @@ def serve(tally: Tally, port: int) -> ThreadingHTTPServer:
             if url.path == "/stats/prometheus":
                 body, kind = tally.stats().encode(), "text/plain"
             elif url.path == "/summary":
-                since = float(parse_qs(url.query).get("since", ["0"])[0])
-                body, kind = json.dumps(tally.summary(since)).encode(), "application/json"
+                query = parse_qs(url.query)
+                since = float(query.get("since", ["0"])[0])
+                until = float(query.get("until", ["inf"])[0])
+                body = json.dumps(tally.summary(since, until)).encode()
+                kind = "application/json"
             else:
                 self.send_error(404)
                 return
