@@ -38,7 +38,9 @@ def test_kernel_demo_measures_loss_then_a_partition_the_guard_withdraws() -> Non
     # Partition: queries fail, and the guard withdraws it on its own.
     assert cut["state"] == "ABORTED" and cut["verdict"] == "hypothesis refuted"
     assert "steady-state breach: orders-db-success" in cut["reason"]
-    assert phases["partition"]["ok"] == 0
+    # (a reply already on its way in when the egress rule landed may still arrive)
+    partition = phases["partition"]
+    assert partition["queries"] > 0 and partition["ok"] <= 0.1 * partition["queries"]
     assert 0 <= summary["guard_withdrawal_ms"] < 10_000
     # (a reconnect begun during the cut may still time out just after it)
     assert phases["after"]["ok"] >= 0.9 * phases["after"]["queries"] > 0

@@ -177,8 +177,10 @@ class KernelDemo:
             self.say(f"{cut.id}: partition from the database, guarded by {SLO} >= 0.9")
             await self._until(stub, cut.id, {pb.ACTIVE})
             cut_end = await self._until(stub, cut.id, _ENDED, 60)
-            # While the cut was on: from ACTIVE (every target ACKed) to the withdrawal ACKed.
-            on = (_seconds(cut_end.activated_at), _seconds(cut_end.ended_at))
+            # While the cut was on: from ACTIVE (the agent ACKed: the rule is in the kernel)
+            # to the withdrawal ACKed.
+            active_at = next(t.at for t in cut_end.transitions if t.to_state == pb.ACTIVE)
+            on = (_seconds(active_at), _seconds(cut_end.ended_at))
             phases.append({"phase": "partition", **await self._summary(*on)})
             self.say(
                 f"{cut.id}: {pb.State.Name(cut_end.state)}, {cut_end.verdict}: {cut_end.reason}"
