@@ -60,6 +60,7 @@ def test_kernel_fault_becomes_a_network_fault_spec_on_a_service_the_mesh_does_no
         SLOS,
     )
     kind = spec.fault.kind
+    assert spec.fault.percentage == 30  # what approval policies read
     assert str(kind.cidr) == "10.9.0.5/32" and kind.port == 5432
     assert kind.direction.value == "egress"  # the default
     assert kind_of(kind).describe(kind) == "kernel packet_loss 30% egress to 10.9.0.5/32 port 5432"

@@ -63,7 +63,9 @@ def kernel_fault(
     spec = parse_kernel_fault(given, problems)
     if spec is None or len(problems.found) > before:
         return None
-    return FaultSpec(spec)
+    # The share of matching traffic faulted, as approval policies read it: a loss's
+    # percentage; every packet for the other kinds.
+    return FaultSpec(spec, percentage=getattr(spec.spec, "percentage", 100.0))
 
 
 def kernel_scope(target: TargetSpec, fault: FaultSpec) -> TargetSpec:
