@@ -15,6 +15,7 @@ Each phase is measured in the app's own query success and latency.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -55,6 +56,8 @@ def demo_refusal() -> str | None:
         return f"faultplane demo --kernel {why}; run it as root (e.g. sudo)"
     if postgres_bindir() is None:
         return "faultplane demo --kernel needs PostgreSQL's binaries (apt-get install postgresql)"
+    if importlib.util.find_spec("psycopg") is None:
+        return "faultplane demo --kernel needs psycopg: pip install 'faultplane[postgresql]'"
     return None
 
 
