@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from faultplane.api.convert import baseline_message, timestamp
+from faultplane.api.agents_view import agent_pod_messages, is_agent
+from faultplane.api.convert import baseline_message, timestamp, xds_statuses
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
 from faultplane.v1 import faultplane_pb2 as pb
@@ -31,9 +32,13 @@ class ObserveMethods:
     ) -> pb.ListSidecarsResponse:
         listed = []
         for sidecar in self.registry.sidecars():
-            message = sidecar_message(sidecar, self.plane)
-            if not request.service or message.service == request.service:
-                listed.append(message)
+            if is_agent(sidecar):  # a node agent: its pods are the targets
+                messages = agent_pod_messages(sidecar)
+            else:
+                messages = [sidecar_message(sidecar, self.plane)]
+            for message in messages:
+                if not request.service or message.service == request.service:
+                    listed.append(message)
         return pb.ListSidecarsResponse(sidecars=listed)
 
     @rpc
@@ -70,20 +75,7 @@ def sidecar_message(sidecar: SidecarStatus, plane: FaultPlane) -> pb.Sidecar:
         connected=sidecar.connected,
         admin_address=stats or "",
         connected_at=timestamp(sidecar.connected_at),
+        kind="envoy",
     )
-    for type_url in types.SEND_ORDER:
-        status = sidecar.types.get(type_url)
-        if status is None:
-            continue
-        message.xds.append(
-            pb.XdsTypeStatus(
-                type=types.short_name(type_url),
-                version_sent=status.sent_version,
-                version_acked=status.acked_version,
-                acked_at=timestamp(status.acked_at),
-                version_nacked=status.nacked_version,
-                last_error=status.last_error,
-                nacked_at=timestamp(status.nacked_at),
-            )
-        )
+    message.xds.extend(xds_statuses(sidecar, types.SEND_ORDER))
     return message

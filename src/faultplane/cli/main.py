@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same stories on sidecars configured by another control plane, "
         "with faultplane as `serve --overlay` (only the fault layer)",
     )
+    demo.add_argument(
+        "--kernel",
+        action="store_true",
+        help="root only: kernel faults by a node agent on an app's link to a real PostgreSQL",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     add_commands(commands)
@@ -127,7 +132,11 @@ def cmd_mesh_bootstraps(args: argparse.Namespace) -> None:
         (args.out / f"{pod.name}.yaml").write_text(rendered)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int | str:
+    if args.kernel:
+        from faultplane.demo.kernel import run_kernel_demo
+
+        return asyncio.run(run_kernel_demo(args.duration, args.json))
     from faultplane.demo.stories import run_demo
 
     return asyncio.run(run_demo(args.mesh, args.duration, args.json, overlay=args.overlay))

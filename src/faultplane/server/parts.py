@@ -22,8 +22,10 @@ from faultplane.api.ratelimit import RefusalLimiter
 from faultplane.api.service import FaultService
 from faultplane.api.validate import validate_request
 from faultplane.auth.principal import Authenticator
+from faultplane.delivery.agents import AgentPlane
 from faultplane.delivery.overlay import OverlaySource
 from faultplane.delivery.source import MeshSource
+from faultplane.delivery.with_agents import PlaneWithAgents
 from faultplane.guard.steady_state import SteadyStateGuard
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.preflight import Preflight
@@ -63,7 +65,7 @@ class Parts:
     journal: Journal
     cache: SnapshotCache
     registry: SidecarRegistry
-    source: MeshSource | OverlaySource
+    source: PlaneWithAgents  # sidecars (mesh or overlay) and node agents' pods
     scheduler: Scheduler
     retention: Retention
     http: HttpClient
@@ -94,7 +96,9 @@ def build(config: ServerConfig) -> Parts:
     store, scratch = _open_store(config)
     journal = Journal(store)
     cache, registry = SnapshotCache(), SidecarRegistry()
-    source = _build_source(config, cache, registry)
+    source = PlaneWithAgents(
+        _build_source(config, cache, registry), AgentPlane(cache, registry, config.deadman_ttl)
+    )
     scheduler = Scheduler(
         source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
@@ -159,7 +163,7 @@ def _build_source(
 def _build_guarding(
     config: ServerConfig,
     scheduler: Scheduler,
-    source: MeshSource | OverlaySource,
+    source: PlaneWithAgents,
     journal: Journal,
     http: HttpClient,
 ) -> Guarding | None:
