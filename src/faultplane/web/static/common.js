@@ -110,7 +110,7 @@ const fp = (() => {
   // The blackouts in effect now (the stream's `blackouts`, sent again when one begins or
   // ends): named, with when each ends; nothing starts until then.
   const blackoutBanner = (state) => setBanner("blackout", state && state.active && state.active.length
-    ? "⛔ BLACKOUT: no experiment starts now — " + state.active.map((b) => `${b.description || b.name} until ${time(b.ends)}`).join("; ")
+    ? "⛔ BLACKOUT: no experiment starts now — " + state.active.map((b) => `${b.name} until ${time(b.ends)}`).join("; ")
     : "");
 
   // A ListQueue row in words: when it starts (or why not), for Now and the queue page.
