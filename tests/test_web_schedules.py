@@ -128,8 +128,13 @@ async def test_the_schedules_page_pauses_resumes_and_removes_as_the_role_table_s
         ) as reply:
             assert reply.status == 403 and "viewer" in (await reply.json())["error"]
 
+        banners = events(viewer, f"{base}/events?only=banners")  # the schedules page's
+        name, snapshot = await anext(banners)
+        assert name == "snapshot" and "injections" not in snapshot and "blackouts" in snapshot
         async with operator.post(f"{base}/actions/schedule", json=body, headers=headers) as reply:
             assert reply.status == 200 and (await reply.json())["schedule"]["paused"] is True
+        assert [(await anext(banners))[0] for _ in range(2)] == ["blackouts", "scheduling"]
+        await banners.aclose()
         async with operator.get(f"{base}/schedules") as reply:
             page = await reply.text()
         assert "⏸ paused" in page and f'data-action="resume" data-id="{created.id}"' in page
