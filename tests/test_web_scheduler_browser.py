@@ -2,7 +2,8 @@
 the browser fixture of test_web_dashboard) against a real control server over loopback:
 a blackout added now appears as a banner on Now without a reload, and goes when it is
 removed; one beginning within the hours ahead is listed on the queue page; the schedules
-page pauses a schedule through its confirmation. No Envoy: nothing here sends a fault.
+page pauses a schedule through its confirmation and shows another's resume by itself.
+No Envoy: nothing here sends a fault.
 """
 
 # ruff: noqa: F811 (`browser` is a fixture imported from test_web_dashboard)
@@ -120,4 +121,14 @@ async def test_a_blackout_banner_comes_and_goes_live_and_a_schedule_is_paused(
     fields = page.locator("input:not([type=hidden]), select")
     assert await fields.count() == await page.locator("label input, label select").count()
     assert await page.locator("[onclick], div[role=button], a[href='#']").count() == 0
+
+    # Someone else resumes it (the CLI, here its API call): the page shows it, no reload
+    # pressed (the stream's scheduling event reads the page again).
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.config.api_port}") as channel:
+        stub = faultplane_pb2_grpc.FaultServiceStub(channel)
+        resume = pb.ScheduleIdRequest(id=schedule.id)
+        await stub.ResumeSchedule(resume, metadata=metadata, timeout=30)
+    await page.locator(f'#schedules tr[data-id="{schedule.id}"][data-paused="no"]').wait_for(
+        timeout=10_000
+    )
     await page.close()

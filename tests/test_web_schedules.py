@@ -128,7 +128,7 @@ async def test_the_schedules_page_pauses_resumes_and_removes_as_the_role_table_s
         ) as reply:
             assert reply.status == 403 and "viewer" in (await reply.json())["error"]
 
-        banners = events(viewer, f"{base}/events?only=banners")  # the schedules page's
+        banners = events(viewer, f"{base}/events?only=changes")  # the schedules page's
         name, snapshot = await anext(banners)
         assert name == "snapshot" and "injections" not in snapshot and "blackouts" in snapshot
         async with operator.post(f"{base}/actions/schedule", json=body, headers=headers) as reply:

@@ -41,24 +41,30 @@ KINDS = (
     pb.INJECTION_EVENT_FREEZE,
     pb.INJECTION_EVENT_SCHEDULING,
 )
-# ?only=banners (the schedules page): the freeze and the calendar, no experiment.
-BANNER_KINDS = (pb.INJECTION_EVENT_FREEZE, pb.INJECTION_EVENT_SCHEDULING)
+# ?only=changes (the schedules page): the freeze, the calendar and transitions (a
+# schedule's occurrence queued or judged), with no listing and no readings.
+CHANGE_KINDS = (
+    pb.INJECTION_EVENT_TRANSITION,
+    pb.INJECTION_EVENT_FREEZE,
+    pb.INJECTION_EVENT_SCHEDULING,
+)
 Event = pb.InjectionEvent | None  # None: the watch ended
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    """GET /events[?id=ID | ?only=banners]: `snapshot`, then `injection`, `readings`,
+    """GET /events[?id=ID | ?only=changes]: `snapshot`, then `injection`, `readings`,
     `freeze`, `blackouts`, `scheduling` and (all experiments, not one) `queue` events;
-    with only=banners, the snapshot and events of the freeze and the calendar only."""
+    with only=changes, a snapshot of the freeze and blackouts only, and no readings or
+    queue."""
     ctx, session = context_of(request), request[SESSION]
     injection_id = request.query.get("id", "")
-    banners = request.query.get("only") == "banners"
-    kinds = BANNER_KINDS if banners else KINDS
+    changes_only = request.query.get("only") == "changes"
+    kinds = CHANGE_KINDS if changes_only else KINDS
     call = ctx.api.watch(pb.WatchInjectionsRequest(id=injection_id, kinds=kinds), session)
     try:
         try:
             await call.initial_metadata()  # subscribed: nothing after this is missed
-            if banners:
+            if changes_only:
                 freeze = await ctx.api.call("GetFreeze", pb.GetFreezeRequest(), session)
                 snapshot = {"freeze": as_json(freeze), "server_time": time.time()}
             else:
@@ -75,7 +81,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         await _send(response, "snapshot", snapshot)
-        with_queue = not (injection_id or banners)
+        with_queue = not (injection_id or changes_only)
         await _pump(ctx, session, call, response, blackouts, with_queue=with_queue)
         return response
     finally:

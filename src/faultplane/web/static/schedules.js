@@ -1,6 +1,7 @@
 // The schedules page (server-rendered): Pause/Resume/Remove, each confirmed, then the
 // page is read again; the event stream keeps the banners current and reloads the page
-// when a schedule, a blackout or the policy changes (anyone's change, not a poll).
+// when a schedule, a blackout or the policy changes, or one of the schedules' occurrences
+// changes state (queued, started, judged): anyone's change, never a poll.
 "use strict";
 (() => {
   const result = document.getElementById("result");
@@ -30,10 +31,13 @@
     });
   }
 
-  fp.stream("/events?only=banners", {
+  // An occurrence's id is its schedule's followed by "-" and its time.
+  const ids = [...document.querySelectorAll("#schedules tr[data-id]")].map((row) => row.dataset.id + "-");
+  fp.stream("/events?only=changes", {
     snapshot(data) { fp.banner(data.freeze); fp.blackoutBanner(data.blackouts); },
     freeze: fp.banner,
     blackouts: fp.blackoutBanner,
     scheduling: reload,
+    injection(event) { if (ids.some((prefix) => event.injection.id.startsWith(prefix))) reload(); },
   });
 })();
