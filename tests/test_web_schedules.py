@@ -8,12 +8,15 @@ Pause/Resume/Remove actions (CSRF, the role table, the audit), blackouts and pol
 # ruff: noqa: F811 (`start` is a fixture imported from test_governance)
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+import grpc
 from google.protobuf import timestamp_pb2
 
 from faultplane.v1 import faultplane_pb2 as pb
+from tests.helpers import rpc_error
 from tests.test_governance import Start, audit_entries, request_by, start  # noqa: F401
 from tests.test_web_auth import browser, dashboard, log_in
 from tests.test_web_pages import events
@@ -152,3 +155,37 @@ async def test_the_schedules_page_pauses_resumes_and_removes_as_the_role_table_s
     for call in (("PauseSchedule", "vic", "PERMISSION_DENIED"), ("PauseSchedule", "alice", "OK"),
                  ("ResumeSchedule", "alice", "OK"), ("RemoveSchedule", "alice", "OK")):  # fmt: skip
         assert call in calls, (call, calls)
+
+
+async def test_the_watch_tells_of_each_scheduling_change_and_nothing_of_a_refused_one(
+    start: Start,
+) -> None:
+    """WatchInjections with INJECTION_EVENT_SCHEDULING, as any client sees it: one event
+    per change (even narrowed to one injection: the calendar concerns all), none for a
+    call the role table refused."""
+    api = await start()
+    metadata = [("authorization", f"Bearer {api.tokens['vic']}")]
+    kinds = [pb.INJECTION_EVENT_SCHEDULING, pb.INJECTION_EVENT_FREEZE]
+    watch = api.stub.WatchInjections(
+        pb.WatchInjectionsRequest(id="inj-other", kinds=kinds), metadata=metadata
+    )
+    await watch.initial_metadata()  # subscribed
+    weekly = pb.AddBlackoutRequest(name="weekend", weekly="Sat 00:00 - Mon 00:00", tz="UTC")
+    refused = await rpc_error(api.call("AddBlackout", weekly, "vic"))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    await api.call("Freeze", pb.FreezeRequest(reason="a marker after the refusal"), "root")
+    added = await api.call("AddBlackout", weekly, "alice")
+    await api.call("SetPolicy", pb.SchedulingPolicy(max_fleet=2), "root")
+    await api.call("RemoveBlackout", pb.RemoveBlackoutRequest(id=added.id), "root")
+    seen = []
+    async with asyncio.timeout(STREAM_BOUND):
+        async for event in watch:
+            seen.append(event)
+            if len(seen) == 4:
+                break
+    watch.cancel()
+    # The freeze first: the refused AddBlackout published nothing before it.
+    assert [e.kind for e in seen] == [pb.INJECTION_EVENT_FREEZE] + [
+        pb.INJECTION_EVENT_SCHEDULING
+    ] * 3
+    assert all(not e.HasField("injection") and not e.injection_id for e in seen[1:])
