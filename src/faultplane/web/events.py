@@ -128,6 +128,10 @@ class Blackouts:
         self._listed = list(reply.blackouts)
         return self.now()
 
+    def due(self, now: float) -> bool:
+        """Has the instant the state changes at come?"""
+        return self.changes_at is not None and now >= self.changes_at
+
     def now(self) -> dict[str, Any]:
         """In effect now and coming up, from the last list (the clock moved, nothing else)."""
         state = blackout_state(self._listed, datetime.now(UTC))
@@ -148,13 +152,15 @@ async def _pump(
     stale = False  # the queue's timeline moved since it was last sent
     try:
         while True:
+            # Checked on every turn, not only on a quiet timeout: a busy stream (readings
+            # twice a second) must not hold back a blackout's start or end.
+            if blackouts.due(time.time()):
+                await _send(response, "blackouts", blackouts.now())  # one began or ended
             wait = seconds_until(blackouts.changes_at, time.time(), KEEPALIVE_SECONDS)
             try:
                 event = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                if blackouts.changes_at is not None and time.time() >= blackouts.changes_at:
-                    await _send(response, "blackouts", blackouts.now())  # one began or ended
-                else:
+                if not blackouts.due(time.time()):
                     await response.write(b": keepalive\n\n")
                 continue
             if event is None:
