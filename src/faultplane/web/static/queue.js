@@ -32,7 +32,7 @@
     fp.blackoutBanner(state);
     const upcoming = (state && state.upcoming) || [];
     ahead.replaceChildren(...upcoming.map((b) => el("li", { "data-blackout": b.id },
-      el("strong", { text: b.description || b.name }), ` begins ${fp.time(b.starts)}, ends ${fp.time(b.ends)}`)));
+      el("strong", { text: b.name }), ` begins ${fp.time(b.starts)}, ends ${fp.time(b.ends)}`)));
     if (!upcoming.length) ahead.append(el("li", { class: "note", text: `None begins in the next ${ahead.dataset.hours} hours.` }));
   }
 
