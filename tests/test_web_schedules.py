@@ -99,6 +99,11 @@ async def test_the_schedules_page_pauses_resumes_and_removes_as_the_role_table_s
     await api.call("AddBlackout", weekly, "alice")
     await api.call("SetPolicy", pb.SchedulingPolicy(cooldown_seconds=3600, max_fleet=3), "root")
     async with browser() as viewer, browser() as operator:
+        async with viewer.get(f"{base}/schedules") as reply:  # no session yet
+            assert reply.url.path == "/login"
+        no_session = {"id": created.id, "action": "pause"}
+        async with viewer.post(f"{base}/actions/schedule", json=no_session) as reply:
+            assert reply.status == 401
         await log_in(viewer, base, api.tokens["vic"])
         async with viewer.get(f"{base}/schedules") as reply:
             seen = await reply.text()
