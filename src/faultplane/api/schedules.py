@@ -71,6 +71,7 @@ class ScheduleMethods:
         except ScheduleError as exc:
             field = exc.field.removeprefix("schedule").lstrip(".") or "every"
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {exc.reason}") from None
+        self.scheduler.scheduling_changed("schedules")
         return await self._schedule_message(item)
 
     @rpc
@@ -100,13 +101,16 @@ class ScheduleMethods:
             item = await self.scheduler.schedules.remove(request.id)
         except UnknownSchedule:
             raise _unknown(request.id) from None
+        self.scheduler.scheduling_changed("schedules")
         return await self._schedule_message(item)
 
     async def _paused(self, schedule_id: str, paused: bool) -> StoredSchedule:
         try:
-            return await self.scheduler.schedules.pause(schedule_id, paused)
+            item = await self.scheduler.schedules.pause(schedule_id, paused)
         except UnknownSchedule:
             raise _unknown(schedule_id) from None
+        self.scheduler.scheduling_changed("schedules")
+        return item
 
     async def _schedule_message(self, item: StoredSchedule) -> pb.Schedule:
         """The schedule with its history, newest first, read from the injections."""

@@ -25,7 +25,7 @@ from faultplane.delivery.plane import Delivery, FaultPlane
 from faultplane.lifecycle.admission import Admission, Refused, admit, new_injection_id
 from faultplane.lifecycle.approval import ApprovalPolicy, Freeze
 from faultplane.lifecycle.blackouts import Blackouts
-from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent
+from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent, SchedulingEvent
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
 from faultplane.lifecycle.policy import PolicyRules
@@ -256,6 +256,11 @@ class Scheduler(Queueing):
         """Every event of these kinds (faultplane.lifecycle.events) from now on:
         transitions, the guard's readings, freeze changes; subscribed before this returns."""
         return self._events.subscribe_kinds(kinds)
+
+    def scheduling_changed(self, what: str) -> None:
+        """A blackout, the policy or a schedule changed through the API: tell the
+        watchers that show them (the dashboard), which re-read them as their caller."""
+        self._events.publish(SchedulingEvent(what))
 
     # -- rollback --------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class InjectionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INJECTION_EVENT_TRANSITION: _ClassVar[InjectionEventKind]
     INJECTION_EVENT_READING: _ClassVar[InjectionEventKind]
     INJECTION_EVENT_FREEZE: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_SCHEDULING: _ClassVar[InjectionEventKind]
 ON_CONFLICT_REFUSE: OnConflict
 ON_CONFLICT_QUEUE: OnConflict
 STATE_UNSPECIFIED: State
@@ -46,6 +47,7 @@ EXPIRED: State
 INJECTION_EVENT_TRANSITION: InjectionEventKind
 INJECTION_EVENT_READING: InjectionEventKind
 INJECTION_EVENT_FREEZE: InjectionEventKind
+INJECTION_EVENT_SCHEDULING: InjectionEventKind
 
 class ApproveInjectionRequest(_message.Message):
     __slots__ = ("id",)
