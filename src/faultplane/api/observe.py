@@ -9,6 +9,7 @@ import grpc
 from faultplane.api.convert import baseline_message, timestamp
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
+from faultplane.replicas.sidecars import replica_of
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
@@ -32,6 +33,7 @@ class ObserveMethods:
         listed = []
         for sidecar in self.registry.sidecars():
             message = sidecar_message(sidecar, self.plane)
+            message.replica = replica_of(self.registry, sidecar)
             if not request.service or message.service == request.service:
                 listed.append(message)
         return pb.ListSidecarsResponse(sidecars=listed)

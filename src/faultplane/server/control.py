@@ -121,6 +121,7 @@ class ControlServer:
             await self.web.start()
             if config.web_url is None:  # notifications link to this dashboard
                 self.notifier.link_to(self.web.url)
+        await self._start_replication()
         for service in ("", FAULT_SERVICE, *xds_services):
             await parts.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.auth == "local":
@@ -137,10 +138,22 @@ class ControlServer:
             pods=len(config.mesh.pods) if config.mesh is not None else None,
             instance=self.cache.instance,
             db=str(self.store.path),
+            replica=self.parts.replication.name if self.parts.replication else None,
             audit_key=str(self.store.audit_key.path) if self.store.audit_key else None,
             auth=config.auth,
             tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
         )
+
+    async def _start_replication(self) -> None:
+        """Replicas on one PostgreSQL store: beat once (so this replica's view includes
+        the others' sidecars before it serves), then keep beating (faultplane.replicas)."""
+        replication = self.parts.replication
+        if replication is None:
+            return
+        replication.xds_address = listen_address(self.config.xds_host, self.xds_port)
+        replication.api_address = listen_address(self.config.api_host, self.api_port)
+        await replication.beat()
+        self._tasks.append(asyncio.create_task(replication.run(), name="replica-heartbeat"))
 
     async def _load_baseline(self) -> None:
         """The baseline survives restarts too: the stored samples of the last window."""
@@ -203,6 +216,8 @@ class ControlServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.parts.replication is not None:
+            await self.parts.replication.leave()
         await self.notifier.stop()
         await self.injection_metrics.stop()
         await self.journal.drain(timeout=DRAIN_SECONDS)

@@ -31,6 +31,9 @@ from faultplane.lifecycle.retention import Retention
 from faultplane.lifecycle.scheduler import Scheduler
 from faultplane.model.spec import InjectionSpec
 from faultplane.render.resources import SidecarLayout
+from faultplane.replicas import default_replica_name
+from faultplane.replicas.sidecars import SharedSidecarRegistry
+from faultplane.replicas.sync import RegistrySync
 from faultplane.server.config import ServerConfig
 from faultplane.server.duplicates import DuplicateSidecars
 from faultplane.slo.baseline import BaselineBook
@@ -71,6 +74,8 @@ class Parts:
     health: health.aio.HealthServicer
     duplicates: DuplicateSidecars  # audits a second connection claiming a held node id
     scratch: Path | None  # a throwaway database's directory, removed at stop
+    # With a PostgreSQL store: this replica's heartbeat and sidecar publishing.
+    replication: RegistrySync | None = None
 
     def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
         """A stored request document back to its spec (it was validated when accepted).
@@ -91,7 +96,8 @@ class Parts:
 def build(config: ServerConfig) -> Parts:
     store, scratch = _open_store(config)
     journal = Journal(store)
-    cache, registry = SnapshotCache(), SidecarRegistry()
+    cache = SnapshotCache()
+    registry, replication = _build_registry(config, store)
     source = _build_source(config, cache, registry)
     scheduler = Scheduler(
         source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
@@ -117,8 +123,20 @@ def build(config: ServerConfig) -> Parts:
     return Parts(
         config, store, journal, cache, registry, source, scheduler, retention, http,
         guarding, gate, service, health.aio.HealthServicer(), DuplicateSidecars(journal),
-        scratch,
+        scratch, replication,
     )  # fmt: skip
+
+
+def _build_registry(
+    config: ServerConfig, store: SqliteStore | PostgresStore
+) -> tuple[SidecarRegistry, RegistrySync | None]:
+    """The xDS registry; on a PostgreSQL store, one that also sees the other replicas'
+    sidecars, kept current by this replica's heartbeat (faultplane.replicas)."""
+    replicas = getattr(store, "replicas", None)
+    if replicas is None:
+        return SidecarRegistry(), None
+    registry = SharedSidecarRegistry(config.replica_name or default_replica_name())
+    return registry, RegistrySync(replicas, registry)
 
 
 def _open_store(config: ServerConfig) -> tuple[SqliteStore | PostgresStore, Path | None]:

@@ -19,6 +19,7 @@ from faultplane.store.postgres_audit import PostgresAudit
 from faultplane.store.postgres_db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PostgresDb
 from faultplane.store.postgres_injections import PostgresInjections
 from faultplane.store.postgres_readings import PostgresReadings
+from faultplane.store.postgres_replicas import PostgresReplicas
 from faultplane.store.postgres_settings import PostgresSettings
 from faultplane.store.postgres_tokens import PostgresTokens
 
@@ -52,6 +53,7 @@ class PostgresStore:
         self.readings = PostgresReadings(self._db)
         self.tokens = PostgresTokens(self._db)
         self.settings = PostgresSettings(self._db)
+        self.replicas = PostgresReplicas(self._db)  # not in `Store`: faultplane.replicas
 
     @property
     def path(self) -> str:

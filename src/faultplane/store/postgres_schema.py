@@ -95,6 +95,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # 2: replicas (faultplane.replicas): each serving process and its heartbeat, and the
+    # shared sidecar registry (which replica holds each sidecar's stream)
+    (
+        """CREATE TABLE replicas (
+            name TEXT PRIMARY KEY,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            xds_address TEXT NOT NULL DEFAULT '',
+            api_address TEXT NOT NULL DEFAULT '',
+            stopped_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE replica_sidecars (
+            node_id TEXT PRIMARY KEY,
+            replica TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            connected BOOLEAN NOT NULL,
+            connected_at DOUBLE PRECISION,
+            disconnected_at DOUBLE PRECISION,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX replica_sidecars_replica ON replica_sidecars (replica, connected)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -531,7 +531,7 @@ class ListSidecarsResponse(_message.Message):
     def __init__(self, sidecars: _Optional[_Iterable[_Union[Sidecar, _Mapping]]] = ...) -> None: ...
 
 class Sidecar(_message.Message):
-    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds")
+    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds", "replica")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -547,6 +547,7 @@ class Sidecar(_message.Message):
     ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     XDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster: str
     service: str
@@ -555,7 +556,8 @@ class Sidecar(_message.Message):
     admin_address: str
     connected_at: _timestamp_pb2.Timestamp
     xds: _containers.RepeatedCompositeFieldContainer[XdsTypeStatus]
-    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ...) -> None: ...
+    replica: str
+    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class XdsTypeStatus(_message.Message):
     __slots__ = ("type", "version_sent", "version_acked", "acked_at", "version_nacked", "last_error", "nacked_at")
