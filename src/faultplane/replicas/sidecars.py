@@ -11,7 +11,7 @@ this process's own streams. A sidecar held here wins over a stale remote row for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
@@ -42,16 +42,22 @@ class SharedSidecarRegistry(SidecarRegistry):
         # Set when a stream opens or a sidecar's last one ends: the heartbeat publishes
         # the change at once instead of at its next beat.
         self.changed = asyncio.Event()
+        self._listeners: list[Callable[[str], None]] = []
 
     def connected(self, node: base_pb2.Node, peer: str = "", served: str | None = None) -> int:
         key = super().connected(node, peer, served)
-        self.changed.set()
+        self._changed(node.id)
         return key
 
     def disconnected(self, node_id: str, stream: int | None = None) -> None:
         super().disconnected(node_id, stream)
         if not self._local_connected(node_id):
-            self.changed.set()
+            self._changed(node_id)
+
+    def _changed(self, node_id: str) -> None:
+        self.changed.set()
+        for listener in self._listeners:
+            listener(node_id)
 
     def get(self, node_id: str) -> SidecarStatus | None:
         local = super().get(node_id)
@@ -72,6 +78,14 @@ class SharedSidecarRegistry(SidecarRegistry):
             return self.replica
         remote = self._remote.get(node_id)
         return remote.replica if remote is not None else None
+
+    def local_nodes(self) -> list[str]:
+        """The sidecars whose streams this replica holds."""
+        return [s.node_id for s in super().sidecars() if s.connected]
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(node_id)` whenever a sidecar connects here or leaves."""
+        self._listeners.append(listener)
 
     def local_rows(self) -> list[SidecarRow]:
         """This replica's connected sidecars, as its heartbeat publishes them."""

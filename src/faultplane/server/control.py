@@ -145,15 +145,16 @@ class ControlServer:
         )
 
     async def _start_replication(self) -> None:
-        """Replicas on one PostgreSQL store: beat once (so this replica's view includes
-        the others' sidecars before it serves), then keep beating (faultplane.replicas)."""
+        """Replicas on one PostgreSQL store (faultplane.replicas): started once this
+        replica's ports are known, before it reports SERVING."""
         replication = self.parts.replication
         if replication is None:
             return
-        replication.xds_address = listen_address(self.config.xds_host, self.xds_port)
-        replication.api_address = listen_address(self.config.api_host, self.api_port)
-        await replication.beat()
-        self._tasks.append(asyncio.create_task(replication.run(), name="replica-heartbeat"))
+        self._tasks += await replication.start(
+            self.parts.parse_spec,
+            listen_address(self.config.xds_host, self.xds_port),
+            listen_address(self.config.api_host, self.api_port),
+        )
 
     async def _load_baseline(self) -> None:
         """The baseline survives restarts too: the stored samples of the last window."""
@@ -217,7 +218,7 @@ class ControlServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.parts.replication is not None:
-            await self.parts.replication.leave()
+            await self.parts.replication.stop()
         await self.notifier.stop()
         await self.injection_metrics.stop()
         await self.journal.drain(timeout=DRAIN_SECONDS)

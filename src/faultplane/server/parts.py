@@ -32,8 +32,9 @@ from faultplane.lifecycle.scheduler import Scheduler
 from faultplane.model.spec import InjectionSpec
 from faultplane.render.resources import SidecarLayout
 from faultplane.replicas import default_replica_name
+from faultplane.replicas.plane import ReplicatedPlane
+from faultplane.replicas.replication import Replication
 from faultplane.replicas.sidecars import SharedSidecarRegistry
-from faultplane.replicas.sync import RegistrySync
 from faultplane.server.config import ServerConfig
 from faultplane.server.duplicates import DuplicateSidecars
 from faultplane.slo.baseline import BaselineBook
@@ -74,8 +75,9 @@ class Parts:
     health: health.aio.HealthServicer
     duplicates: DuplicateSidecars  # audits a second connection claiming a held node id
     scratch: Path | None  # a throwaway database's directory, removed at stop
-    # With a PostgreSQL store: this replica's heartbeat and sidecar publishing.
-    replication: RegistrySync | None = None
+    # With a PostgreSQL store: this replica's heartbeat, shared registry, and faults
+    # across replicas (faultplane.replicas).
+    replication: Replication | None = None
 
     def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
         """A stored request document back to its spec (it was validated when accepted).
@@ -97,10 +99,12 @@ def build(config: ServerConfig) -> Parts:
     store, scratch = _open_store(config)
     journal = Journal(store)
     cache = SnapshotCache()
-    registry, replication = _build_registry(config, store)
+    registry = _build_registry(config, store)
     source = _build_source(config, cache, registry)
+    replication = _build_replication(config, store, registry, source)
+    plane = replication.plane if replication else source  # lifecycles push through it
     scheduler = Scheduler(
-        source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
+        plane, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
         clock=config.clock,
     )  # fmt: skip
@@ -127,16 +131,26 @@ def build(config: ServerConfig) -> Parts:
     )  # fmt: skip
 
 
-def _build_registry(
-    config: ServerConfig, store: SqliteStore | PostgresStore
-) -> tuple[SidecarRegistry, RegistrySync | None]:
+def _build_registry(config: ServerConfig, store: SqliteStore | PostgresStore) -> SidecarRegistry:
     """The xDS registry; on a PostgreSQL store, one that also sees the other replicas'
-    sidecars, kept current by this replica's heartbeat (faultplane.replicas)."""
-    replicas = getattr(store, "replicas", None)
-    if replicas is None:
-        return SidecarRegistry(), None
-    registry = SharedSidecarRegistry(config.replica_name or default_replica_name())
-    return registry, RegistrySync(replicas, registry)
+    sidecars (faultplane.replicas)."""
+    if getattr(store, "replicas", None) is None:
+        return SidecarRegistry()
+    return SharedSidecarRegistry(config.replica_name or default_replica_name())
+
+
+def _build_replication(
+    config: ServerConfig,
+    store: SqliteStore | PostgresStore,
+    registry: SidecarRegistry,
+    source: MeshSource | OverlaySource,
+) -> Replication | None:
+    """A replica's machinery on a PostgreSQL store; None on SQLite (one process)."""
+    if not isinstance(registry, SharedSidecarRegistry):
+        return None
+    faults = store.faults  # type: ignore[union-attr]  # a PostgresStore, as registry says
+    plane = ReplicatedPlane(source, registry, faults)
+    return Replication(store, registry, plane, config.ack_timeout)  # type: ignore[arg-type]
 
 
 def _open_store(config: ServerConfig) -> tuple[SqliteStore | PostgresStore, Path | None]:

@@ -118,6 +118,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX replica_sidecars_replica ON replica_sidecars (replica, connected)",
     ),
+    # 3: faults across replicas (faultplane.replicas.plane): each owner's desired faults
+    # per sidecar, and the evidence the sidecar's holding replica records for them
+    (
+        "CREATE SEQUENCE fault_seq",
+        """CREATE TABLE fault_desired (
+            node_id TEXT NOT NULL,
+            fault_key TEXT NOT NULL,
+            injection_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            level DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            removed BOOLEAN NOT NULL,
+            seq BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, fault_key)
+        )""",
+        "CREATE INDEX fault_desired_owner ON fault_desired (owner, node_id)",
+        """CREATE TABLE fault_evidence (
+            node_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            replica TEXT NOT NULL,
+            acked BOOLEAN NOT NULL,
+            version TEXT NOT NULL,
+            error TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, owner)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

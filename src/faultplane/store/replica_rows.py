@@ -35,3 +35,44 @@ class ReplicaRow:
     xds_address: str
     api_address: str
     stopped_at: float | None
+
+
+@dataclass(frozen=True)
+class FaultChange:
+    """One fault an owner wants on a sidecar: its delivery key (the part id), whether its
+    keys are on, at what level, and until when (epoch seconds) while on."""
+
+    fault_key: str
+    enabled: bool
+    level: float
+    lease_until: float | None
+
+
+@dataclass(frozen=True)
+class DesiredFault:
+    """An owner's fault on a sidecar as stored; `removed`: withdrawn (kept so the
+    withdrawal has a sequence number its evidence can name)."""
+
+    node_id: str
+    fault_key: str
+    injection_id: str
+    owner: str
+    enabled: bool
+    level: float
+    lease_until: float | None
+    removed: bool
+    seq: int
+
+
+@dataclass(frozen=True)
+class FaultEvidence:
+    """The holding `replica`'s record that the sidecar answered a state carrying every
+    fault `owner` had set on it up to `seq`: ACKed, or NACKed with Envoy's error."""
+
+    node_id: str
+    owner: str
+    seq: int
+    replica: str
+    acked: bool
+    version: str
+    error: str = ""
