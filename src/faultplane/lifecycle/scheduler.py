@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -29,7 +29,7 @@ from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
 from faultplane.lifecycle.queueing import Queueing, future
 from faultplane.lifecycle.records import SpecParser
 from faultplane.lifecycle.registry import KEEP_FINISHED, InjectionRegistry, PageKey, page_key
-from faultplane.lifecycle.restore import restore_live
+from faultplane.lifecycle.restore import Claim, restore_live, restore_one
 from faultplane.lifecycle.uptime import Uptime
 from faultplane.lifecycle.watch import Watch, WatchHub
 from faultplane.model.injection import Injection, SloReading, State, Transition
@@ -72,6 +72,10 @@ class Scheduler(Queueing):
         self._freeze: Freeze | None = None
         self._clock = clock
         self._wake: asyncio.TimerHandle | None = None  # the queue's next re-plan
+        # Replicas (faultplane.replicas.ownership): which live injections this replica
+        # takes at a restart, and where an abort of one it does not own goes.
+        self.claim: Claim | None = None
+        self.stop_elsewhere: Callable[[str, str, str], Awaitable[Injection]] | None = None
 
     # -- admission -------------------------------------------------------------------
 
@@ -238,6 +242,8 @@ class Scheduler(Queueing):
             self._cancel_queued(injection, reason, principal)
             return injection
         lifecycle = self._live.get(injection_id)
+        if lifecycle is None and injection.state.live and self.stop_elsewhere is not None:
+            return await self.stop_elsewhere(injection_id, reason, principal)  # its owner's
         if lifecycle is None or not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
         lifecycle.abort(reason, principal)
@@ -312,9 +318,48 @@ class Scheduler(Queueing):
             journal=self._journal, registry=self._injections, delivery=self._delivery,
             transitions=self._transitions,
             start=lambda injection, remaining: self._start(injection, True, remaining),
+            claim=self.claim,
         )  # fmt: skip
         await self._uptime.begin()
         self._replan()  # the persisted queue: what may start now, and the next wake
+
+    # -- replicas (faultplane.replicas) -------------------------------------------------
+
+    def running(self) -> list[str]:
+        """The injections whose lifecycle runs here."""
+        return list(self._live)
+
+    async def take_over(self, injection_id: str, reason: str) -> None:
+        """Run the lifecycle of a live injection whose owner died, from the store: the
+        restart path (`restore_one`) for one injection."""
+        assert self._injections.parse_spec is not None, "restore first"
+        store = self._journal.store
+        stored = await self._journal.read(store.injections.get, injection_id)
+        if stored is None or injection_id in self._live:
+            return
+        readings = await self._journal.read(store.readings.load, injection_id)
+        restore_one(
+            stored, readings, self._injections.parse_spec, None, registry=self._injections,
+            delivery=self._delivery, transitions=self._transitions,
+            start=lambda injection, remaining: self._start(injection, True, remaining),
+            reason=reason,
+        )  # fmt: skip
+
+    def relinquish(self, injection_id: str) -> None:
+        """Another replica owns the injection now: stop its lifecycle here without a
+        withdrawal, drop its faults from what this replica serves, forget it (its state
+        is read from the store)."""
+        lifecycle = self._live.pop(injection_id, None)
+        if lifecycle is not None:
+            lifecycle.close()
+            self._injections.remove(lifecycle.injection)
+        self._delivery.drop(injection_id)
+
+    async def reload_freeze(self) -> None:
+        """Another replica froze or unfroze: read the freeze again."""
+        freeze = await self._journal.read(self._journal.store.settings.get, "freeze")
+        self._freeze = Freeze.from_body(freeze) if freeze else None
+        self._replan()
 
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))

@@ -8,14 +8,23 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from faultplane.lifecycle.admission import Refused
+from faultplane.model.injection import Injection
 from faultplane.replicas.foreign import ForeignFaults, SpecParser
+from faultplane.replicas.ownership import Ownership
 from faultplane.replicas.plane import ReplicatedPlane
 from faultplane.replicas.sidecars import SharedSidecarRegistry
 from faultplane.replicas.sync import RegistrySync
 
 if TYPE_CHECKING:
+    from faultplane.lifecycle.scheduler import Scheduler
     from faultplane.store.postgres import PostgresStore
     from faultplane.store.postgres_listen import PostgresListener
+
+
+# An abort handed to the owner waits for its two withdrawal pushes, and a takeover.
+STOP_WAIT_FACTOR = 2.0
+STOP_POLL_SECONDS = 0.1
 
 
 class Replication:
@@ -30,9 +39,41 @@ class Replication:
         self.registry = registry
         self.plane = plane
         self.sync = RegistrySync(store.replicas, registry)
+        self.ownership = Ownership(store.leases, registry.replica)
+        store.injections.fence = self.ownership  # every write of an injection is fenced
         self._ack_timeout = ack_timeout
         self.foreign: ForeignFaults | None = None
         self.listener: PostgresListener | None = None
+        self._scheduler: Scheduler | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def attach(self, scheduler: Scheduler) -> None:
+        """The scheduler takes at a restart only the injections this replica claims, and
+        hands an abort of one it does not own to its owner."""
+        self._scheduler = scheduler
+        self.ownership.attach(scheduler)
+        scheduler.claim = self.ownership.claim
+        scheduler.stop_elsewhere = self.stop_elsewhere
+
+    async def stop_elsewhere(self, injection_id: str, reason: str, principal: str) -> Injection:
+        """Ask the injection's owner to abort it; return once the store shows it ended."""
+        assert self._scheduler is not None
+        leases = self.store.leases
+        await asyncio.to_thread(leases.request_stop, injection_id, reason, principal)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WAIT_FACTOR * self._ack_timeout + self.ownership.ttl
+        while loop.time() < deadline:
+            injection = await self._scheduler.find(injection_id)
+            if not injection.state.live:
+                return injection
+            await asyncio.sleep(STOP_POLL_SECONDS)  # polling the store, bounded above
+        owner = await asyncio.to_thread(leases.owner, injection_id)
+        waited = STOP_WAIT_FACTOR * self._ack_timeout + self.ownership.ttl
+        raise Refused(
+            f"injection {injection_id}: its owner (replica {owner or 'none, being taken over'}) "
+            f"was asked to abort it and has not finished within {waited:g}s; it will "
+            "withdraw it, or its next owner will"
+        )
 
     @property
     def name(self) -> str:
@@ -44,7 +85,9 @@ class Replication:
         """Beat once (so this replica's view includes the others' sidecars before it
         serves), then run; the tasks to cancel at stop."""
         from faultplane.store.postgres_faults import EVIDENCE_CHANNEL, FAULTS_CHANNEL
+        from faultplane.store.postgres_leases import STOP_CHANNEL
         from faultplane.store.postgres_listen import PostgresListener
+        from faultplane.store.postgres_settings import SETTINGS_CHANNEL
 
         self.sync.xds_address, self.sync.api_address = xds_address, api_address
         await self.sync.beat()
@@ -52,23 +95,46 @@ class Replication:
             self.plane, self.store, parse_spec, self._ack_timeout
         )
         self.registry.on_change(foreign.look)
-        self.listener = PostgresListener(
-            self.store.url, (FAULTS_CHANNEL, EVIDENCE_CHANNEL), self._notified, foreign.look
-        )
+        channels = (FAULTS_CHANNEL, EVIDENCE_CHANNEL, STOP_CHANNEL, SETTINGS_CHANNEL)
+        self.listener = PostgresListener(self.store.url, channels, self._notified, self._missed)
         self.listener.start()
         return [
             asyncio.create_task(self.sync.run(), name="replica-heartbeat"),
             asyncio.create_task(foreign.run(), name="replica-foreign-faults"),
+            asyncio.create_task(self.ownership.run(), name="replica-ownership"),
         ]
 
+    def _missed(self) -> None:
+        """The listener (re)connected: whatever it missed is read from the tables."""
+        if self.foreign is not None:
+            self.foreign.look()
+        self.ownership.wake()
+        self._reload_freeze()
+
+    def _reload_freeze(self) -> None:
+        if self._scheduler is None:
+            return
+        task = asyncio.create_task(self._scheduler.reload_freeze())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _notified(self, channel: str, payload: str) -> None:
-        from faultplane.store.postgres_faults import FAULTS_CHANNEL, evidence_from_payload
+        from faultplane.store.postgres_faults import (
+            EVIDENCE_CHANNEL,
+            FAULTS_CHANNEL,
+            evidence_from_payload,
+        )
+        from faultplane.store.postgres_leases import STOP_CHANNEL
 
         if channel == FAULTS_CHANNEL:
             if self.foreign is not None:
                 self.foreign.look(payload)
-        else:
+        elif channel == EVIDENCE_CHANNEL:
             self.plane.on_evidence(evidence_from_payload(payload))
+        elif channel == STOP_CHANNEL:
+            self.ownership.wake()
+        elif payload == "freeze":
+            self._reload_freeze()
 
     async def stop(self) -> None:
         """After the tasks were cancelled: stop listening, sign off."""

@@ -108,6 +108,8 @@ def build(config: ServerConfig) -> Parts:
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
         clock=config.clock,
     )  # fmt: skip
+    if replication is not None:
+        replication.attach(scheduler)
     retention = Retention(
         scheduler, journal, config.retain_days, config.baseline_window, config.prune_every
     )

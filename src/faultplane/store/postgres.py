@@ -19,6 +19,7 @@ from faultplane.store.postgres_audit import PostgresAudit
 from faultplane.store.postgres_db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PostgresDb
 from faultplane.store.postgres_faults import PostgresFaults
 from faultplane.store.postgres_injections import PostgresInjections
+from faultplane.store.postgres_leases import PostgresLeases
 from faultplane.store.postgres_readings import PostgresReadings
 from faultplane.store.postgres_replicas import PostgresReplicas
 from faultplane.store.postgres_settings import PostgresSettings
@@ -56,6 +57,7 @@ class PostgresStore:
         self.settings = PostgresSettings(self._db)
         self.replicas = PostgresReplicas(self._db)  # not in `Store`: faultplane.replicas
         self.faults = PostgresFaults(self._db)  # likewise
+        self.leases = PostgresLeases(self._db)  # likewise
 
     @property
     def path(self) -> str:

@@ -36,7 +36,18 @@ class PostgresFaults:
         seqs: dict[str, int] = {}
         now = time.time()
         with self._db.write() as tx:
+            # Fenced: never a fault of an injection another replica has taken over.
+            ids = list({injection_of(c.fault_key) for cs in faults.values() for c in cs})
+            taken = {
+                row[0]
+                for row in tx.execute(
+                    "SELECT injection_id FROM injection_leases WHERE injection_id = "
+                    "ANY(%s::text[]) AND owner <> %s",
+                    (ids, owner),
+                )
+            }
             for node, changes in faults.items():
+                changes = [c for c in changes if injection_of(c.fault_key) not in taken]
                 row = tx.execute("SELECT nextval('fault_seq')").fetchone()
                 assert row is not None
                 seq = seqs[node] = int(row[0])

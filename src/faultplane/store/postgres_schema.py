@@ -148,6 +148,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (node_id, owner)
         )""",
     ),
+    # 4: one owner per live injection (faultplane.replicas.ownership): its lease, and the
+    # fencing token that grows with every change of owner
+    (
+        """CREATE TABLE injection_leases (
+            injection_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE injection_stop_requests (
+            injection_id TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

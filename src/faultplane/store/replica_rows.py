@@ -4,6 +4,9 @@ from it so that reading them needs no database driver."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+from faultplane.store.base import StoreError
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,26 @@ class FaultEvidence:
     acked: bool
     version: str
     error: str = ""
+
+
+class LeaseLost(StoreError):
+    """A write of an injection by a replica that no longer owns it (another took its
+    lease over, with a higher fencing token): refused, changing nothing."""
+
+
+class Fence(Protocol):
+    """What a replica's writes of injections are checked against (see
+    faultplane.store.postgres_leases): its name, the lease length a new injection's first
+    write takes, and the token it holds per injection."""
+
+    owner: str
+    ttl: float
+
+    def token(self, injection_id: str) -> int | None:
+        """The token held for it; None for a new injection (its first write claims it).
+        Raises LeaseLost for one this replica lost."""
+        ...
+
+    def granted(self, injection_id: str, token: int) -> None:
+        """A write under `token` committed."""
+        ...
