@@ -161,6 +161,47 @@ async def test_a_freeze_on_one_replica_refuses_creates_on_another(cluster: Clust
     await wait_until(admitted, 10, "a to see c's unfreeze")
 
 
+# Four groups of requests that conflict only within a group: the north or the south
+# shard of payments-api, on its inbound traffic or on its calls to fraud-scoring.
+GROUPS = [
+    {"selector": f"shard={shard}", "max_pods": 3, "upstream": upstream}
+    for shard in ("north-1", "south-1")
+    for upstream in (None, "fraud-scoring")
+]
+
+
+async def test_concurrent_creates_across_replicas_admit_exactly_the_non_conflicting(
+    cluster: Cluster,
+) -> None:
+    replicas = sorted(cluster.apis)
+    stubs = {name: cluster.stub(name) for name in replicas}
+
+    async def create(index: int) -> pb.Injection:
+        request = injection_request(
+            target=GROUPS[index % len(GROUPS)],
+            fault={"type": "abort", "http_status": 503},
+            duration_seconds=120,
+        )
+        return await stubs[replicas[index % len(replicas)]].CreateInjection(request, timeout=60)
+
+    results = await asyncio.gather(*(create(i) for i in range(50)), return_exceptions=True)
+    winners = [r for r in results if isinstance(r, pb.Injection)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    try:
+        assert len(winners) == len(GROUPS), [
+            str(r) for r in results if not isinstance(r, pb.Injection | grpc.aio.AioRpcError)
+        ]
+        assert len(refused) == 50 - len(GROUPS)
+        assert {e.code() for e in refused} == {grpc.StatusCode.FAILED_PRECONDITION}
+        assert all("already has live injection" in e.details() for e in refused)
+        # One winner per group: their (targets, scope) never overlap.
+        scopes = {(tuple(sorted(w.targets)), w.request.target.upstream) for w in winners}
+        assert len(scopes) == len(GROUPS)
+    finally:
+        for winner in winners:
+            await stubs["b"].AbortInjection(pb.AbortInjectionRequest(id=winner.id), timeout=60)
+
+
 async def test_a_sigkilled_owner_is_taken_over_and_ends_at_its_deadline(cluster: Cluster) -> None:
     a = cluster.stub("a")
     created = await a.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=20))
@@ -169,7 +210,8 @@ async def test_a_sigkilled_owner_is_taken_over_and_ends_at_its_deadline(cluster:
     target = cluster.ingress(active.targets[0])
     assert await status(target) == 503
 
-    cluster.servers["a"].kill()  # SIGKILL: no withdrawal, no goodbye
+    killed_server = cluster.servers["a"]
+    killed_server.kill()  # SIGKILL: no withdrawal, no goodbye
     killed = time.time()
     b = cluster.stub("b")
     # Probe the fault in the traffic until the deadline: how long was it off?
@@ -197,3 +239,7 @@ async def test_a_sigkilled_owner_is_taken_over_and_ends_at_its_deadline(cluster:
     assert await status(target) == 200
     verdict = await b.VerifyAudit(pb.VerifyAuditRequest(), timeout=30)
     assert verdict.ok, verdict.problem
+    # a comes back (other tests use it): it takes back nothing that is now c's.
+    fresh = Child("replica-a", killed_server.argv, killed_server.log_path)
+    cluster.servers["a"] = cluster.processes.replace(killed_server, fresh, kill=True)
+    await wait_until(lambda: grpc_serving(cluster.apis["a"]), START_TIMEOUT, "a again", [fresh])

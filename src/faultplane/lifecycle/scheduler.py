@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
@@ -76,6 +77,10 @@ class Scheduler(Queueing):
         # takes at a restart, and where an abort of one it does not own goes.
         self.claim: Claim | None = None
         self.stop_elsewhere: Callable[[str, str, str], Awaitable[Injection]] | None = None
+        # ...and admission across replicas: one at a time, seeing the others' live ones.
+        self.admission_gate: Callable[[], AbstractAsyncContextManager[list[Injection]]] | None
+        self.admission_gate = None
+        self._others: list[Injection] = []
 
     # -- admission -------------------------------------------------------------------
 
@@ -88,7 +93,20 @@ class Scheduler(Queueing):
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
     ) -> Injection:
         """Admit, record, and start an injection (or park it for approval, or queue it);
-        returns once it is on disk."""
+        returns once it is on disk. With replicas, under their shared admission lock,
+        which is released only once the new injection is on disk for the next to see."""
+        if self.admission_gate is None:
+            return await self._create(spec, document, principal)
+        async with self.admission_gate() as others:
+            self._others = [o for o in others if self._injections.get(o.id) is None]
+            try:
+                return await self._create(spec, document, principal)
+            finally:
+                self._others = []
+
+    async def _create(
+        self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
+    ) -> Injection:
         injection_id = new_injection_id()
         wait = self._queue_reason(spec, injection_id)
         if wait is not None and (spec.queue.on_conflict == "queue" or future(spec, self._clock())):
@@ -125,8 +143,9 @@ class Scheduler(Queueing):
         first, *more = self._sidecars(spec)
         nodes = [node for sidecars in (first, *more) for node, _ in sidecars]
         carried = {node: self._delivery.planned(node) for node in nodes}
+        live = [*self._injections, *self._others]  # others: other replicas' (if any)
         return admit(
-            spec, injection_id or new_injection_id(), first, self._injections, carried,
+            spec, injection_id or new_injection_id(), first, live, carried,
             self._plane.render, approval=self._approval, freeze=freeze, now=time.time(),
             enabled=enabled, more_sidecars=more,
         )  # fmt: skip

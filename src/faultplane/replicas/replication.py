@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from faultplane.lifecycle.admission import Refused
 from faultplane.model.injection import Injection
+from faultplane.replicas.admission import AdmissionGate
 from faultplane.replicas.foreign import ForeignFaults, SpecParser
 from faultplane.replicas.ownership import Ownership
 from faultplane.replicas.plane import ReplicatedPlane
@@ -46,14 +47,19 @@ class Replication:
         self.listener: PostgresListener | None = None
         self._scheduler: Scheduler | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.admission: AdmissionGate | None = None
 
     def attach(self, scheduler: Scheduler) -> None:
         """The scheduler takes at a restart only the injections this replica claims, and
         hands an abort of one it does not own to its owner."""
+        from faultplane.store.postgres_leases import AdmissionLock
+
         self._scheduler = scheduler
         self.ownership.attach(scheduler)
         scheduler.claim = self.ownership.claim
         scheduler.stop_elsewhere = self.stop_elsewhere
+        self.admission = AdmissionGate(self.store, AdmissionLock(self.store.url))
+        scheduler.admission_gate = self.admission.hold
 
     async def stop_elsewhere(self, injection_id: str, reason: str, principal: str) -> Injection:
         """Ask the injection's owner to abort it; return once the store shows it ended."""
@@ -90,6 +96,8 @@ class Replication:
         from faultplane.store.postgres_settings import SETTINGS_CHANNEL
 
         self.sync.xds_address, self.sync.api_address = xds_address, api_address
+        if self.admission is not None:
+            self.admission.parse_spec = parse_spec
         await self.sync.beat()
         foreign = self.foreign = ForeignFaults(
             self.plane, self.store, parse_spec, self._ack_timeout
@@ -143,3 +151,5 @@ class Replication:
         if self.foreign is not None:
             await self.foreign.close()
         await self.sync.leave()
+        if self.admission is not None:
+            self.admission.close()

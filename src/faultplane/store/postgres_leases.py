@@ -18,7 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
+import psycopg
+
+from faultplane.store.base import StoreError
 from faultplane.store.postgres_db import PostgresDb, Tx
+from faultplane.store.postgres_schema import ADMISSION_LOCK
 from faultplane.store.replica_rows import LeaseLost
 
 STOP_CHANNEL = "faultplane_stop"
@@ -139,3 +143,38 @@ class PostgresLeases:
                 (list(injection_ids),),
             ).fetchall()
         return [(row[0], row[1], row[2]) for row in rows]
+
+
+class AdmissionLock:
+    """The replicas' admission lock: a session-level advisory lock on a connection of its
+    own, held from the admission decision until the admitted injection's first record
+    has committed, so the next admission on any replica sees it. A lost connection
+    releases the lock on the server's side; the next acquire reconnects."""
+
+    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+        self._url = url
+        self._timeout = connect_timeout
+        self._conn: psycopg.Connection | None = None
+
+    def acquire(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=max(1, round(self._timeout))
+                )
+            self._conn.execute("SELECT pg_advisory_lock(%s)", (ADMISSION_LOCK,))
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cannot take the admission lock: {exc}") from exc
+
+    def release(self) -> None:
+        try:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (ADMISSION_LOCK,))
+        except psycopg.Error:
+            self.close()  # the session's end releases it
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -25,6 +25,7 @@ from faultplane.store.base import SchemaVersionError
 # our own ("fp" in the high bytes) keeps them apart from other applications' locks.
 MIGRATION_LOCK = 0x6670_0000_0001
 AUDIT_CHAIN_LOCK = 0x6670_0000_0002
+ADMISSION_LOCK = 0x6670_0000_0003  # replicas admit one injection at a time
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: injections, transitions, the audit chain, tokens, SLO data, settings: the shape of
