@@ -73,6 +73,7 @@ class ReplicatedPlane:
         self._flushing: asyncio.Task[None] | None = None
         self._evidence: dict[str, FaultEvidence] = {}  # node -> latest evidence for us
         self._waiters: dict[str, list[tuple[int, asyncio.Future[AckOutcome]]]] = {}
+        self._cap: float | None = None  # see cap_leases
 
     # What selection, rendering and listings ask: the local plane's answers.
     def candidates(self, service: str, namespace: str | None = None) -> Sequence[Candidate]:
@@ -108,11 +109,21 @@ class ReplicatedPlane:
         self._flush_soon()
         return self.apply(node_id)
 
+    def cap_leases(self, until: float | None) -> None:
+        """No lease served here may run past `until` (monotonic; None: no cap): while
+        the store is out of reach the faults on this replica's sidecars lapse, since it
+        can no longer see whether they should still be on (fail safe)."""
+        self._cap = until
+        for node in {*self._own, *self.foreign}:
+            self.apply(node)
+
     def apply(self, node_id: str) -> dict[str, int]:
         """Set the sidecar's local state to own + foreign faults; the generations."""
         own, lease = self._own.get(node_id, ([], None))
         foreign = self.foreign.get(node_id, [])
-        leases = [lease] if lease is not None else []
+        caps = [self._cap] if self._cap is not None else []
+        own_lease = min([lease, *caps] if lease is not None else caps, default=None)
+        leases = [own_lease] if own_lease is not None else []
         leases += [to_monotonic(until) for f, until in foreign if f.enabled and until is not None]
         merged = [*own, *(fault for fault, _ in foreign)]
         try:
@@ -121,7 +132,7 @@ class ReplicatedPlane:
             # Another owner's fault leaves no room: this replica's own go first.
             log.warning("foreign faults do not fit beside this replica's; left out",
                         node=node_id)  # fmt: skip
-            return self.inner.set_faults(node_id, own, lease)
+            return self.inner.set_faults(node_id, own, own_lease)
 
     def _flush_soon(self) -> None:
         if self._flushing is None or self._flushing.done():

@@ -6,7 +6,9 @@ here (faultplane.replicas.foreign), and the LISTEN that tells both of changes.""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from faultplane.lifecycle.admission import Refused
 from faultplane.model.injection import Injection
@@ -48,6 +50,7 @@ class Replication:
         self._scheduler: Scheduler | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.admission: AdmissionGate | None = None
+        self._set_serving: Callable[[bool], Awaitable[None]] | None = None
 
     def attach(self, scheduler: Scheduler) -> None:
         """The scheduler takes at a restart only the injections this replica claims, and
@@ -86,10 +89,17 @@ class Replication:
         return self.registry.replica
 
     async def start(
-        self, parse_spec: SpecParser, xds_address: str, api_address: str
+        self,
+        parse_spec: SpecParser,
+        xds_address: str,
+        api_address: str,
+        set_serving: Callable[[bool], Awaitable[None]] | None = None,
     ) -> list[asyncio.Task[None]]:
         """Beat once (so this replica's view includes the others' sidecars before it
-        serves), then run; the tasks to cancel at stop."""
+        serves), then run; the tasks to cancel at stop. `set_serving` is told whether the
+        replica should report SERVING (False while the store is out of reach)."""
+        self._set_serving = set_serving
+        self.sync.on_store.append(self._store_changed)
         from faultplane.store.postgres_faults import EVIDENCE_CHANNEL, FAULTS_CHANNEL
         from faultplane.store.postgres_leases import STOP_CHANNEL
         from faultplane.store.postgres_listen import PostgresListener
@@ -112,6 +122,22 @@ class Replication:
             asyncio.create_task(self.ownership.run(), name="replica-ownership"),
         ]
 
+    def _store_changed(self, reachable: bool) -> None:
+        """Fail safe: without the store this replica cannot see whether a fault should
+        still be on, so every lease it serves ends now and it reports NOT_SERVING (load
+        balancers and Envoys prefer the other replicas); when the store is back it
+        serves again and re-reads what it missed."""
+        self.plane.cap_leases(None if reachable else time.monotonic())
+        if reachable:
+            self._missed()
+        if self._set_serving is not None:
+            self._background_task(self._set_serving(reachable))
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _missed(self) -> None:
         """The listener (re)connected: whatever it missed is read from the tables."""
         if self.foreign is not None:
@@ -120,11 +146,8 @@ class Replication:
         self._reload_freeze()
 
     def _reload_freeze(self) -> None:
-        if self._scheduler is None:
-            return
-        task = asyncio.create_task(self._scheduler.reload_freeze())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if self._scheduler is not None:
+            self._background_task(self._scheduler.reload_freeze())
 
     def _notified(self, channel: str, payload: str) -> None:
         from faultplane.store.postgres_faults import (

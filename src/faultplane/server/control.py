@@ -84,6 +84,7 @@ class ControlServer:
         self._metrics_http: Any = None
         self.web: WebServer | None = None  # the dashboard, with config.web_port
         self._stopped = False
+        self._health_services: tuple[str, ...] = ()
 
     async def start(self) -> None:
         config, parts = self.config, self.parts
@@ -121,9 +122,9 @@ class ControlServer:
             await self.web.start()
             if config.web_url is None:  # notifications link to this dashboard
                 self.notifier.link_to(self.web.url)
+        self._health_services = ("", FAULT_SERVICE, *xds_services)
         await self._start_replication()
-        for service in ("", FAULT_SERVICE, *xds_services):
-            await parts.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(True)
         if config.auth == "local":
             log.warning(LOCAL_MODE_WARNING)
         log.info(
@@ -154,7 +155,19 @@ class ControlServer:
             self.parts.parse_spec,
             listen_address(self.config.xds_host, self.xds_port),
             listen_address(self.config.api_host, self.api_port),
+            self._set_serving,
         )
+
+    async def _set_serving(self, serving: bool) -> None:
+        """gRPC health of every service: NOT_SERVING while a replica's store is out of
+        reach (faultplane.replicas), never after a stop began."""
+        if self._stopped:
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )  # fmt: skip
+        for service in self._health_services:
+            await self.parts.health.set(service, status)
 
     async def _load_baseline(self) -> None:
         """The baseline survives restarts too: the stored samples of the last window."""
