@@ -16,9 +16,16 @@ from faultplane.cli.governance import add_governance_commands
 from faultplane.cli.injections import UsageError, add_commands
 from faultplane.cli.overlay import add_overlay_commands
 from faultplane.cli.run import add_run_command
-from faultplane.cli.serve import DEFAULT_MESH, add_serve_command, until_signalled
+from faultplane.cli.serve import (
+    DEFAULT_MESH,
+    add_serve_command,
+    integer,
+    store_url,
+    until_signalled,
+)
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, MeshRun
+from faultplane.demo.replicas import replica_store
 from faultplane.model.mesh import MeshError, load_mesh
 from faultplane.observability import logs
 from faultplane.slo.catalogue import CatalogueError
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="passed to the control server (repeatable), e.g. "
         "--server-arg=--baseline-min-seconds=0",
     )
+    add_replica_flags(up)
     up.set_defaults(handler=cmd_mesh_up)
     boot = mesh_commands.add_parser("bootstraps", help="render each pod's Envoy bootstrap")
     boot.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
@@ -85,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same stories on sidecars configured by another control plane, "
         "with faultplane as `serve --overlay` (only the fault layer)",
     )
+    add_replica_flags(demo)
     demo.set_defaults(handler=cmd_demo)
 
     add_commands(commands)
@@ -99,11 +108,17 @@ def cmd_mesh_up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="faultplane-mesh-"))
 
     async def run() -> None:
+        with replica_store(args.store, args.replicas) as store_url:
+            await up(store_url)
+
+    async def up(store_url: str | None) -> None:
         async with MeshRun(
             args.mesh,
             run_dir,
             declared_ports=args.declared_ports,
             server_args=tuple(args.server_arg),
+            replicas=args.replicas,
+            store_url=store_url,
         ) as mesh:
             mesh.write_state(args.state_file)
             print(f"mesh up: {len(mesh.pods)} sidecars, API {mesh.api_address}, "
@@ -128,4 +143,31 @@ def cmd_mesh_bootstraps(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from faultplane.demo.stories import run_demo
 
+    if args.replicas > 1:
+        if args.overlay:
+            raise UsageError("demo: --replicas runs the full mesh; it takes no --overlay")
+        from faultplane.demo.replica_stories import run_replica_demo
+
+        with replica_store(args.store, args.replicas) as store_url:
+            assert store_url is not None
+            return asyncio.run(
+                run_replica_demo(args.mesh, args.duration, args.json, args.replicas, store_url)
+            )
     return asyncio.run(run_demo(args.mesh, args.duration, args.json, overlay=args.overlay))
+
+
+def add_replica_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--replicas",
+        type=integer(1, 9),
+        default=1,
+        help="control-server replicas sharing one PostgreSQL store; every sidecar lists "
+        "them all and fails over between them (default 1)",
+    )
+    parser.add_argument(
+        "--store",
+        type=store_url,
+        metavar="URL",
+        help="the replicas' PostgreSQL store (default with --replicas > 1: a throwaway local "
+        "PostgreSQL server, started as the postgres user)",
+    )
