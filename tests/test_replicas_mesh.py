@@ -17,6 +17,7 @@ from faultplane.demo.launcher import MeshRun
 from faultplane.demo.replicas import Replica, plan_replicas, with_xds_endpoints
 from faultplane.model.mesh import ControlPorts, load_mesh
 from tests.conftest import MESH_FILE, ROOT
+from tests.helpers import run_cli
 
 BOOTSTRAP = (ROOT / "envoy-configs" / "bootstrap.yaml.tmpl").read_text()
 
@@ -62,3 +63,20 @@ def test_demo_with_three_replicas_survives_the_owner_sigkill() -> None:
     assert summary["phases"]["during"]["p50_ms"] > summary["phases"]["before"]["p50_ms"] + 100
     assert (guarded["state"], guarded["verdict"]) == ("ABORTED", "hypothesis refuted")
     assert "SIGKILLed replica r1" in result.stderr
+
+
+@pytest.mark.asyncio
+async def test_the_overlay_snippet_lists_several_xds_addresses() -> None:
+    code, out, err = await run_cli(
+        "overlay", "envoy", "--xds-address", "10.0.0.1:18000",
+        "--xds-address", "faultplane-2.example:18000", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    [cluster] = json.loads(out)["clusters"]
+    [group] = cluster["load_assignment"]["endpoints"]
+    hosts = [e["endpoint"]["address"]["socket_address"] for e in group["lb_endpoints"]]
+    assert hosts == [
+        {"address": "10.0.0.1", "port_value": 18000},
+        {"address": "faultplane-2.example", "port_value": 18000},
+    ]
+    assert cluster["type"] == "STRICT_DNS"  # a DNS name among them: resolved by Envoy
