@@ -152,6 +152,13 @@ class MeshRun:
         self.server = self._processes.replace(old, new, kill)
         return self.server
 
+    def restart_replica(self, name: str, kill: bool = False) -> Child:
+        """A fresh process for replica `name` on the same ports and store."""
+        self.replicas[name] = self._processes.replace(
+            self.replicas[name], _restarted(self.replicas[name]), kill
+        )
+        return self.replicas[name]
+
     def restart_base_server(self, kill: bool = False) -> Child:
         """A fresh base control server (overlay mode) on the same port: the other control
         plane restarting under faultplane's feet; with `kill`, as in a crash."""
