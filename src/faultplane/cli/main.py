@@ -25,7 +25,7 @@ from faultplane.cli.serve import (
 )
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, MeshRun
-from faultplane.demo.replicas import replica_store
+from faultplane.demo.replicas import replica_store, with_xds_endpoints
 from faultplane.model.mesh import MeshError, load_mesh
 from faultplane.observability import logs
 from faultplane.slo.catalogue import CatalogueError
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     boot = mesh_commands.add_parser("bootstraps", help="render each pod's Envoy bootstrap")
     boot.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
     boot.add_argument("--out", type=Path, required=True)
+    boot.add_argument(
+        "--xds-port",
+        type=integer(1, 65535),
+        action="append",
+        help="a replica's xDS port on 127.0.0.1, repeated for each (default: the mesh's)",
+    )
     boot.set_defaults(handler=cmd_mesh_bootstraps)
 
     demo = commands.add_parser("demo", help="bring the mesh up, drive traffic, tear it down")
@@ -136,7 +142,10 @@ def cmd_mesh_bootstraps(args: argparse.Namespace) -> None:
     template = template_beside(args.mesh)
     args.out.mkdir(parents=True, exist_ok=True)
     for pod in mesh.pods:
-        rendered = render_bootstrap(template, pod, HOST, mesh.control.xds_port)
+        ports = args.xds_port or [mesh.control.xds_port]
+        rendered = render_bootstrap(template, pod, HOST, ports[0])
+        if len(ports) > 1:  # every replica, for Envoy to fail over between
+            rendered = with_xds_endpoints(rendered, HOST, ports)
         (args.out / f"{pod.name}.yaml").write_text(rendered)
 
 

@@ -10,6 +10,7 @@ which serves it the same faults from the store (faultplane.replicas).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,8 +51,27 @@ def plan_replicas(control: ControlPorts, count: int, allocate: Callable[[], int]
     ]
 
 
+# The endpoint of faultplane's xDS cluster as bootstrap.yaml.tmpl renders it.
+_ENDPOINT = re.compile(
+    r"(?P<indent> *)- endpoint:\n(?P=indent)    address:\n"
+    r"(?P=indent)      socket_address: \{address: (?P<host>[^,]+), port_value: \d+\}\n"
+)
+
+
 def with_xds_endpoints(bootstrap: str, host: str, ports: Sequence[int]) -> str:
-    """The bootstrap with every replica's xDS address in its control-plane cluster."""
+    """The bootstrap with every replica's xDS address in its control-plane cluster: the
+    template's one endpoint repeated per port, comments and layout kept (any other
+    bootstrap is rewritten as YAML)."""
+    found = list(_ENDPOINT.finditer(bootstrap))
+    if len(found) == 1:
+        [match] = found
+        indent = match["indent"]
+        endpoints = "".join(
+            f"{indent}- endpoint:\n{indent}    address:\n"
+            f"{indent}      socket_address: {{address: {host}, port_value: {port}}}\n"
+            for port in ports
+        )
+        return bootstrap[: match.start()] + endpoints + bootstrap[match.end() :]
     document: dict[str, Any] = yaml.safe_load(bootstrap)
     for cluster in document["static_resources"]["clusters"]:
         if cluster["name"] == XDS_CLUSTER:
