@@ -6,6 +6,7 @@ freeze on one replica refuses creates on the others."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from faultplane.demo.ports import PortAllocator
 from faultplane.demo.processes import Child, ProcessGroup, wait_until
 from faultplane.model.mesh import load_mesh
 from faultplane.render.faults import INJECTION_HEADER
+from faultplane.store.postgres import PostgresStore
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, SLO_FILE
@@ -41,6 +43,7 @@ class Cluster:
     processes: ProcessGroup
     servers: dict[str, Child]
     apis: dict[str, str]  # replica -> its API address
+    url: str
 
     def stub(self, replica: str) -> faultplane_pb2_grpc.FaultServiceStub:
         channel = grpc.aio.insecure_channel(self.apis[replica])
@@ -92,7 +95,7 @@ async def cluster(
                 [*servers.values()],
             )
         async with MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run:
-            found = Cluster(run, processes, servers, apis)
+            found = Cluster(run, processes, servers, apis, url)
             await wait_until(
                 lambda: all_connected(found, "a"), START_TIMEOUT, "a sees b's sidecars"
             )
@@ -159,6 +162,26 @@ async def test_a_freeze_on_one_replica_refuses_creates_on_another(cluster: Clust
         return True
 
     await wait_until(admitted, 10, "a to see c's unfreeze")
+
+
+async def test_the_guard_reads_once_per_tick_not_once_per_replica(cluster: Cluster) -> None:
+    c = cluster.stub("c")
+    created = await c.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=120))
+    await wait_state(c, created.id, {pb.ACTIVE})
+    with PostgresStore(cluster.url, anchor_writes=False) as store:
+
+        async def some_readings() -> bool:
+            return len(store.readings.load(created.id)) >= 4
+
+        try:
+            await wait_until(some_readings, 30, "four guard readings")
+            at = sorted(reading.at for reading in store.readings.load(created.id))
+        finally:
+            await c.AbortInjection(pb.AbortInjectionRequest(id=created.id), timeout=60)
+    # One guard (the owner's) at one reading per 1 s tick: three replicas guarding it
+    # would store readings in bursts, milliseconds apart; a late tick moves one by less.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+    assert min(gaps) > 0.2, gaps
 
 
 # Four groups of requests that conflict only within a group: the north or the south

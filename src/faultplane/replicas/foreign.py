@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("faultplane.replicas")
 
 RECONCILE_SECONDS = 2.0
+PRUNE_SECONDS = 300.0  # how often old tombstones are pruned
 SpecParser = Callable[[Mapping[str, Any], bool], InjectionSpec]
 
 
@@ -61,6 +62,7 @@ class ForeignFaults:
         self._all_due = True
         self._wake = asyncio.Event()
         self._answering: dict[str, asyncio.Task[None]] = {}
+        self._next_prune = time.monotonic() + PRUNE_SECONDS
 
     def look(self, node_id: str | None = None) -> None:
         """Look at this sidecar (None: every one held here) as soon as possible."""
@@ -89,6 +91,8 @@ class ForeignFaults:
             try:
                 await self.refresh(sorted(nodes))
                 await self._poll_evidence()
+                if nodes is held:
+                    await self._tidy()
             except StoreError as exc:
                 log.warning("cannot read other replicas' faults; retrying", error=str(exc))
 
@@ -171,6 +175,17 @@ class ForeignFaults:
             return
         for e in evidence:
             self._evidenced[(node, e.owner)] = e.seq
+
+    async def _tidy(self) -> None:
+        """After a full pass: forget the specs no fault here needs; now and then, prune
+        old tombstones (any replica may: they are nobody's once old)."""
+        needed = {fault.injection_id.split(".", 1)[0] for fs in self._plane.foreign.values()
+                  for fault, _ in fs}  # fmt: skip
+        for injection_id in [i for i in self._specs if i not in needed]:
+            del self._specs[injection_id]
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_SECONDS
+            await asyncio.to_thread(self._store.faults.prune, time.time())
 
     async def _poll_evidence(self) -> None:
         """The fallback for a lost NOTIFY: read the evidence still awaited."""
