@@ -88,6 +88,8 @@ class ForeignFaults:
             for gone in [node for node in self._plane.foreign if node not in held]:
                 del self._plane.foreign[gone]
             self._due.clear()
+            if self._plane.unpublished:  # a publish failed (the store was away): again
+                self._plane.flush_soon()
             try:
                 await self.refresh(sorted(nodes))
                 await self._poll_evidence()

@@ -106,7 +106,7 @@ class ReplicatedPlane:
         if not faults and lease_until is None:
             self._own.pop(node_id)
         self._dirty.add(node_id)
-        self._flush_soon()
+        self.flush_soon()
         return self.apply(node_id)
 
     def cap_leases(self, until: float | None) -> None:
@@ -134,7 +134,8 @@ class ReplicatedPlane:
                         node=node_id)  # fmt: skip
             return self.inner.set_faults(node_id, own, own_lease)
 
-    def _flush_soon(self) -> None:
+    def flush_soon(self) -> None:
+        """Publish what changed, in the background (retried by `retry_flush`)."""
         if self._flushing is None or self._flushing.done():
             with contextlib.suppress(RuntimeError):  # no loop: the next wait flushes
                 self._flushing = asyncio.get_running_loop().create_task(self._flush_quietly())
@@ -144,6 +145,11 @@ class ReplicatedPlane:
             await self.flush()
         except StoreError as exc:
             log.warning("cannot publish faults to the store; retrying", error=str(exc))
+
+    @property
+    def unpublished(self) -> bool:
+        """Some sidecar's faults changed here and are not in the store yet."""
+        return bool(self._dirty)
 
     async def flush(self) -> None:
         """Publish every sidecar's changed faults (raises StoreError; they stay due)."""
