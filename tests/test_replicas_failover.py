@@ -136,6 +136,25 @@ async def test_abort_on_a_replica_that_does_not_own_it_withdraws_everywhere(
     assert [t.to_state for t in again.transitions] == [pb.PENDING, pb.ACTIVE, pb.ABORTED]
 
 
+async def test_abort_all_on_one_replica_stops_every_replicas_injections(
+    cluster: Cluster,
+) -> None:
+    created = {}
+    for replica, group in (("a", GROUPS[0]), ("c", GROUPS[3])):
+        stub = cluster.stub(replica)
+        request = injection_request(target=group, duration_seconds=120)
+        created[replica] = (await stub.CreateInjection(request, timeout=30)).id
+        await wait_state(stub, created[replica], {pb.ACTIVE})
+    reply = await cluster.stub("b").AbortAllInjections(
+        pb.AbortAllInjectionsRequest(reason="stop everything"), timeout=90
+    )
+    assert {i.id for i in reply.aborted} >= set(created.values())
+    for replica, injection_id in created.items():
+        ended = await cluster.stub(replica).GetInjection(pb.GetInjectionRequest(id=injection_id))
+        assert ended.state == pb.ABORTED, ended.reason
+        assert [t.to_state for t in ended.transitions].count(pb.ABORTED) == 1
+
+
 async def test_a_freeze_on_one_replica_refuses_creates_on_another(cluster: Cluster) -> None:
     await cluster.stub("b").Freeze(pb.FreezeRequest(reason="game day over"), timeout=10)
     try:

@@ -77,6 +77,7 @@ class Scheduler(Queueing):
         # takes at a restart, and where an abort of one it does not own goes.
         self.claim: Claim | None = None
         self.stop_elsewhere: Callable[[str, str, str], Awaitable[Injection]] | None = None
+        self.stop_all_elsewhere: Callable[[str, str], Awaitable[list[Injection]]] | None = None
         # ...and admission across replicas: one at a time, seeing the others' live ones.
         self.admission_gate: Callable[[], AbstractAsyncContextManager[list[Injection]]] | None
         self.admission_gate = None
@@ -277,8 +278,11 @@ class Scheduler(Queueing):
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.abort(reason, principal)
+        # Replicas: the other replicas' injections are stopped by their owners, at once.
+        others = self.stop_all_elsewhere(reason, principal) if self.stop_all_elsewhere else None
         await asyncio.gather(*(asyncio.shield(lc.task) for lc in live), return_exceptions=True)
-        return queued + [lc.injection for lc in live if not lc.never_admitted]
+        remote = await others if others is not None else []
+        return queued + [lc.injection for lc in live if not lc.never_admitted] + remote
 
     async def record_reading(self, injection_id: str, reading: SloReading) -> None:
         """Kept in memory at once; the store write is best effort (a failure is logged,

@@ -10,11 +10,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from faultplane.lifecycle.admission import Refused
 from faultplane.model.injection import Injection
 from faultplane.replicas.admission import AdmissionGate
 from faultplane.replicas.foreign import ForeignFaults, SpecParser
-from faultplane.replicas.ownership import Ownership
+from faultplane.replicas.ownership import OWNED_STATES, Ownership
 from faultplane.replicas.plane import ReplicatedPlane
 from faultplane.replicas.sidecars import SharedSidecarRegistry
 from faultplane.replicas.sync import RegistrySync
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from faultplane.store.postgres import PostgresStore
     from faultplane.store.postgres_listen import PostgresListener
 
+
+log = structlog.get_logger("faultplane.replicas")
 
 # An abort handed to the owner waits for its two withdrawal pushes, and a takeover.
 STOP_WAIT_FACTOR = 2.0
@@ -61,6 +65,7 @@ class Replication:
         self.ownership.attach(scheduler)
         scheduler.claim = self.ownership.claim
         scheduler.stop_elsewhere = self.stop_elsewhere
+        scheduler.stop_all_elsewhere = self.stop_all_elsewhere
         self.admission = AdmissionGate(self.store, AdmissionLock(self.store.url))
         scheduler.admission_gate = self.admission.hold
 
@@ -83,6 +88,25 @@ class Replication:
             f"was asked to abort it and has not finished within {waited:g}s; it will "
             "withdraw it, or its next owner will"
         )
+
+    async def stop_all_elsewhere(self, reason: str, principal: str) -> list[Injection]:
+        """Abort-all on this replica: every live injection another replica owns is
+        handed to its owner, all at once; those that ended (the others are logged)."""
+        assert self._scheduler is not None
+        running = set(self._scheduler.running())
+        stored = await asyncio.to_thread(self.store.injections.load, OWNED_STATES)
+        ids = [record.id for record in stored if record.id not in running]
+        stops = [self.stop_elsewhere(i, reason, principal) for i in ids]
+        ended = []
+        for injection_id, outcome in zip(
+            ids, await asyncio.gather(*stops, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, Injection):
+                ended.append(outcome)
+            else:
+                log.warning("abort-all: not stopped by its owner in time",
+                            injection=injection_id, error=str(outcome))  # fmt: skip
+        return ended
 
     @property
     def name(self) -> str:
