@@ -155,6 +155,29 @@ async def test_abort_all_on_one_replica_stops_every_replicas_injections(
         assert [t.to_state for t in ended.transitions].count(pb.ABORTED) == 1
 
 
+async def test_a_watch_on_one_replica_sees_another_replicas_transitions(
+    cluster: Cluster,
+) -> None:
+    events = cluster.stub("b").WatchInjections(pb.WatchInjectionsRequest())
+    await events.initial_metadata()  # subscribed
+    a = cluster.stub("a")
+    created = await a.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=1))
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in events:
+            if event.injection.id == created.id:
+                seen.append(event.transition.to_state)
+                if event.transition.to_state == pb.COMPLETED:
+                    return
+
+    try:
+        await asyncio.wait_for(follow(), 60)
+    finally:
+        events.cancel()
+    assert seen == [pb.PENDING, pb.ACTIVE, pb.COMPLETED]  # each once, in order
+
+
 async def test_a_freeze_on_one_replica_refuses_creates_on_another(cluster: Cluster) -> None:
     await cluster.stub("b").Freeze(pb.FreezeRequest(reason="game day over"), timeout=10)
     try:

@@ -143,7 +143,7 @@ class InjectionMethods:
     async def WatchInjections(
         self, request: pb.WatchInjectionsRequest, context: Context, principal: Principal
     ) -> AsyncIterator[pb.InjectionEvent]:
-        watch = self.scheduler.watch()
+        watch = self.scheduler.watch(everywhere=True)  # every replica's, with replicas
         try:
             # Headers go out once subscribed, so a client can wait for them before acting.
             await context.send_initial_metadata(())

@@ -69,6 +69,9 @@ class Scheduler(Queueing):
         self._live: dict[str, Lifecycle] = {}  # injections whose lifecycle still runs
         self._uptime = Uptime(journal, deadman_ttl)
         self._watchers = WatchHub()
+        # With replicas, API watchers also see the other replicas' transitions (the
+        # notifier and metrics do not: each replica tells of its own injections only).
+        self._everywhere = WatchHub()
         self._transitions = Transitions(journal, self._publish)
         self._freeze: Freeze | None = None
         self._clock = clock
@@ -249,9 +252,13 @@ class Scheduler(Queueing):
         `after`, and whether more follow. Store-listed ones carry no readings."""
         return await self._injections.page(states, service, after, limit)
 
-    def watch(self) -> Watch:
+    def watch(self, everywhere: bool = False) -> Watch:
         """Every transition from now on; subscribed before this returns."""
-        return self._watchers.subscribe()
+        return (self._everywhere if everywhere else self._watchers).subscribe()
+
+    def publish_remote(self, injection: Injection, change: Transition) -> None:
+        """Another replica's transition, for the watchers that asked for every one."""
+        self._everywhere.publish((injection, change))
 
     # -- rollback --------------------------------------------------------------------
 
@@ -386,3 +393,4 @@ class Scheduler(Queueing):
 
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))
+        self._everywhere.publish((injection, change))

@@ -54,6 +54,7 @@ class Replication:
         self._scheduler: Scheduler | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.admission: AdmissionGate | None = None
+        self._transitions: asyncio.Queue[str] = asyncio.Queue()
         self._set_serving: Callable[[bool], Awaitable[None]] | None = None
 
     def attach(self, scheduler: Scheduler) -> None:
@@ -125,6 +126,7 @@ class Replication:
         self._set_serving = set_serving
         self.sync.on_store.append(self._store_changed)
         from faultplane.store.postgres_faults import EVIDENCE_CHANNEL, FAULTS_CHANNEL
+        from faultplane.store.postgres_injections import TRANSITIONS_CHANNEL
         from faultplane.store.postgres_leases import STOP_CHANNEL
         from faultplane.store.postgres_listen import PostgresListener
         from faultplane.store.postgres_settings import SETTINGS_CHANNEL
@@ -137,13 +139,16 @@ class Replication:
             self.plane, self.store, parse_spec, self._ack_timeout
         )
         self.registry.on_change(foreign.look)
-        channels = (FAULTS_CHANNEL, EVIDENCE_CHANNEL, STOP_CHANNEL, SETTINGS_CHANNEL)
+        channels = (
+            FAULTS_CHANNEL, EVIDENCE_CHANNEL, STOP_CHANNEL, SETTINGS_CHANNEL, TRANSITIONS_CHANNEL,
+        )  # fmt: skip
         self.listener = PostgresListener(self.store.url, channels, self._notified, self._missed)
         self.listener.start()
         return [
             asyncio.create_task(self.sync.run(), name="replica-heartbeat"),
             asyncio.create_task(foreign.run(), name="replica-foreign-faults"),
             asyncio.create_task(self.ownership.run(), name="replica-ownership"),
+            asyncio.create_task(self._relay_transitions(), name="replica-transitions"),
         ]
 
     def _store_changed(self, reachable: bool) -> None:
@@ -162,6 +167,23 @@ class Replication:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _relay_transitions(self) -> None:
+        """Another replica's transition (NOTIFY "id seq replica"), read back from the store in
+        the order announced, to this replica's API watchers."""
+        assert self._scheduler is not None
+        while True:
+            injection_id, seq_text, writer = (await self._transitions.get()).split(" ")
+            if writer == self.name:
+                continue  # our own: published as it happened
+            try:
+                injection = await self._scheduler.find(injection_id)
+            except Exception as exc:  # not readable now: a watcher misses one event
+                log.warning("cannot relay a transition", injection=injection_id, error=str(exc))
+                continue
+            seq = int(seq_text)
+            if seq < len(injection.transitions):
+                self._scheduler.publish_remote(injection, injection.transitions[seq])
+
     def _missed(self) -> None:
         """The listener (re)connected: whatever it missed is read from the tables."""
         if self.foreign is not None:
@@ -179,6 +201,7 @@ class Replication:
             FAULTS_CHANNEL,
             evidence_from_payload,
         )
+        from faultplane.store.postgres_injections import TRANSITIONS_CHANNEL
         from faultplane.store.postgres_leases import STOP_CHANNEL
 
         if channel == FAULTS_CHANNEL:
@@ -188,6 +211,8 @@ class Replication:
             self.plane.on_evidence(evidence_from_payload(payload))
         elif channel == STOP_CHANNEL:
             self.ownership.wake()
+        elif channel == TRANSITIONS_CHANNEL:
+            self._transitions.put_nowait(payload)
         elif payload == "freeze":
             self._reload_freeze()
 

@@ -29,6 +29,7 @@ from faultplane.store.postgres_leases import check
 from faultplane.store.replica_rows import Fence
 from faultplane.store.sqlite_db import dumps_body
 
+TRANSITIONS_CHANNEL = "faultplane_transitions"
 _COLUMNS = "id, state, service, created_at, body"  # a Row, in order
 
 
@@ -56,6 +57,10 @@ class PostgresInjections:
             _upsert(tx, injection)
             if audit is not None:
                 self._audit.append_in(tx, audit)
+            # Other replicas' watchers hear of it once it is committed (faultplane.replicas).
+            writer = self.fence.owner if self.fence is not None else ""
+            payload = f"{transition.injection_id} {transition.seq} {writer}"
+            tx.execute("SELECT pg_notify(%s, %s)", (TRANSITIONS_CHANNEL, payload))
             return True
 
     def _fenced(self, tx: Tx, injection_id: str) -> None:
