@@ -177,7 +177,7 @@ class InjectionMethods:
             async for event in self._watch_events(kinds, request.id, context):
                 yield event
             return
-        watch = self.scheduler.watch()
+        watch = self.scheduler.watch(everywhere=True)  # every replica's, with replicas
         try:
             # Headers go out once subscribed, so a client can wait for them before acting.
             await context.send_initial_metadata(())

@@ -10,6 +10,7 @@ from faultplane.api.agents_view import agent_pod_messages, is_agent
 from faultplane.api.convert import baseline_message, timestamp, xds_statuses
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
+from faultplane.replicas.sidecars import replica_of
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
@@ -37,6 +38,7 @@ class ObserveMethods:
             else:
                 messages = [sidecar_message(sidecar, self.plane)]
             for message in messages:
+                message.replica = replica_of(self.registry, sidecar)
                 if not request.service or message.service == request.service:
                     listed.append(message)
         return pb.ListSidecarsResponse(sidecars=listed)

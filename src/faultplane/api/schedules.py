@@ -53,6 +53,12 @@ class ScheduleMethods:
     async def CreateSchedule(
         self, request: pb.CreateScheduleRequest, context: Context, principal: Principal
     ) -> pb.Schedule:
+        if self.scheduler.replicated:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "schedule: recurring experiments need the queue, which runs on a single "
+                "server; not available with replicas",
+            )
         if not request.HasField("experiment"):
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "experiment: required")
         if len(request.name) > MAX_TEXT:

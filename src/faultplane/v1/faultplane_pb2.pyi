@@ -568,7 +568,7 @@ class ListSidecarsResponse(_message.Message):
     def __init__(self, sidecars: _Optional[_Iterable[_Union[Sidecar, _Mapping]]] = ...) -> None: ...
 
 class Sidecar(_message.Message):
-    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds", "kind", "capabilities", "capability_note", "netns")
+    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds", "kind", "capabilities", "capability_note", "netns", "replica")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -588,6 +588,7 @@ class Sidecar(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_NOTE_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster: str
     service: str
@@ -600,7 +601,8 @@ class Sidecar(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     capability_note: str
     netns: str
-    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ..., kind: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., capability_note: _Optional[str] = ..., netns: _Optional[str] = ...) -> None: ...
+    replica: str
+    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ..., kind: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., capability_note: _Optional[str] = ..., netns: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class XdsTypeStatus(_message.Message):
     __slots__ = ("type", "version_sent", "version_acked", "acked_at", "version_nacked", "last_error", "nacked_at")
