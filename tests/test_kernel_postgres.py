@@ -21,11 +21,11 @@ import pytest
 import pytest_asyncio
 
 from faultplane.agent.nft import NftSession
+from faultplane.demo.postgres import OWNER, PostgresCluster, postgres_bindir
 from faultplane.demo.processes import Child
 from faultplane.kernel import ruleset
 from faultplane.kernel.fault import parse_fault
 from tests.netns import Link, needs_root_and_nft, unique_subnet, unique_tag, veth_link
-from tests.postgres import OWNER, PostgresCluster, postgres_bindir
 
 pytestmark = [needs_root_and_nft, pytest.mark.asyncio(loop_scope="module")]
 
