@@ -130,6 +130,17 @@ async def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Me
         yield run
 
 
+# `chaos` as a terminal starts it: with Ctrl-C's default action, whatever the test
+# runner's own (a job started in the background by a non-interactive shell, as CI scripts
+# may be, ignores SIGINT, and an ignored signal stays ignored across exec, so Python
+# would never raise KeyboardInterrupt). SIG_DFL, unlike a handler, survives the exec.
+DEFAULT_CTRL_C = (
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)  # fmt: skip
+
+
 class ChaosRun:
     """One `chaos run EXPERIMENT` process, its log, journal and settings in `where`."""
 
@@ -138,7 +149,8 @@ class ChaosRun:
         settings = where / "settings.yaml"
         settings.write_text("{}\n")
         argv = [
-            CHAOS, "--no-version-check", "--log-file", str(where / "chaostoolkit.log"),
+            *DEFAULT_CTRL_C, CHAOS, "--no-version-check",
+            "--log-file", str(where / "chaostoolkit.log"),
             "--settings", str(settings),
             "run", "--journal-path", str(self.journal_path),
             "--var", f"faultplane_api={api}", str(experiment),
