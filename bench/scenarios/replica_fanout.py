@@ -64,7 +64,13 @@ async def run(ctx: Context, result: Result) -> None:
 
 
 async def one_layout(
-    ctx: Context, result: Result, url: str, k: int, count: int, reps: int
+    ctx: Context,
+    result: Result,
+    url: str,
+    k: int,
+    count: int,
+    reps: int,
+    idle_window: float = IDLE_WINDOW,
 ) -> float:
     """K sidecars over `count` replicas (r1 holds the first K/count); returns the
     accepted -> all ACKed p50."""
@@ -104,7 +110,7 @@ async def one_layout(
         ]
         # Each replica's idle CPU (heartbeats, registry publishing, the 2 s resync), taken
         # off the change's span for the second figure.
-        idle = [await cpu_share(server.pid, IDLE_WINDOW) / 100 for server in servers]
+        idle = [await cpu_share(server.pid, idle_window) / 100 for server in servers]
         net_update = [
             result.figure(f"{label}: {r.name} CPU per sidecar update above idle", "us")
             for r in replicas
