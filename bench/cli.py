@@ -36,6 +36,7 @@ SCENARIOS: tuple[tuple[str, str, bool], ...] = (
     ("fidelity", "requested latency / abort % / bandwidth vs measured", True),
     ("peer", "sovereign (REST polling) vs faultplane (gRPC push) on real Envoy", True),
     ("replicas", "3 replicas on PostgreSQL: failover, cross-replica activation", False),
+    ("replica_fanout", "K simulated sidecars on 1 replica vs 2: convergence, CPU each", False),
 )
 
 

@@ -17,6 +17,7 @@ from bench import report
 from bench.core import Context, Result
 from bench.procs import Processes
 from bench.scenarios import fanout
+from tests.postgres import PostgresCluster, postgres_cluster  # noqa: F401  (a fixture)
 
 
 async def test_fanout_with_twenty_simulated_sidecars_measures_and_reports(
@@ -68,3 +69,25 @@ def test_simulated_sidecars_read_only_version_type_and_nonce_and_ack_in_bytes() 
     assert (ack.version_info, ack.type_url, ack.response_nonce) == ("v-3", types.ROUTE, "17")
     assert list(ack.resource_names) == ["ingress", "egress"]
     assert not ack.HasField("node")
+
+
+async def test_replica_fanout_over_two_replicas_measures_each_replica(
+    tmp_path: Path,
+    postgres_cluster: PostgresCluster,  # noqa: F811
+) -> None:
+    """Ten simulated sidecars split over two replicas on one PostgreSQL: the change
+    created on r1 is ACKed by r2's sidecars too, and each replica's CPU is measured."""
+    from bench.scenarios import replica_fanout
+
+    result = Result("replica_fanout", "smoke")
+    with Processes(tmp_path / "logs") as procs:
+        ctx = Context(quick=True, work=tmp_path, procs=procs)
+        url = postgres_cluster.create_database()
+        await replica_fanout.one_layout(ctx, result, url, 10, 2, reps=1, idle_window=0.2)
+        assert not [c for c in procs._children if c.alive()]  # every process stopped
+
+    figures = {f.name: f for f in result.figures}
+    assert len(figures["K=10 over 2 replicas: change accepted -> all K ACKed"].samples) == 1
+    for replica in ("r1", "r2"):
+        name = f"K=10 over 2 replicas: {replica} CPU per sidecar update (response + ACK)"
+        assert figures[name].samples[0] > 0

@@ -1,6 +1,8 @@
-"""Faults across replicas: an injection created on one replica reaches the real Envoys
-held by another, becomes ACTIVE on their evidence (recorded in the store by the replica
-holding them), faults their traffic, and its withdrawal leaves them everywhere."""
+"""Faults across replicas (issue 16's first e2e test): with 3 replicas and the mesh's
+Envoys spread over them, an injection created on replica a whose targets are held by b
+and by c becomes ACTIVE on evidence from both (each recorded in the store by the replica
+holding the sidecar), faults the traffic through pods of both, and its abort withdraws
+it everywhere."""
 
 from __future__ import annotations
 
@@ -30,9 +32,18 @@ from tests.test_restart import ABORT_ALL_PAYMENTS
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+# Which replica holds each pod's sidecar: its bootstrap lists that replica only, so the
+# holder is deterministic. payments-api (the targets below) is split between b and c.
+HOLDERS = {
+    "ledger-1": "a",
+    "payments-api-1": "b", "payments-api-2": "b", "fraud-scoring-1": "b",
+    "payments-api-3": "c", "payments-api-4": "c", "fraud-scoring-2": "c",
+}  # fmt: skip
+
+
 @dataclass
 class Trio:
-    """Replicas a and c hold no sidecar; b holds every Envoy of the mesh."""
+    """Three replicas on one PostgreSQL, each holding the Envoys HOLDERS gives it."""
 
     a: ControlServer
     b: ControlServer
@@ -70,14 +81,23 @@ async def trio(
         )
         for n in ("a", "c")
     ]
+    servers = {"a": others[0], "b": b, "c": others[1]}
+    assert set(HOLDERS.values()) == set(servers) and set(HOLDERS) == {p.name for p in mesh.pods}
     started: list[ControlServer] = []
     try:
         for server in (b, *others):
             await server.start()
             started.append(server)
-        async with MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run:
-            pods = {pod.name for pod in mesh.pods}
-            await until(lambda: set(b.registry.local_nodes()) == pods, 60, "Envoys on b")  # type: ignore[attr-defined]
+        async with MeshRun(
+            MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False,
+            xds_ports=lambda pod: [servers[HOLDERS[pod.name]].xds_port],
+        ) as run:  # fmt: skip
+            for name, server in servers.items():
+                held = {pod for pod, holder in HOLDERS.items() if holder == name}
+                await until(
+                    lambda s=server, h=held: set(s.registry.local_nodes()) == h,  # type: ignore[attr-defined]
+                    60, f"Envoys on {name}",
+                )  # fmt: skip
             yield Trio(others[0], b, others[1], run, url)
     finally:
         for server in reversed(started):
@@ -88,8 +108,14 @@ async def statuses(url: str) -> list[int]:
     return [reply.status for reply in await send(url, method="POST")]
 
 
-async def test_created_on_a_active_on_evidence_from_b_and_withdrawn_everywhere(trio: Trio) -> None:
+async def test_created_on_a_active_on_evidence_from_b_and_c_and_withdrawn_everywhere(
+    trio: Trio,
+) -> None:
     a = trio.stub(trio.a)
+    # Every replica's fleet view says who holds each sidecar (Sidecar.replica).
+    listed = (await a.ListSidecars(pb.ListSidecarsRequest(), timeout=10)).sidecars
+    assert {s.node_id: s.replica for s in listed if s.connected} == HOLDERS
+
     request = injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=120)
     started = time.monotonic()
     created = await a.CreateInjection(request, timeout=30)
@@ -97,25 +123,32 @@ async def test_created_on_a_active_on_evidence_from_b_and_withdrawn_everywhere(t
     latency = time.monotonic() - started
     assert active.state == pb.ACTIVE, active.reason
     targets = set(active.targets)
-    assert targets and all(t.startswith("payments-api") for t in targets)
+    holders = {HOLDERS[t] for t in targets}
+    assert holders == {"b", "c"}, f"targets {sorted(targets)} should be held by b and c"
     evidence = active.transitions[-1].evidence
     assert {e.sidecar for e in evidence} == targets
     assert {e.outcome for e in evidence} == {"acked"}
-    # The answers were b's: its cache instance names the versions they ACKed.
-    assert {e.version.rsplit("-", 1)[0] for e in evidence} == {trio.b.cache.instance}
-    print(f"cross-replica create -> ACTIVE: {latency:.2f}s")
+    # Each answer came from the replica holding the sidecar: its cache instance names
+    # the version the sidecar ACKed.
+    instances = {"b": trio.b.cache.instance, "c": trio.c.cache.instance}
+    for e in evidence:
+        assert e.version.rsplit("-", 1)[0] == instances[HOLDERS[e.sidecar]], e
+    print(f"cross-replica create (targets on b and c) -> ACTIVE: {latency:.2f}s")
 
-    # b recorded them in the store, for owner a.
+    # b and c recorded them in the store, for owner a.
     with PostgresStore(trio.url, anchor_writes=False) as store:
         recorded = store.faults.evidence("a", sorted(targets))
-    assert {(e.node_id, e.replica, e.acked) for e in recorded} == {(t, "b", True) for t in targets}
+    assert {(e.node_id, e.replica, e.acked) for e in recorded} == {
+        (t, HOLDERS[t], True) for t in targets
+    }
 
-    # The fault is in the traffic of every target; other replicas see the same state.
+    # The fault is in the traffic through every target, b's and c's; all see ACTIVE.
     for target in targets:
         reply = (await send(trio.ingress(target), method="POST"))[0]
         assert reply.status == 503 and reply.headers.get(INJECTION_HEADER) == created.id
-    seen_on_c = await trio.stub(trio.c).GetInjection(pb.GetInjectionRequest(id=created.id))
-    assert seen_on_c.state == pb.ACTIVE
+    for replica in (trio.b, trio.c):
+        seen = await trio.stub(replica).GetInjection(pb.GetInjectionRequest(id=created.id))
+        assert seen.state == pb.ACTIVE
 
     aborted = await a.AbortInjection(pb.AbortInjectionRequest(id=created.id), timeout=30)
     assert aborted.state == pb.ABORTED
@@ -125,7 +158,9 @@ async def test_created_on_a_active_on_evidence_from_b_and_withdrawn_everywhere(t
         assert await statuses(trio.ingress(target)) == [200]
 
 
-async def test_an_injection_on_the_holding_replica_still_works_locally(trio: Trio) -> None:
+async def test_an_injection_on_a_holding_replica_completes_on_both(trio: Trio) -> None:
+    """Created on b, which holds half its targets (c the rest): it still completes at its
+    deadline and leaves every target's traffic clean."""
     b = trio.stub(trio.b)
     created = await b.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=2))
     active = await wait_state(b, created.id, {pb.ACTIVE})

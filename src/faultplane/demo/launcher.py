@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,14 @@ class MeshRun:
         istio_nodes: Collection[str] = (),
         replicas: int = 1,
         store_url: str | None = None,
+        xds_ports: Callable[[Pod], Sequence[int]] | None = None,
     ) -> None:
         """`mesh` overrides the file's model (ports included); without `spawn_server` the
         control server is expected to be running already on the mesh's control ports
         (`serve --overlay` there, with `overlay`). `istio_nodes`: in overlay mode, the
-        pods whose node metadata is Istio-shaped."""
+        pods whose node metadata is Istio-shaped. `xds_ports`: the xDS ports each pod's
+        bootstrap lists, to pin its sidecar to chosen replicas (default: the mesh's own,
+        or every replica's)."""
         self.mesh_file = mesh_file
         self.run_dir = run_dir
         self.declared_ports = declared_ports
@@ -90,6 +93,7 @@ class MeshRun:
         self.store_url = store_url
         self.replica_plan: list[Replica] = []
         self.replicas: dict[str, Child] = {}
+        self.xds_ports = xds_ports
 
     async def __aenter__(self) -> MeshRun:
         try:
@@ -328,6 +332,8 @@ class MeshRun:
         if self.overlay is not None:
             return self.overlay.bootstrap(pod, xds_port)
         rendered = render_bootstrap(template_beside(self.mesh_file), pod, HOST, xds_port)
+        if self.xds_ports is not None:  # this pod's chosen replicas only
+            return with_xds_endpoints(rendered, HOST, self.xds_ports(pod))
         if len(self.replica_plan) > 1:  # every replica, for Envoy to fail over between
             return with_xds_endpoints(rendered, HOST, [r.xds_port for r in self.replica_plan])
         return rendered
