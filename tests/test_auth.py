@@ -53,12 +53,25 @@ EXPECTED: dict[str, set[Role]] = {
     "ListAudit": EVERYONE,
     "VerifyAudit": EVERYONE,
     "PlanInjection": EVERYONE,  # a dry run changes nothing
+    "GetInjectionPlan": EVERYONE,  # what was sent: a read
     "AbortInjection": STOPPERS,
     "AbortAllInjections": STOPPERS,
     "Freeze": STOPPERS,
     "Unfreeze": {OC, AD},  # lifting a freeze lets injections start: not an operator's call
     "CreateInjection": {OP, AP, AD},
     "ApproveInjection": {AP, AD},
+    # The scheduler: a blackout holds back like a freeze; lifting one or changing the
+    # policy is the unfreezer's; a schedule injects, pausing or removing one stops.
+    "ListBlackouts": EVERYONE,
+    "GetPolicy": EVERYONE,
+    "ListSchedules": EVERYONE,
+    "AddBlackout": STOPPERS,
+    "RemoveBlackout": {OC, AD},
+    "SetPolicy": {OC, AD},
+    "CreateSchedule": {OP, AP, AD},
+    "ResumeSchedule": {OP, AP, AD},
+    "PauseSchedule": STOPPERS,
+    "RemoveSchedule": STOPPERS,
 }
 
 

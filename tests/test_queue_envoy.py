@@ -134,3 +134,27 @@ async def test_three_queued_two_conflicting_run_two_together_then_the_third(
     # AbortAll returns once every target ACKed the withdrawal.
     for pod in ("fraud-scoring-1", "ledger-1"):
         assert await faulted_by(run, pod) == (200, ""), pod
+
+
+async def test_with_the_dependency_rule_a_caller_waits_for_its_dependency(
+    run: MeshRun, stub: faultplane_pb2_grpc.FaultServiceStub
+) -> None:
+    """payments-api calls fraud-scoring (mesh.yaml): with the rule on, an experiment on
+    payments-api waits while one on fraud-scoring runs, then its fault is in traffic."""
+    await cli(run, "policy", "set", "--dependency-rule", "on")
+    try:
+        dependency = await stub.CreateInjection(on("fraud-scoring", 503, 6), timeout=30)
+        caller = await stub.CreateInjection(on("payments-api", 429, 30), timeout=30)
+        assert caller.state == pb.QUEUED
+        assert caller.waiting_reason == (
+            f"waits for {dependency.id} (payments-api depends on fraud-scoring: same request path)"
+        )
+        await wait_state(stub, dependency.id, {pb.ACTIVE}, timeout=30)
+        # Not yet faulted itself (its call to fraud-scoring fails: the dependency's fault).
+        assert (await faulted_by(run, "payments-api-2"))[1] == ""
+        await wait_state(stub, dependency.id, {pb.COMPLETED}, timeout=30)
+        await wait_state(stub, caller.id, {pb.ACTIVE}, timeout=30)
+        assert await faulted_by(run, "payments-api-2") == (429, caller.id)
+    finally:
+        await cli(run, "policy", "set", "--dependency-rule", "off")
+        await stub.AbortAllInjections(pb.AbortAllInjectionsRequest(reason="test done"))

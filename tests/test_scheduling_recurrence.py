@@ -107,5 +107,5 @@ def test_due_occurrences_resume_after_the_last_enqueued_with_stable_ids() -> Non
     # down from 08:10 until 10:30: the missed 09:00 and 10:00 come back, 08:00 does not
     after_restart = due(rule, datetime(2026, 12, 3, 8, tzinfo=UTC), now, timedelta(hours=1))
     assert [t.hour for t in after_restart] == [9, 10, 11]
-    assert occurrence_id("sch-1", after_restart[0]) == "sch-1@20261203T0900Z"
-    assert occurrence_id("sch-1", after_restart[0].astimezone(BERLIN)) == "sch-1@20261203T0900Z"
+    assert occurrence_id("sch-1", after_restart[0]) == "sch-1-20261203T0900Z"
+    assert occurrence_id("sch-1", after_restart[0].astimezone(BERLIN)) == "sch-1-20261203T0900Z"

@@ -30,6 +30,7 @@ from faultplane.store import (
     InjectionRepository,
     NewToken,
     ReadingRepository,
+    SchedulingRepository,
     SchemaVersionError,
     SettingRepository,
     SqliteStore,
@@ -641,3 +642,23 @@ def test_settings(store: AnyStore) -> None:
     store.settings.set("freeze", None)
     assert store.settings.get("freeze") is None
     store.settings.set("freeze", None)  # deleting twice is fine
+
+
+def test_scheduling_documents(backend: Backend) -> None:
+    """Blackouts and schedules: kept per kind, replaced in place, deleted once, and read
+    back identically by a new store on the same database (a restart)."""
+    with backend.open() as store:
+        assert isinstance(store.scheduling, SchedulingRepository)
+        assert store.scheduling.list("blackout") == []
+        store.scheduling.put("blackout", "blk-2", {"name": "month-end", "start": 1.0})
+        store.scheduling.put("blackout", "blk-1", {"name": "weekend"})
+        store.scheduling.put("schedule", "sch-1", {"last_fired": 10.0})
+        store.scheduling.put("schedule", "sch-1", {"last_fired": 20.0})  # replaced
+        assert store.scheduling.delete("blackout", "blk-2") is True
+        assert store.scheduling.delete("blackout", "blk-2") is False
+    with backend.open() as store:
+        assert store.scheduling.list("blackout") == [("blk-1", {"name": "weekend"})]
+        assert store.scheduling.get("schedule", "sch-1") == {"last_fired": 20.0}
+        assert store.scheduling.get("schedule", "blk-1") is None
+        with pytest.raises(TypeError):
+            store.scheduling.put("blackout", "x", ["not", "a", "document"])  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from faultplane.demo.processes import wait_until
 from faultplane.model.mesh import load_mesh
 from faultplane.server.control import ControlServer
 from faultplane.store import NewToken
+from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, ROOT, server_config
 from tests.helpers import injection_request, send
@@ -252,4 +253,85 @@ async def test_log_in_watch_an_experiment_go_live_and_abort_it_from_the_browser(
     await page.get_by_text("No experiment is live").wait_for()
     assert await banner.is_visible()  # the freeze, from the stream's first snapshot
     await shoot(page, shots, "09-now-phone")
+    await page.close()
+
+
+async def test_the_queue_on_now_and_its_own_page_and_a_live_experiments_plan(
+    server: ControlServer, mesh_run: MeshRun, browser: Browser, tmp_path: Path
+) -> None:
+    """A second experiment on the first one's sidecars waits QUEUED: Now shows why and
+    when it starts, the queue page shows the timeline and redraws it, live, when the
+    first ends and the second starts; the live one's page shows what each target got."""
+    assert server.web is not None
+    base = server.web.url.rstrip("/")
+    token, admin = issue(server, "ananya", "operator"), issue(server, "root", "admin")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    async with grpc.aio.insecure_channel(mesh_run.api_address) as channel:
+        stub = faultplane_pb2_grpc.FaultServiceStub(channel)
+        metadata = [("authorization", f"Bearer {token}")]
+        # The first test may have left the abort-all freeze on.
+        await stub.Unfreeze(pb.UnfreezeRequest(), metadata=[("authorization", f"Bearer {admin}")])
+        first = await stub.CreateInjection(REQUEST, metadata=metadata, timeout=30)
+        queued_request = pb.InjectionRequest()
+        queued_request.CopyFrom(REQUEST)
+        queued_request.on_conflict = pb.ON_CONFLICT_QUEUE
+        second = await stub.CreateInjection(queued_request, metadata=metadata, timeout=30)
+        assert second.state == pb.QUEUED
+
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(f"{base}/login")
+        await page.get_by_label("API token").fill(token)
+        await page.get_by_role("button", name="Log in").click()
+        await page.wait_for_url(f"{base}/")
+        card = page.locator(f'#queued article[data-id="{second.id}"]')
+        await card.wait_for()
+        assert first.id in await card.locator(".waiting").inner_text()  # why it waits
+        assert "expected to start" in await card.locator(".starts").inner_text()
+        assert await card.get_by_role("button", name=f"Abort {second.id}").is_visible()
+        await shoot(page, shots, "10-now-queued")
+
+        await page.goto(f"{base}/queue")
+        row = page.locator(f'#queue tr[data-id="{second.id}"]')
+        await row.wait_for()
+        assert await row.get_attribute("data-status") == "starts"
+        running = page.locator(f'#queue tr[data-id="{first.id}"][data-status="running"]')
+        await running.wait_for()
+        await shoot(page, shots, "11-queue")
+        await stub.AbortInjection(pb.AbortInjectionRequest(id=first.id), metadata=metadata)
+        # No reload: the stream redraws the timeline once the second has started.
+        await page.locator(f'#queue tr[data-id="{second.id}"][data-status="running"]').wait_for(
+            timeout=20_000
+        )
+        assert await page.locator(f'#queue tr[data-id="{first.id}"]').count() == 0
+        await shoot(page, shots, "12-queue-moved")
+        get = pb.GetInjectionRequest(id=second.id)
+        live = await stub.GetInjection(get, metadata=metadata, timeout=30)
+
+    assert live.targets  # chosen when it started
+    await page.goto(f"{base}/experiments/{second.id}")
+    plans = page.locator("details.plan")
+    assert sorted(await plans.evaluate_all("ns => ns.map(n => n.dataset.sidecar)")) == sorted(
+        live.targets
+    )
+    assert "http_status" in (await plans.first.locator("pre").text_content() or "")
+    await shoot(page, shots, "13-experiment-plan")
+
+    # Accessibility basics on every page: each control a real, named button or a
+    # labelled field.
+    for path in ("/", "/queue", f"/experiments/{second.id}", "/history", "/audit", "/sidecars"):
+        await page.goto(base + path)
+        for button in await page.locator("button:visible").all():
+            assert (await button.inner_text()).strip(), path
+        fields = page.locator("input:not([type=hidden]), select")
+        assert await fields.count() == await page.locator("label input, label select").count()
+        assert await page.locator("[onclick], div[role=button], a[href='#']").count() == 0
+
+    # A phone: every card fits the screen's width.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(f"{base}/")
+    await page.locator(f'article[data-id="{second.id}"]').wait_for()
+    for box in [await c.bounding_box() for c in await page.locator("article.card").all()]:
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    await shoot(page, shots, "14-now-phone-live")
     await page.close()

@@ -18,10 +18,12 @@ from faultplane.api.convert import (
     timestamp,
     transition_message,
 )
+from faultplane.api.events import event_message, requested_kinds
 from faultplane.api.gate import ApiError, rpc, stream_rpc
 from faultplane.api.validate import MAX_TEXT, check_length, validate_request
 from faultplane.auth.principal import Principal
 from faultplane.auth.roles import PermissionDenied, may_act_on, may_claim_owner
+from faultplane.lifecycle.events import TRANSITION
 from faultplane.model.spec import InjectionSpec, Scope
 from faultplane.render.faults import route_config_name, runtime_keys
 from faultplane.render.resources import Resources
@@ -68,6 +70,24 @@ class InjectionMethods:
                 _sidecar_plan(node, rendered, plan.scope_of(node))
                 for node, rendered in plan.rendered.items()
             ],
+        )
+
+    @rpc
+    async def GetInjectionPlan(
+        self, request: pb.GetInjectionPlanRequest, context: Context, principal: Principal
+    ) -> pb.InjectionPlan:
+        """What each target of an existing injection is (or was) sent for it, rendered
+        from its stored parts and targets (a queued one has none chosen yet)."""
+        injection = await self.scheduler.find(_required_id(request.id))
+        sent = self.scheduler.sent(injection)
+        return pb.InjectionPlan(
+            matched=injection.matched,
+            targets=injection.targets,
+            sidecars=[
+                _sidecar_plan(node, rendered, sent.scopes[node])
+                for node, rendered in sent.rendered.items()
+            ],
+            unrendered=sent.unrendered,
         )
 
     @rpc
@@ -143,6 +163,11 @@ class InjectionMethods:
     async def WatchInjections(
         self, request: pb.WatchInjectionsRequest, context: Context, principal: Principal
     ) -> AsyncIterator[pb.InjectionEvent]:
+        kinds = requested_kinds(request.kinds)
+        if kinds - {TRANSITION}:  # readings and freeze changes too (faultplane.api.events)
+            async for event in self._watch_events(kinds, request.id, context):
+                yield event
+            return
         watch = self.scheduler.watch()
         try:
             # Headers go out once subscribed, so a client can wait for them before acting.
@@ -153,6 +178,19 @@ class InjectionMethods:
                 yield pb.InjectionEvent(
                     injection=injection_message(injection), transition=transition_message(change)
                 )
+        finally:
+            watch.close()
+
+    async def _watch_events(
+        self, kinds: set[str], only: str, context: Context
+    ) -> AsyncIterator[pb.InjectionEvent]:
+        watch = self.scheduler.watch_events(kinds)
+        try:
+            await context.send_initial_metadata(())  # subscribed
+            async for event in watch:
+                message = event_message(event, only)
+                if message is not None:
+                    yield message
         finally:
             watch.close()
 

@@ -9,6 +9,8 @@ from faultplane.api.gate import Gate
 from faultplane.api.governance import GovernanceMethods
 from faultplane.api.injections import InjectionMethods
 from faultplane.api.observe import ObserveMethods
+from faultplane.api.schedules import ScheduleMethods
+from faultplane.api.scheduling import SchedulingMethods
 from faultplane.delivery.plane import FaultPlane
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.preflight import Preflight
@@ -20,7 +22,12 @@ from faultplane.xds.registry import SidecarRegistry
 
 
 class FaultService(
-    InjectionMethods, GovernanceMethods, ObserveMethods, faultplane_pb2_grpc.FaultServiceServicer
+    InjectionMethods,
+    GovernanceMethods,
+    ObserveMethods,
+    SchedulingMethods,
+    ScheduleMethods,
+    faultplane_pb2_grpc.FaultServiceServicer,
 ):
     def __init__(
         self,

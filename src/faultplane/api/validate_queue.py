@@ -1,4 +1,5 @@
-"""The queue terms of a request (`not_before`, `not_after`, `priority`, `on_conflict`).
+"""The queue terms of a request (`not_before`, `not_after`, `priority`, `on_conflict`,
+`windows`, `allow_dependent`).
 
 Kept apart from `validate` so that the edge stays the one place that checks them: the
 scheduler trusts a `QueueTerms` as given. Times are checked for order only, never
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 from faultplane.faults.kind import Problems
 from faultplane.model.spec import QueueTerms
+from faultplane.scheduling.errors import ScheduleError
+from faultplane.scheduling.windows import Window, parse_window
 from faultplane.v1 import faultplane_pb2 as pb
 
 ON_CONFLICT = {pb.ON_CONFLICT_REFUSE: "refuse", pb.ON_CONFLICT_QUEUE: "queue"}
 MAX_PRIORITY = 1000
+MAX_WINDOWS = 16
 
 
 def queue_terms(request: pb.InjectionRequest, problems: Problems) -> QueueTerms:
@@ -31,7 +35,25 @@ def queue_terms(request: pb.InjectionRequest, problems: Problems) -> QueueTerms:
     not_after = _seconds(request, "not_after")
     if not_before is not None and not_after is not None and not_after <= not_before:
         problems.add("not_after", "must be later than not_before")
-    return QueueTerms(on_conflict, request.priority, not_before, not_after)
+    return QueueTerms(
+        on_conflict, request.priority, not_before, not_after, _windows(request, problems),
+        request.allow_dependent,
+    )  # fmt: skip
+
+
+def _windows(request: pb.InjectionRequest, problems: Problems) -> tuple[Window, ...]:
+    """The request's windows, each checked (weekdays, HH:MM ranges, an IANA zone)."""
+    if len(request.windows) > MAX_WINDOWS:
+        problems.add("windows", f"at most {MAX_WINDOWS} windows, not {len(request.windows)}")
+        return ()
+    found = []
+    for index, window in enumerate(request.windows):
+        data = {"weekdays": window.weekdays, "hours": list(window.hours), "tz": window.tz}
+        try:
+            found.append(parse_window(data, f"windows[{index}]"))
+        except ScheduleError as exc:
+            problems.add(exc.field, exc.reason)
+    return tuple(found)
 
 
 def _seconds(request: pb.InjectionRequest, name: str) -> float | None:

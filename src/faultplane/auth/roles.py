@@ -95,12 +95,26 @@ METHOD_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
         "ListAudit": Permission.READ,
         "VerifyAudit": Permission.READ,
         "PlanInjection": Permission.READ,  # a dry run: it changes nothing
+        "GetInjectionPlan": Permission.READ,
         "AbortInjection": Permission.STOP,
         "AbortAllInjections": Permission.STOP,
         "Freeze": Permission.STOP,
         "Unfreeze": Permission.LIFT_FREEZE,
         "CreateInjection": Permission.INJECT,
         "ApproveInjection": Permission.APPROVE,
+        # The scheduler. A blackout only holds experiments back, like a freeze; lifting
+        # one, or changing the policy (which may loosen it), is the unfreezer's. A
+        # schedule injects; pausing or removing one stops.
+        "ListBlackouts": Permission.READ,
+        "GetPolicy": Permission.READ,
+        "ListSchedules": Permission.READ,
+        "AddBlackout": Permission.STOP,
+        "RemoveBlackout": Permission.LIFT_FREEZE,
+        "SetPolicy": Permission.LIFT_FREEZE,
+        "CreateSchedule": Permission.INJECT,
+        "ResumeSchedule": Permission.INJECT,
+        "PauseSchedule": Permission.STOP,
+        "RemoveSchedule": Permission.STOP,
     }
 )
 

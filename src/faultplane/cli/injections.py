@@ -34,6 +34,7 @@ from faultplane.cli.tables import (
     sidecars_table,
 )
 from faultplane.cli.watching import RECONNECT_FOR, cmd_watch, watch_dropped
+from faultplane.cli.window_flag import add_window_argument
 from faultplane.server.control import MAX_API_MESSAGE_BYTES
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
@@ -61,6 +62,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="if it overlaps a live injection, wait QUEUED until that ends (on_conflict: queue)",
     )
+    add_window_argument(inject)
     inject.add_argument("--json", action="store_true")
     inject.set_defaults(handler=cmd_inject)
 
@@ -198,6 +200,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     request = read_request(args.file)
     if args.queue:
         request.on_conflict = pb.ON_CONFLICT_QUEUE
+    request.windows.extend(args.window)
     channel, stub = _stub(args)
     with channel:
         try:

@@ -16,6 +16,7 @@ from faultplane.cli.governance import add_governance_commands
 from faultplane.cli.injections import UsageError, add_commands
 from faultplane.cli.overlay import add_overlay_commands
 from faultplane.cli.run import add_run_command
+from faultplane.cli.scheduling import add_scheduling_commands
 from faultplane.cli.serve import DEFAULT_MESH, add_serve_command, until_signalled
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, MeshRun
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     add_governance_commands(commands)
+    add_scheduling_commands(commands)
     add_overlay_commands(commands)
     add_run_command(commands)
     add_agent_command(commands)

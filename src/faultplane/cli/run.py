@@ -50,6 +50,7 @@ from faultplane.cli.reports import (
 )
 from faultplane.cli.tables import state_name
 from faultplane.cli.watching import FINAL_STATES, RECONNECT_FOR
+from faultplane.cli.window_flag import add_window_argument
 from faultplane.lifecycle.lifecycle import HELD, REFUTED
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.v1 import faultplane_pb2_grpc
@@ -74,6 +75,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     )
     add_connection_arguments(run)
     run.add_argument("-f", "--file", required=True, help="the experiment, JSON or YAML")
+    add_window_argument(run)
     run.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
     run.add_argument("--report", type=Path, metavar="FILE", help="write the JSON history here")
     run.add_argument(
@@ -107,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         request = read_request(args.file)
+        request.windows.extend(args.window)
     except UsageError as exc:
         return refused(None, str(exc), EXIT_REFUSED)
     with Interrupts() as interrupts, open_channel(args) as channel:

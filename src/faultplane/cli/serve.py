@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from faultplane.api.validate import MAX_DURATION_SECONDS
 from faultplane.cli.injections import UsageError
 from faultplane.lifecycle.approval import ApprovalPolicy
@@ -24,6 +26,8 @@ from faultplane.model.mesh import load_mesh
 from faultplane.notify.targets import parse_target, parse_web_url
 from faultplane.render.overlay_config import DEFAULT_SLOTS as OVERLAY_FAULT_SLOTS
 from faultplane.render.resources import DEFAULT_FAULT_SLOTS
+from faultplane.scheduling.errors import ScheduleError
+from faultplane.scheduling.graph import DependencyGraph, parse_graph
 from faultplane.server.config import ISTIO_STATS_PORT, STORE_URL_SCHEMES, parse_listen_address
 from faultplane.server.control import ControlServer, ServerConfig, TlsConfig
 from faultplane.slo.catalogue import CatalogueError, load_catalogue
@@ -54,6 +58,13 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="no mesh file: any Envoy that connects is a sidecar, served only the fault "
         "layer (ECDS slots, the leased RTDS layer) beside its own control plane",
+    )
+    serve.add_argument(
+        "--dependency-graph",
+        type=Path,
+        metavar="FILE",
+        help="who calls whom, for the scheduler's dependency rule (YAML/JSON: service -> "
+        "[services it calls]); default: the mesh's dependencies (none with --overlay)",
     )
     port = integer(0, 65535)
     for part, default in OVERLAY_PORTS.items():
@@ -330,6 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             keep_finished=args.keep_finished,
             notify=tuple(args.notify),
             web_url=args.web_url,
+            dependency_graph=_dependency_graph(args.dependency_graph),
         )
     except ValueError as exc:  # e.g. local auth on a non-loopback --api-listen
         raise UsageError(f"serve: {exc}") from exc
@@ -376,3 +388,13 @@ async def until_signalled() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def _dependency_graph(path: Path | None) -> DependencyGraph | None:
+    """`--dependency-graph FILE`, its problems as a usage error naming the file."""
+    if path is None:
+        return None
+    try:
+        return parse_graph(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ScheduleError) as exc:
+        raise UsageError(f"serve: --dependency-graph {path}: {exc}") from exc

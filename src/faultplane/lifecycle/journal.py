@@ -60,6 +60,11 @@ class Journal:
         """Persist the injection's current state in the background."""
         self._chain(injection.id, "injection state", lambda: self.save(injection))
 
+    def write_later(self, key: str, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        """Run `write` in the background after the previous write under `key`, retried
+        like an injection's state (the scheduler's cool-down memory, say)."""
+        self._chain(key, what, write)
+
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for every background record (shutdown, tests), at most `timeout` seconds;
         False if some were still failing then (they are logged; a restart reads the store

@@ -9,7 +9,7 @@ same function the property tests and the bench judge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from faultplane.model.injection import Injection, State
@@ -40,11 +40,16 @@ def experiment(injection: Injection, footprint: Footprint) -> Experiment:
         terms.priority,
         None if terms.not_before is None else instant(terms.not_before),
         None if terms.not_after is None else instant(terms.not_after),
+        terms.windows,
+        terms.allow_dependent,
     )
 
 
 def queue_state(
-    injections: Iterable[Injection], now: float, queued_footprint: FootprintOf
+    injections: Iterable[Injection],
+    now: float,
+    queued_footprint: FootprintOf,
+    last_started: Mapping[str, datetime] | None = None,
 ) -> QueueState:
     """The packer's state: live injections run (planned to end at their deadline, or a
     full duration from now while they are still being switched on), QUEUED ones wait."""
@@ -59,4 +64,4 @@ def queue_state(
                                instant(started)))  # fmt: skip
     running.sort(key=lambda r: r.id)
     queue.sort(key=lambda e: e.id)
-    return QueueState(instant(now), tuple(running), tuple(queue))
+    return QueueState(instant(now), tuple(running), tuple(queue), dict(last_started or {}))

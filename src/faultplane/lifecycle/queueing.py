@@ -20,18 +20,22 @@ import structlog
 
 from faultplane.lifecycle.admission import Admission, Refused
 from faultplane.lifecycle.approval import Freeze
+from faultplane.lifecycle.blackouts import Blackouts
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import OPERATOR_ABORT, Lifecycle, Transitions
+from faultplane.lifecycle.policy import PolicyRules
 from faultplane.lifecycle.queue import HORIZON, experiment, queue_state, seconds
 from faultplane.lifecycle.registry import InjectionRegistry
 from faultplane.model.injection import Injection, State
 from faultplane.model.spec import InjectionSpec
+from faultplane.scheduling.calendar import earliest_fit
 from faultplane.scheduling.feed import Sidecar, footprint_of_spec
 from faultplane.scheduling.model import Experiment, Footprint
 from faultplane.scheduling.packer import State as QueueState
 from faultplane.scheduling.packer import forecast, next_wake, plan
-from faultplane.scheduling.rules import Policy, Situation, why_waits
+from faultplane.scheduling.rules import RULES, Policy, Situation
 from faultplane.scheduling.timeline import Row, rows
+from faultplane.scheduling.windows import Blackout
 
 if TYPE_CHECKING:
     from faultplane.delivery.plane import Delivery
@@ -41,6 +45,11 @@ log = structlog.get_logger("faultplane.scheduler")
 NEVER_STARTED = "inconclusive: never started"
 # How soon the queue looks again after admission refused a start the packer planned.
 RETRY_SECONDS = 1.0
+# How a refusal names the core's rules (faultplane.scheduling.rules.RULES).
+RULE_NAMES = {
+    "not_before": "not_before", "calendar": "window/blackout", "cooldown": "cool-down",
+    "per_service": "max_per_service", "fleet": "max_fleet",
+}  # fmt: skip
 
 
 class Queueing:
@@ -54,6 +63,8 @@ class Queueing:
     _transitions: Transitions
     _delivery: Delivery
     _freeze: Freeze | None
+    rules: PolicyRules
+    blackouts: Blackouts
 
     if TYPE_CHECKING:  # provided by Scheduler
 
@@ -73,22 +84,39 @@ class Queueing:
     def _footprint(self, injection_id: str, spec: InjectionSpec) -> Footprint:
         return footprint_of_spec(spec, injection_id, self._sidecars(spec))
 
-    def _queue_reason(self, spec: InjectionSpec, injection_id: str) -> str | None:
-        """Why a new request could not start now by the queue's rules, or None."""
+    def _queue_reason(self, spec: InjectionSpec, injection_id: str) -> tuple[str, str] | None:
+        """Why a new request could not start now by the queue's rules, or None: (the
+        rule that objects first, its reason)."""
         now = self._clock()
-        state = queue_state(self._injections, now, lambda i: self._footprint(i.id, i.spec))
+        state = self._queue_state()
         mine = _as_queued(spec, injection_id, self._footprint(injection_id, spec), now)
-        situation = Situation(state.now, state.running, {})
-        wait = why_waits(mine, situation, self._policy())
-        return None if wait is None else wait.reason
+        situation = Situation(state.now, state.running, state.last_started)
+        policy = self._policy()
+        for rule in RULES:
+            wait = rule(mine, situation, policy)
+            if wait is not None:
+                return rule.__name__, wait.reason
+        return None
 
     def _policy(self) -> Policy:
-        # Blackouts, cool-downs, caps and the dependency rule are in the core
-        # (faultplane.scheduling.rules) but not configurable on the server yet.
-        return Policy(frozen=self.frozen() is not None)
+        """The core's policy now: the operator's limits and blackouts, the dependency
+        graph, the freeze (faultplane.lifecycle.policy, faultplane.lifecycle.blackouts)."""
+        return self.rules.policy(self.blackouts.rules(), frozen=self.frozen() is not None)
 
     def _queue_state(self) -> QueueState:
-        return queue_state(self._injections, self._clock(), lambda i: self._footprint(i.id, i.spec))
+        return queue_state(
+            self._injections, self._clock(), lambda i: self._footprint(i.id, i.spec),
+            self.rules.last_started(),
+        )  # fmt: skip
+
+    def _refuse_now(self, rule: str, reason: str) -> None:
+        """An immediate (refuse) request that a policy rule holds back: FAILED_PRECONDITION
+        naming the rule. Overlaps on a slot and the freeze are left to admission, which
+        words them as it always has."""
+        if rule == "frozen" or (rule == "conflicts" and "same request path" not in reason):
+            return
+        name = "dependency" if rule == "conflicts" else RULE_NAMES.get(rule, rule)
+        raise Refused(f"scheduling rule {name}: {reason} (on_conflict: queue would wait)")
 
     async def _enqueue(
         self, spec: InjectionSpec, document: Mapping[str, Any], injection_id: str, reason: str
@@ -107,6 +135,11 @@ class Queueing:
     def replan(self) -> None:
         """Re-plan the queue now (the timer does this at the packer's next wake)."""
         self._replan()
+
+    def replan_soon(self, _node: str = "") -> None:
+        """Re-plan once the current step is done (a sidecar connected: its registration
+        completes first, then the queue sees it among the candidates)."""
+        asyncio.get_running_loop().call_soon(self._replan)
 
     def _replan(self) -> None:
         """Start what the packer says may start, expire what is past its deadline, and
@@ -155,6 +188,7 @@ class Queueing:
         injection.part_targets = fresh.part_targets
         self._transitions.make(injection, fresh.state, f"started from the queue; {fresh.reason}")
         self._start(injection, restored=True)  # already on disk
+        self.rules.started(injection.spec.services, self._clock())
         return True
 
     def _set_waiting(self, injection: Injection, reason: str) -> None:
@@ -167,6 +201,16 @@ class Queueing:
         state = self._queue_state()
         policy = self._policy()
         return rows(state, policy, forecast(state, policy, HORIZON))
+
+    def runs_into(self, blackout: Blackout) -> list[str]:
+        """The running experiments planned to run into `blackout` (they are not stopped:
+        a blackout governs starts; the freeze and abort are the instant levers)."""
+        found = []
+        for run in self._queue_state().running:
+            fit = earliest_fit(run.started_at, run.experiment.duration, (), (blackout,))
+            if fit.start != run.started_at:
+                found.append(run.id)
+        return found
 
     def _cancel_queued(self, injection: Injection, reason: str, principal: str) -> None:
         """A queued injection never started: ABORTED at once, nothing to withdraw."""

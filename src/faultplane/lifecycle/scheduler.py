@@ -24,18 +24,24 @@ import structlog
 from faultplane.delivery.plane import Delivery, FaultPlane
 from faultplane.lifecycle.admission import Admission, Refused, admit, new_injection_id
 from faultplane.lifecycle.approval import ApprovalPolicy, Freeze
+from faultplane.lifecycle.blackouts import Blackouts
+from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
+from faultplane.lifecycle.policy import PolicyRules
 from faultplane.lifecycle.queueing import Queueing, future
 from faultplane.lifecycle.records import SpecParser
 from faultplane.lifecycle.registry import KEEP_FINISHED, InjectionRegistry, PageKey, page_key
 from faultplane.lifecycle.restore import restore_live
+from faultplane.lifecycle.schedules import Schedules
+from faultplane.lifecycle.sent import SentPlan, sent_plan
 from faultplane.lifecycle.uptime import Uptime
 from faultplane.lifecycle.watch import Watch, WatchHub
 from faultplane.model.injection import Injection, SloReading, State, Transition
 from faultplane.model.readings import bound_readings
 from faultplane.model.spec import InjectionSpec
 from faultplane.scheduling.feed import Sidecar
+from faultplane.scheduling.graph import DependencyGraph
 
 log = structlog.get_logger("faultplane.scheduler")
 
@@ -54,11 +60,13 @@ class Scheduler(Queueing):
         deadman_ttl: float = 10.0,
         keep_finished: int = KEEP_FINISHED,
         clock: Callable[[], float] = time.time,
+        graph: DependencyGraph | None = None,
     ) -> None:
         """`deadman_ttl`: the plane's lease on switched-on faults, recorded so that the
         next server can say when they went off; `keep_finished`: how many finished
         injections stay in memory (the rest are read from the store); `clock`: what the
-        queue reads the time from (epoch seconds), so tests can move it."""
+        queue reads the time from (epoch seconds), so tests can move it; `graph`: the
+        dependency rule's (who calls whom)."""
         self._delivery = Delivery(plane, ack_timeout)
         self._plane = plane
         self._journal = journal
@@ -68,10 +76,14 @@ class Scheduler(Queueing):
         self._live: dict[str, Lifecycle] = {}  # injections whose lifecycle still runs
         self._uptime = Uptime(journal, deadman_ttl)
         self._watchers = WatchHub()
+        self._events = EventHub()  # transitions, readings and freeze changes
         self._transitions = Transitions(journal, self._publish)
         self._freeze: Freeze | None = None
         self._clock = clock
         self._wake: asyncio.TimerHandle | None = None  # the queue's next re-plan
+        self.rules = PolicyRules(journal, graph)  # limits, graph, cool-down memory
+        self.blackouts = Blackouts(journal)
+        self.schedules = Schedules(journal, clock)  # recurring experiments
 
     # -- admission -------------------------------------------------------------------
 
@@ -79,6 +91,11 @@ class Scheduler(Queueing):
         """What `create` would admit now, each target rendered with the fault switched on;
         nothing changes. A freeze refuses creates, not plans."""
         return self._admit(spec, freeze=None, enabled=True)
+
+    def sent(self, injection: Injection) -> SentPlan:
+        """What each target of an existing injection is (or was) sent for it
+        (faultplane.lifecycle.sent); no admission check, nothing changes."""
+        return sent_plan(injection, self._plane.render, self._delivery.planned)
 
     async def create(
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
@@ -88,7 +105,9 @@ class Scheduler(Queueing):
         injection_id = new_injection_id()
         wait = self._queue_reason(spec, injection_id)
         if wait is not None and (spec.queue.on_conflict == "queue" or future(spec, self._clock())):
-            return await self._enqueue(spec, document, injection_id, wait)
+            return await self._enqueue(spec, document, injection_id, wait[1])
+        if wait is not None:
+            self._refuse_now(*wait)
         admission = self._admit(spec, self._freeze, injection_id=injection_id)
         # Admission rendered every target with these faults added: the slots are free.
         for part in admission.parts:
@@ -96,6 +115,7 @@ class Scheduler(Queueing):
         injection = admission.injection(document)
         self._injections.add(injection)  # from here on, others see its scope
         lifecycle = self._start(injection)
+        self.rules.started(spec.services, self._clock())
         # Shielded: a caller that gives up does not stop the lifecycle; one whose first
         # record failed is forgotten by `_ended`, whoever was waiting.
         await asyncio.shield(lifecycle.recorded)
@@ -163,14 +183,17 @@ class Scheduler(Queueing):
         return injection
 
     async def freeze(self, until: float | None, reason: str, principal: str) -> Freeze:
-        self._freeze = Freeze(until, reason, principal, time.time())
+        previous, self._freeze = self.frozen(), Freeze(until, reason, principal, time.time())
         await self._journal.run(self._journal.store.settings.set, "freeze", self._freeze.body())
+        self._events.freeze_changed(self._freeze, previous, time.time())
         self._replan()
         return self._freeze
 
     async def unfreeze(self) -> None:
-        self._freeze = None
+        previous, self._freeze = self.frozen(), None
         await self._journal.run(self._journal.store.settings.set, "freeze", None)
+        if previous is not None:  # lifting no freeze is no news
+            self._events.freeze_changed(None, previous, time.time())
         self._replan()
 
     def frozen(self) -> Freeze | None:
@@ -229,6 +252,11 @@ class Scheduler(Queueing):
         """Every transition from now on; subscribed before this returns."""
         return self._watchers.subscribe()
 
+    def watch_events(self, kinds: set[str]) -> KindWatch:
+        """Every event of these kinds (faultplane.lifecycle.events) from now on:
+        transitions, the guard's readings, freeze changes; subscribed before this returns."""
+        return self._events.subscribe_kinds(kinds)
+
     # -- rollback --------------------------------------------------------------------
 
     async def abort(self, injection_id: str, reason: str, principal: str) -> Injection:
@@ -263,6 +291,7 @@ class Scheduler(Queueing):
         injection.readings.append(reading)
         steady = injection.spec.steady_state
         bound_readings(injection.readings, steady.abort_after_seconds, injection.activated_at)
+        self._events.publish(ReadingEvent(injection_id, steady.slo, reading))
         try:
             await self._journal.reading(injection_id, reading)
         except Exception as exc:
@@ -280,6 +309,8 @@ class Scheduler(Queueing):
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        self._events.close()
+        await self.schedules.close()
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.close()
@@ -307,6 +338,9 @@ class Scheduler(Queueing):
         self._injections.parse_spec = parse_spec
         freeze = await self._journal.read(self._journal.store.settings.get, "freeze")
         self._freeze = Freeze.from_body(freeze) if freeze else None
+        self._events.time_lapse(self.frozen(), time.time())
+        await self.rules.load()
+        await self.blackouts.load()
         await restore_live(
             parse_spec, await self._uptime.previous(),
             journal=self._journal, registry=self._injections, delivery=self._delivery,
@@ -315,6 +349,24 @@ class Scheduler(Queueing):
         )  # fmt: skip
         await self._uptime.begin()
         self._replan()  # the persisted queue: what may start now, and the next wake
+        await self.schedules.start(
+            self._exists, self._enqueue_occurrence, lambda document: parse_spec(document, False)
+        )
+
+    async def _exists(self, injection_id: str) -> bool:
+        try:
+            await self.find(injection_id)
+        except NotFound:
+            return False
+        return True
+
+    async def _enqueue_occurrence(
+        self, injection_id: str, spec: InjectionSpec, document: Mapping[str, Any]
+    ) -> None:
+        """A schedule's occurrence: always queued (it starts at once if nothing blocks)."""
+        wait = self._queue_reason(spec, injection_id)
+        await self._enqueue(spec, document, injection_id, wait[1] if wait else "scheduled")
 
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))
+        self._events.publish((injection, change))

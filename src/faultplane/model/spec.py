@@ -14,6 +14,7 @@ from faultplane.model.selector import Selector
 
 if TYPE_CHECKING:
     from faultplane.model.pattern import Pattern
+    from faultplane.scheduling.windows import Window
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,16 @@ class QueueTerms:
     `on_conflict`: "refuse" (the default: an overlap is FAILED_PRECONDITION, as before
     the queue existed) or "queue" (it waits QUEUED until the overlap ends). A future
     `not_before` queues it whatever `on_conflict` says; `not_after` (exclusive, epoch
-    seconds) is its deadline to start, else EXPIRED."""
+    seconds) is its deadline to start, else EXPIRED. `windows`: when it may run (none:
+    any time); `allow_dependent`: exempt from the dependency rule against another
+    experiment that allows it too."""
 
     on_conflict: str = "refuse"
     priority: int = 0
     not_before: float | None = None
     not_after: float | None = None
+    windows: tuple[Window, ...] = ()
+    allow_dependent: bool = False
 
 
 @dataclass(frozen=True)

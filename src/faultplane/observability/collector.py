@@ -169,8 +169,8 @@ def render(snap: Snapshot) -> Iterator[Metric]:
     )  # fmt: skip
     yield GaugeMetricFamily(
         "faultplane_queue_depth",
-        "Experiments waiting to start. There is no scheduler queue yet: this counts "
-        "injections awaiting a second person's approval (PENDING_APPROVAL).",
+        "Experiments waiting to start: QUEUED ones (the scheduler's queue) and those "
+        "awaiting a second person's approval (PENDING_APPROVAL).",
         value=snap.waiting,
     )
 

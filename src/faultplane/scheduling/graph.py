@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from faultplane.scheduling.errors import ScheduleError
+
 
 @dataclass(frozen=True)
 class DependencyGraph:
@@ -57,3 +59,20 @@ class DependencyGraph:
                 if self.on_same_path(a, b):
                     return a, b
         return None
+
+
+def parse_graph(data: object, where: str = "dependencies") -> DependencyGraph:
+    """`{service: [services it calls], ...}` (a declared graph for overlay mode, where no
+    mesh file says who calls whom); a file may also nest it under `dependencies`."""
+    if isinstance(data, Mapping) and set(data) == {"dependencies"}:
+        data = data["dependencies"]
+    if not isinstance(data, Mapping):
+        raise ScheduleError(where, "expected a mapping of service -> list of services it calls")
+    calls: dict[str, frozenset[str]] = {}
+    for service, callees in data.items():
+        if not isinstance(service, str) or not service:
+            raise ScheduleError(where, f"a service name must be text, not {service!r}")
+        if not isinstance(callees, list) or not all(isinstance(c, str) and c for c in callees):
+            raise ScheduleError(f"{where}.{service}", "expected a list of service names")
+        calls[service] = frozenset(callees)
+    return DependencyGraph(calls)

@@ -13,16 +13,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from faultplane.scheduling.clock import at_local, aware, duration, instant, zone_of
+from faultplane.scheduling.clock import at_local, aware, duration, instant, show, zone_of
 from faultplane.scheduling.errors import ScheduleError
 
 _DAY = timedelta(days=1)
+# Cron is iterated from this far before the asked instant's wall time, so a wall time
+# the clocks going back repeat is never missed.
+_DST_MARGIN = timedelta(hours=3)
+
+
+def _period_text(period: timedelta) -> str:
+    """The largest unit that divides it: 1d, 12h, 90m, 45s."""
+    seconds = int(period.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,8 @@ class Every:
     zone: ZoneInfo
 
     def describe(self) -> str:
-        return f"every {self.period} from {self.anchor.isoformat()} ({self.zone.key})"
+        """'every 1d from 2026-12-03 09:00 UTC (Europe/Berlin)'."""
+        return f"every {_period_text(self.period)} from {show(self.anchor)} ({self.zone.key})"
 
     def next_after(self, t: datetime) -> datetime:
         t = aware(t)
@@ -54,12 +67,6 @@ class Every:
             k += 1
 
 
-def _second_of_repeated(t: datetime, zone: ZoneInfo) -> bool:
-    """Is t the second occurrence of a wall time that the clocks going back repeat?"""
-    local = t.astimezone(zone)
-    return local.replace(fold=0).astimezone(UTC) != t.astimezone(UTC)
-
-
 @dataclass(frozen=True)
 class Cron:
     """A five-field cron expression read in `zone`."""
@@ -71,12 +78,17 @@ class Cron:
         return f"cron {self.expression!r} ({self.zone.key})"
 
     def next_after(self, t: datetime) -> datetime:
-        cursor = aware(t).astimezone(self.zone)
-        times = croniter(self.expression, cursor)
+        """Iterated on naive local wall times (croniter's own zone arithmetic differs
+        across its versions at DST changes), each read as at_local reads a wall time:
+        a skipped one lands just after the gap, a repeated one is its first instant."""
+        t = aware(t)
+        wall = t.astimezone(self.zone).replace(tzinfo=None) - _DST_MARGIN
+        times = croniter(self.expression, wall)
         while True:
             found: datetime = times.get_next(datetime)
-            if not _second_of_repeated(found, self.zone):
-                return found.astimezone(UTC)
+            candidate = at_local(found.date(), found.time(), self.zone)
+            if candidate > t:
+                return candidate
 
 
 Recurrence = Every | Cron
@@ -121,9 +133,9 @@ def parse_recurrence(data: Mapping[str, Any], now: datetime, where: str = "sched
 
 
 def occurrence_id(schedule_id: str, at: datetime) -> str:
-    """'sch-3f2a@20261203T0530Z': the same for the same occurrence after a restart, so
+    """'sch-3f2a-20261203T0530Z': the same for the same occurrence after a restart, so
     enqueuing one twice is refused by the store's key instead of running it twice."""
-    return f"{schedule_id}@{aware(at):%Y%m%dT%H%MZ}"
+    return f"{schedule_id}-{aware(at):%Y%m%dT%H%MZ}"
 
 
 def due(rule: Recurrence, last: datetime | None, now: datetime, ahead: timedelta) -> list[datetime]:

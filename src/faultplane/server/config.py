@@ -24,6 +24,7 @@ from faultplane.model.mesh import Mesh
 from faultplane.notify.courier import DeliveryPolicy
 from faultplane.notify.targets import NotifyTarget
 from faultplane.render.resources import DEFAULT_FAULT_SLOTS
+from faultplane.scheduling.graph import DependencyGraph
 from faultplane.slo.catalogue import SloDef
 
 # Every listener binds here unless configured otherwise: the loopback interface, never
@@ -123,6 +124,9 @@ class ServerConfig:
     # What the queue reads the time from (not_before, not_after, its timer): tests pass
     # a clock they move.
     clock: Callable[[], float] = time.time
+    # The dependency rule's graph (who calls whom): None takes the mesh's `dependencies`
+    # (overlay mode: none, unless `serve --dependency-graph FILE` declares one).
+    dependency_graph: DependencyGraph | None = None
 
     def __post_init__(self) -> None:
         # The CLI refuses these with friendlier ranges; in-process callers get this floor.

@@ -93,7 +93,6 @@ class ControlServer:
         await self.notifier.start()
         await self.scheduler.restore(parts.parse_spec)
         self.injection_metrics.restored()
-        self.notifier.restored()
         self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         if parts.guarding is not None:
             await self._load_baseline()

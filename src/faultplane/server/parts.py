@@ -31,6 +31,8 @@ from faultplane.lifecycle.retention import Retention
 from faultplane.lifecycle.scheduler import Scheduler
 from faultplane.model.spec import InjectionSpec
 from faultplane.render.resources import SidecarLayout
+from faultplane.scheduling.feed import graph_of_mesh
+from faultplane.scheduling.graph import DependencyGraph
 from faultplane.server.config import ServerConfig
 from faultplane.server.duplicates import DuplicateSidecars
 from faultplane.slo.baseline import BaselineBook
@@ -96,8 +98,9 @@ def build(config: ServerConfig) -> Parts:
     scheduler = Scheduler(
         source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
-        clock=config.clock,
+        clock=config.clock, graph=dependency_graph(config),
     )  # fmt: skip
+    registry.on_connect.append(scheduler.replan_soon)  # its targets may have come back
     retention = Retention(
         scheduler, journal, config.retain_days, config.baseline_window, config.prune_every
     )
@@ -183,3 +186,10 @@ def _build_guarding(
         scheduler, source, config.slos, sources, envoy, baseline, journal, config.guard_tick
     )
     return Guarding(guard, preflight, baseline)
+
+
+def dependency_graph(config: ServerConfig) -> DependencyGraph:
+    """The declared graph, else the mesh's, else none (overlay mode without a file)."""
+    if config.dependency_graph is not None:
+        return config.dependency_graph
+    return graph_of_mesh(config.mesh) if config.mesh is not None else DependencyGraph()

@@ -21,6 +21,7 @@ from faultplane.store.postgres_injections import PostgresInjections
 from faultplane.store.postgres_readings import PostgresReadings
 from faultplane.store.postgres_settings import PostgresSettings
 from faultplane.store.postgres_tokens import PostgresTokens
+from faultplane.store.scheduling_rows import PostgresScheduling
 
 __all__ = ["PostgresStore"]
 
@@ -52,6 +53,7 @@ class PostgresStore:
         self.readings = PostgresReadings(self._db)
         self.tokens = PostgresTokens(self._db)
         self.settings = PostgresSettings(self._db)
+        self.scheduling = PostgresScheduling(self._db)
 
     @property
     def path(self) -> str:

@@ -95,6 +95,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # 2: the scheduler's documents, blackouts and recurring schedules
+    # (faultplane.store.scheduling_rows), as SQLite's version 4
+    (
+        """CREATE TABLE scheduling_items (
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (kind, id)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

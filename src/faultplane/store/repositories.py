@@ -148,6 +148,22 @@ class SettingRepository(Protocol):
 
 
 @runtime_checkable
+class SchedulingRepository(Protocol):
+    """The scheduler's documents (blackouts, recurring schedules), by kind and id."""
+
+    def put(self, kind: str, item_id: str, body: JsonDict) -> None:
+        """Create or replace one document."""
+
+    def get(self, kind: str, item_id: str) -> JsonDict | None: ...
+
+    def list(self, kind: str) -> list[tuple[str, JsonDict]]:
+        """Every document of a kind, by id."""
+
+    def delete(self, kind: str, item_id: str) -> bool:
+        """True if this call deleted it; False if there was none."""
+
+
+@runtime_checkable
 class Store(Protocol):
     """Persistence for injections, their history, SLO data, the audit chain, tokens and
     settings: one repository each."""
@@ -166,5 +182,8 @@ class Store(Protocol):
 
     @property
     def settings(self) -> SettingRepository: ...
+
+    @property
+    def scheduling(self) -> SchedulingRepository: ...
 
     def close(self) -> None: ...

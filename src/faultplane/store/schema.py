@@ -87,6 +87,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: which hash each audit entry carries: 'sha256' (every entry written before the
     # chain was keyed) or 'hmac-sha256/<key id>' (faultplane.store.audit_key)
     ("ALTER TABLE audit ADD COLUMN scheme TEXT NOT NULL DEFAULT 'sha256'",),
+    # 4: the scheduler's documents, blackouts and recurring schedules
+    # (faultplane.store.scheduling_rows)
+    (
+        """CREATE TABLE scheduling_items (
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (kind, id)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Self
 
 from faultplane.store.audit_key import AuditKey
+from faultplane.store.scheduling_rows import SqliteScheduling
 from faultplane.store.sqlite_audit import SqliteAudit
 from faultplane.store.sqlite_db import SqliteDb, default_db_path
 from faultplane.store.sqlite_injections import SqliteInjections
@@ -48,6 +49,7 @@ class SqliteStore:
         self.readings = SqliteReadings(self._db)
         self.tokens = SqliteTokens(self._db)
         self.settings = SqliteSettings(self._db)
+        self.scheduling = SqliteScheduling(self._db)
 
     @property
     def path(self) -> Path:

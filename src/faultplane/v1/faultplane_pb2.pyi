@@ -26,6 +26,12 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PENDING_APPROVAL: _ClassVar[State]
     QUEUED: _ClassVar[State]
     EXPIRED: _ClassVar[State]
+
+class InjectionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INJECTION_EVENT_TRANSITION: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_READING: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_FREEZE: _ClassVar[InjectionEventKind]
 ON_CONFLICT_REFUSE: OnConflict
 ON_CONFLICT_QUEUE: OnConflict
 STATE_UNSPECIFIED: State
@@ -37,6 +43,9 @@ FAILED: State
 PENDING_APPROVAL: State
 QUEUED: State
 EXPIRED: State
+INJECTION_EVENT_TRANSITION: InjectionEventKind
+INJECTION_EVENT_READING: InjectionEventKind
+INJECTION_EVENT_FREEZE: InjectionEventKind
 
 class ApproveInjectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -61,18 +70,20 @@ class GetFreezeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FreezeState(_message.Message):
-    __slots__ = ("frozen", "until", "reason", "by", "at")
+    __slots__ = ("frozen", "until", "reason", "by", "at", "lapsed")
     FROZEN_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_FIELD_NUMBER: _ClassVar[int]
     frozen: bool
     until: _timestamp_pb2.Timestamp
     reason: str
     by: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    lapsed: bool
+    def __init__(self, frozen: _Optional[bool] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lapsed: _Optional[bool] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("injection_id", "since", "page_size", "page_token")
@@ -129,7 +140,7 @@ class AuditVerdict(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., broken_at: _Optional[int] = ..., problem: _Optional[str] = ..., checked: _Optional[_Iterable[str]] = ..., unchecked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InjectionRequest(_message.Message):
-    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner", "faults", "not_before", "not_after", "priority", "on_conflict")
+    __slots__ = ("target", "fault", "duration_seconds", "steady_state", "hypothesis", "owner", "faults", "not_before", "not_after", "priority", "on_conflict", "windows", "allow_dependent")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +152,8 @@ class InjectionRequest(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DEPENDENT_FIELD_NUMBER: _ClassVar[int]
     target: Target
     fault: Fault
     duration_seconds: float
@@ -152,7 +165,9 @@ class InjectionRequest(_message.Message):
     not_after: _timestamp_pb2.Timestamp
     priority: int
     on_conflict: OnConflict
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[FaultPart, _Mapping]]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ...) -> None: ...
+    windows: _containers.RepeatedCompositeFieldContainer[ExperimentWindow]
+    allow_dependent: bool
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steady_state: _Optional[_Union[SteadyState, _Mapping]] = ..., hypothesis: _Optional[str] = ..., owner: _Optional[str] = ..., faults: _Optional[_Iterable[_Union[FaultPart, _Mapping]]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ..., windows: _Optional[_Iterable[_Union[ExperimentWindow, _Mapping]]] = ..., allow_dependent: _Optional[bool] = ...) -> None: ...
 
 class ListQueueRequest(_message.Message):
     __slots__ = ()
@@ -398,14 +413,16 @@ class SidecarEvidence(_message.Message):
     def __init__(self, sidecar: _Optional[str] = ..., type: _Optional[str] = ..., version: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class InjectionPlan(_message.Message):
-    __slots__ = ("targets", "matched", "sidecars")
+    __slots__ = ("targets", "matched", "sidecars", "unrendered")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     SIDECARS_FIELD_NUMBER: _ClassVar[int]
+    UNRENDERED_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     matched: _containers.RepeatedScalarFieldContainer[str]
     sidecars: _containers.RepeatedCompositeFieldContainer[SidecarPlan]
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ...) -> None: ...
+    unrendered: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ..., unrendered: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SidecarPlan(_message.Message):
     __slots__ = ("sidecar", "route_config_json", "route_config", "runtime")
@@ -473,18 +490,28 @@ class AbortAllInjectionsResponse(_message.Message):
     def __init__(self, aborted: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ...) -> None: ...
 
 class WatchInjectionsRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "kinds")
     ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[InjectionEventKind]
+    def __init__(self, id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[InjectionEventKind, str]]] = ...) -> None: ...
 
 class InjectionEvent(_message.Message):
-    __slots__ = ("injection", "transition")
+    __slots__ = ("injection", "transition", "kind", "injection_id", "reading", "freeze")
     INJECTION_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_FIELD_NUMBER: _ClassVar[int]
     injection: Injection
     transition: Transition
-    def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ...) -> None: ...
+    kind: InjectionEventKind
+    injection_id: str
+    reading: SloReading
+    freeze: FreezeState
+    def __init__(self, injection: _Optional[_Union[Injection, _Mapping]] = ..., transition: _Optional[_Union[Transition, _Mapping]] = ..., kind: _Optional[_Union[InjectionEventKind, str]] = ..., injection_id: _Optional[str] = ..., reading: _Optional[_Union[SloReading, _Mapping]] = ..., freeze: _Optional[_Union[FreezeState, _Mapping]] = ...) -> None: ...
 
 class GetBaselineRequest(_message.Message):
     __slots__ = ("slo", "window_seconds")
@@ -574,3 +601,165 @@ class XdsTypeStatus(_message.Message):
     last_error: str
     nacked_at: _timestamp_pb2.Timestamp
     def __init__(self, type: _Optional[str] = ..., version_sent: _Optional[str] = ..., version_acked: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version_nacked: _Optional[str] = ..., last_error: _Optional[str] = ..., nacked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetInjectionPlanRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ExperimentWindow(_message.Message):
+    __slots__ = ("weekdays", "hours", "tz")
+    WEEKDAYS_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
+    weekdays: str
+    hours: _containers.RepeatedScalarFieldContainer[str]
+    tz: str
+    def __init__(self, weekdays: _Optional[str] = ..., hours: _Optional[_Iterable[str]] = ..., tz: _Optional[str] = ...) -> None: ...
+
+class AddBlackoutRequest(_message.Message):
+    __slots__ = ("name", "weekly", "tz", "start", "end")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEEKLY_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weekly: str
+    tz: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., weekly: _Optional[str] = ..., tz: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SchedulingBlackout(_message.Message):
+    __slots__ = ("id", "name", "weekly", "tz", "start", "end", "description", "created_by", "created_at", "overlapping")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEEKLY_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OVERLAPPING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    weekly: str
+    tz: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    description: str
+    created_by: str
+    created_at: _timestamp_pb2.Timestamp
+    overlapping: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., weekly: _Optional[str] = ..., tz: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overlapping: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListBlackoutsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBlackoutsResponse(_message.Message):
+    __slots__ = ("blackouts",)
+    BLACKOUTS_FIELD_NUMBER: _ClassVar[int]
+    blackouts: _containers.RepeatedCompositeFieldContainer[SchedulingBlackout]
+    def __init__(self, blackouts: _Optional[_Iterable[_Union[SchedulingBlackout, _Mapping]]] = ...) -> None: ...
+
+class RemoveBlackoutRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SchedulingPolicy(_message.Message):
+    __slots__ = ("cooldown_seconds", "max_per_service", "max_fleet", "updated_by", "updated_at", "dependency_rule")
+    COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FLEET_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCY_RULE_FIELD_NUMBER: _ClassVar[int]
+    cooldown_seconds: float
+    max_per_service: int
+    max_fleet: int
+    updated_by: str
+    updated_at: _timestamp_pb2.Timestamp
+    dependency_rule: bool
+    def __init__(self, cooldown_seconds: _Optional[float] = ..., max_per_service: _Optional[int] = ..., max_fleet: _Optional[int] = ..., updated_by: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependency_rule: _Optional[bool] = ...) -> None: ...
+
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("experiment", "every", "cron", "tz", "start", "name")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    experiment: InjectionRequest
+    every: str
+    cron: str
+    tz: str
+    start: _timestamp_pb2.Timestamp
+    name: str
+    def __init__(self, experiment: _Optional[_Union[InjectionRequest, _Mapping]] = ..., every: _Optional[str] = ..., cron: _Optional[str] = ..., tz: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ScheduleOccurrence(_message.Message):
+    __slots__ = ("injection_id", "at", "state", "verdict")
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    injection_id: str
+    at: _timestamp_pb2.Timestamp
+    state: State
+    verdict: str
+    def __init__(self, injection_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., verdict: _Optional[str] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("id", "name", "experiment", "recurrence", "paused", "next_at", "last_fired", "history", "held_rate", "judged", "created_by", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    RECURRENCE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIRED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    HELD_RATE_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    experiment: InjectionRequest
+    recurrence: str
+    paused: bool
+    next_at: _timestamp_pb2.Timestamp
+    last_fired: _timestamp_pb2.Timestamp
+    history: _containers.RepeatedCompositeFieldContainer[ScheduleOccurrence]
+    held_rate: float
+    judged: int
+    created_by: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., experiment: _Optional[_Union[InjectionRequest, _Mapping]] = ..., recurrence: _Optional[str] = ..., paused: _Optional[bool] = ..., next_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_fired: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[ScheduleOccurrence, _Mapping]]] = ..., held_rate: _Optional[float] = ..., judged: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class ScheduleIdRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...

@@ -114,6 +114,61 @@ class FaultServiceStub:
                 request_serializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
                 _registered_method=True)
+        self.GetInjectionPlan = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetInjectionPlan',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
+                _registered_method=True)
+        self.AddBlackout = channel.unary_unary(
+                '/faultplane.v1.FaultService/AddBlackout',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.AddBlackoutRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.FromString,
+                _registered_method=True)
+        self.ListBlackouts = channel.unary_unary(
+                '/faultplane.v1.FaultService/ListBlackouts',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsResponse.FromString,
+                _registered_method=True)
+        self.RemoveBlackout = channel.unary_unary(
+                '/faultplane.v1.FaultService/RemoveBlackout',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.RemoveBlackoutRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.FromString,
+                _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/faultplane.v1.FaultService/GetPolicy',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.FromString,
+                _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/faultplane.v1.FaultService/SetPolicy',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/faultplane.v1.FaultService/CreateSchedule',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/faultplane.v1.FaultService/ListSchedules',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/faultplane.v1.FaultService/PauseSchedule',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/faultplane.v1.FaultService/ResumeSchedule',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.RemoveSchedule = channel.unary_unary(
+                '/faultplane.v1.FaultService/RemoveSchedule',
+                request_serializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+                response_deserializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -170,7 +225,8 @@ class FaultServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchInjections(self, request, context):
-        """Every state change of every injection (or of one), as it happens.
+        """Every state change of every injection (or of one), as it happens; with `kinds`, also
+        the guard's readings and freeze changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +281,88 @@ class FaultServiceServicer:
 
     def VerifyAudit(self, request, context):
         """Walks the hash chain; says where it breaks if any entry was edited, moved or deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInjectionPlan(self, request, context):
+        """What each target of an existing injection is (or was) sent for it: its own parts on
+        its own targets, switched on, rendered for today's mesh. Unlike PlanInjection of its
+        request, no admission check: a live injection holds its own traffic scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddBlackout(self, request, context):
+        """-- The scheduler (issue 14): blackouts, policy rules, recurring experiments. -------
+        A server-wide blackout: no queued experiment starts in one, nor one whose duration
+        would run into it; an immediate inject then is FAILED_PRECONDITION. Persisted and
+        audited. Experiments already running when one is added are not stopped (the reply
+        names them); the freeze stays the instant switch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlackouts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveBlackout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """The server's rules for starting experiments: cool-down, concurrency caps, the
+        dependency rule. A queued experiment waits for them; an immediate one that breaks
+        one is FAILED_PRECONDITION naming the rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPolicy(self, request, context):
+        """Replaces the whole policy; the queue is re-planned at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """A recurring experiment: each occurrence is queued as its own injection
+        (on_conflict queue, not_before the occurrence, not_after the next one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Every schedule with its next occurrence and recent history (verdicts, held-rate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSchedule(self, request, context):
+        """Deletes the schedule; occurrences already queued stay (abort them to cancel).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -312,6 +450,61 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.FromString,
                     response_serializer=faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.SerializeToString,
+            ),
+            'GetInjectionPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInjectionPlan,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.SerializeToString,
+            ),
+            'AddBlackout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddBlackout,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.AddBlackoutRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.SerializeToString,
+            ),
+            'ListBlackouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlackouts,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsResponse.SerializeToString,
+            ),
+            'RemoveBlackout': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveBlackout,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.RemoveBlackoutRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.GetPolicyRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.SerializeToString,
+            ),
+            'RemoveSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSchedule,
+                    request_deserializer=faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.FromString,
+                    response_serializer=faultplane_dot_v1_dot_faultplane__pb2.Schedule.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +939,303 @@ class FaultService:
             '/faultplane.v1.FaultService/VerifyAudit',
             faultplane_dot_v1_dot_faultplane__pb2.VerifyAuditRequest.SerializeToString,
             faultplane_dot_v1_dot_faultplane__pb2.AuditVerdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInjectionPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetInjectionPlan',
+            faultplane_dot_v1_dot_faultplane__pb2.GetInjectionPlanRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.InjectionPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddBlackout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/AddBlackout',
+            faultplane_dot_v1_dot_faultplane__pb2.AddBlackoutRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlackouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ListBlackouts',
+            faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.ListBlackoutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveBlackout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/RemoveBlackout',
+            faultplane_dot_v1_dot_faultplane__pb2.RemoveBlackoutRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.SchedulingBlackout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/GetPolicy',
+            faultplane_dot_v1_dot_faultplane__pb2.GetPolicyRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/SetPolicy',
+            faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.SchedulingPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/CreateSchedule',
+            faultplane_dot_v1_dot_faultplane__pb2.CreateScheduleRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ListSchedules',
+            faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/PauseSchedule',
+            faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/ResumeSchedule',
+            faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultplane.v1.FaultService/RemoveSchedule',
+            faultplane_dot_v1_dot_faultplane__pb2.ScheduleIdRequest.SerializeToString,
+            faultplane_dot_v1_dot_faultplane__pb2.Schedule.FromString,
             options,
             channel_credentials,
             insecure,

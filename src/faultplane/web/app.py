@@ -2,7 +2,8 @@
 
 Built from the control server's parts: the API address it calls (over loopback), the
 authenticator that names a token's principal and role for the page header (the API
-decides what they may do), and the scheduler's memory for the guard's live readings.
+decides what they may do), and the scheduler's memory for each live injection's last
+reading when a Now page connects.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ log = structlog.get_logger("faultplane.web")
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # a login or an abort is a few hundred bytes
 STOP_SECONDS = 2.0  # open event streams are ended, not waited for
-MIN_TICK = 0.5  # live readings are pushed no faster than this, whatever the guard's tick
 
 
 def build_app(ctx: WebContext) -> web.Application:
@@ -42,6 +42,7 @@ def build_app(ctx: WebContext) -> web.Application:
     routes.add_get("/", pages.now)
     routes.add_get("/experiments/{id}", pages.experiment)
     routes.add_get("/sidecars", pages.sidecars)
+    routes.add_get("/queue", pages.queue)
     routes.add_get("/history", history.history)
     routes.add_get("/audit", audit.audit)
     routes.add_get("/events", events.stream)
@@ -81,7 +82,6 @@ class WebServer:
             whoami=whoami,
             templates=environment(),
             local=config.auth == "local",
-            tick=max(config.guard_tick, MIN_TICK),
         )
         self._runner = web.AppRunner(
             build_app(context), access_log=None, shutdown_timeout=STOP_SECONDS

@@ -10,7 +10,6 @@ import jinja2
 from aiohttp import web
 
 from faultplane.auth.principal import Principal
-from faultplane.lifecycle.approval import Freeze
 from faultplane.model.injection import Injection, State
 from faultplane.web.client import ApiClient
 from faultplane.web.sessions import SessionStore
@@ -20,13 +19,11 @@ Whoami = Callable[[str | None], Awaitable[Principal]]
 
 
 class LiveView(Protocol):
-    """What the server holds in memory and the API has no stream for: the guard's
-    readings of live injections and the freeze (the Scheduler). Read once per tick by
-    each open live page; reads only, so nothing here needs the gate."""
+    """The live injections in memory (the Scheduler), read once when a Now page
+    connects for each one's last reading (listed injections carry none; later readings
+    come on the watch). Reads only, so nothing here needs the gate."""
 
     def list(self, states: set[State] | None = None, service: str = "") -> list[Injection]: ...
-
-    def frozen(self) -> Freeze | None: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,6 @@ class WebContext:
     whoami: Whoami
     templates: jinja2.Environment
     local: bool  # --auth local: one local admin, no login
-    tick: float  # seconds between live readings pushed to a page (the guard's tick)
 
 
 CONTEXT = web.AppKey("faultplane_web", WebContext)

@@ -10,13 +10,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from faultplane.api.convert import reading_message
-from faultplane.api.governance import freeze_message
-from faultplane.lifecycle.approval import Freeze
 from faultplane.model.injection import SloReading
 from faultplane.v1 import faultplane_pb2 as pb
 
-# What the dashboard calls live: on the Now page, abortable.
-LIVE_STATES = (pb.PENDING, pb.ACTIVE, pb.PENDING_APPROVAL)
+# What the dashboard calls live: on the Now page, abortable (a queued one is cancelled).
+LIVE_STATES = (pb.PENDING, pb.ACTIVE, pb.PENDING_APPROVAL, pb.QUEUED)
 
 
 def as_json(message: Message) -> dict[str, Any]:
@@ -27,8 +25,3 @@ def as_json(message: Message) -> dict[str, Any]:
 
 def readings_json(readings: list[SloReading]) -> list[dict[str, Any]]:
     return [as_json(reading_message(r)) for r in readings]
-
-
-def freeze_json(freeze: Freeze | None) -> dict[str, Any]:
-    """The freeze as GetFreeze reports it."""
-    return as_json(freeze_message(freeze))

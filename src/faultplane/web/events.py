@@ -1,41 +1,45 @@
 """Server-sent events for the live pages, fed by the API's WatchInjections stream.
 
 Subscribe first, then list: the watch is open (its headers arrived) before the snapshot
-is read, so no transition between the two is lost. The guard's readings and the freeze
-have no API stream; they are read from memory once per guard tick and only what is new
-is sent. A dropped watch (server stopping, subscriber lagging) ends the response and the
-browser's EventSource reconnects, getting a fresh snapshot.
+is read, so no transition between the two is lost. One watch carries every kind the
+pages show: transitions, the guard's readings as it records them, and freeze changes
+(`kinds`); nothing here polls. The Now and queue pages also get the queue's timeline
+(ListQueue) in the snapshot and again after each transition or freeze change, which are
+what move it. A dropped watch (server stopping, subscriber lagging) ends the response
+and the browser's EventSource reconnects, getting a fresh snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import math
 import time
 from typing import Any
 
 import grpc
 from aiohttp import web
-from google.protobuf import timestamp_pb2
 
 from faultplane.model.injection import State
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.web.client import ApiRefused
 from faultplane.web.context import WebContext, context_of
-from faultplane.web.encode import LIVE_STATES, as_json, freeze_json, readings_json
+from faultplane.web.encode import LIVE_STATES, as_json, readings_json
 from faultplane.web.sessions import SESSION, Session
 
 GUARDED = {State.PENDING, State.ACTIVE}
 KEEPALIVE_SECONDS = 15.0  # a comment line, so a closed tab is noticed and let go
-Event = tuple[str, dict[str, Any]] | None  # None: the watch ended
+KINDS = (pb.INJECTION_EVENT_TRANSITION, pb.INJECTION_EVENT_READING, pb.INJECTION_EVENT_FREEZE)
+Event = pb.InjectionEvent | None  # None: the watch ended
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    """GET /events[?id=ID]: `snapshot`, then `injection`, `readings` and `freeze` events."""
+    """GET /events[?id=ID]: `snapshot`, then `injection`, `readings`, `freeze` and (all
+    experiments, not one) `queue` events."""
     ctx, session = context_of(request), request[SESSION]
     injection_id = request.query.get("id", "")
-    call = ctx.api.watch(pb.WatchInjectionsRequest(id=injection_id), session)
+    watch = pb.WatchInjectionsRequest(id=injection_id, kinds=KINDS)
+    call = ctx.api.watch(watch, session)
     try:
         try:
             await call.initial_metadata()  # subscribed: nothing after this is missed
@@ -50,40 +54,44 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         await _send(response, "snapshot", snapshot)
-        await _pump(ctx, call, response, injection_id, snapshot)
+        await _pump(ctx, session, call, response, with_queue=not injection_id)
         return response
     finally:
         call.cancel()
 
 
+async def queue_rows(ctx: WebContext, session: Session) -> list[dict[str, Any]]:
+    """The queue's timeline as ListQueue forecasts it (what starts when)."""
+    reply = await ctx.api.call("ListQueue", pb.ListQueueRequest(), session)
+    return [as_json(row) for row in reply.rows]
+
+
 async def _snapshot(ctx: WebContext, session: Session, injection_id: str) -> dict[str, Any]:
+    freeze = await ctx.api.call("GetFreeze", pb.GetFreezeRequest(), session)
+    snapshot: dict[str, Any] = {"freeze": as_json(freeze), "server_time": time.time()}
     if injection_id:
         one = await ctx.api.call("GetInjection", pb.GetInjectionRequest(id=injection_id), session)
-        injections = [as_json(one)]
-    else:
-        listed = await ctx.api.call(
-            "ListInjections", pb.ListInjectionsRequest(states=LIVE_STATES), session
-        )
-        injections = [as_json(i) for i in listed.injections]
-        latest = {i.id: i.readings[-1:] for i in ctx.view.list(GUARDED)}
-        for injection in injections:
-            injection["readings"] = readings_json(latest.get(injection["id"], []))
-    return {
-        "injections": injections,
-        "freeze": freeze_json(ctx.view.frozen()),
-        "server_time": time.time(),
-    }
+        snapshot["injections"] = [as_json(one)]
+        return snapshot
+    listed = await ctx.api.call(
+        "ListInjections", pb.ListInjectionsRequest(states=LIVE_STATES), session
+    )
+    injections = [as_json(i) for i in listed.injections]
+    # Listed injections carry no readings; each live one's last is in memory already.
+    latest = {i.id: i.readings[-1:] for i in ctx.view.list(GUARDED)}
+    for injection in injections:
+        injection["readings"] = readings_json(latest.get(injection["id"], []))
+    snapshot["injections"] = injections
+    snapshot["queue"] = await queue_rows(ctx, session)
+    return snapshot
 
 
 async def _pump(
-    ctx: WebContext, call: Any, response: web.StreamResponse, one: str, snapshot: dict[str, Any]
+    ctx: WebContext, session: Session, call: Any, response: web.StreamResponse, with_queue: bool
 ) -> None:
     queue: asyncio.Queue[Event] = asyncio.Queue()
-    sent = {i["id"]: _last_at(i) for i in snapshot["injections"]}
-    tasks = [
-        asyncio.create_task(_watch(call, queue)),
-        asyncio.create_task(_tick(ctx, queue, one, sent, snapshot["freeze"])),
-    ]
+    reader = asyncio.create_task(_watch(call, queue))
+    stale = False  # the queue's timeline moved since it was last sent
     try:
         while True:
             try:
@@ -93,63 +101,37 @@ async def _pump(
                 continue
             if event is None:
                 return
-            await _send(response, *event)
+            await _send(response, *_page_event(event))
+            stale = stale or event.kind != pb.INJECTION_EVENT_READING
+            if with_queue and stale and queue.empty():  # once per burst of changes
+                stale = False
+                # Refused: the next change tries again; the page keeps the last timeline.
+                with contextlib.suppress(ApiRefused):
+                    await _send(response, "queue", {"rows": await queue_rows(ctx, session)})
     except (ConnectionResetError, ConnectionError):
         return  # the tab closed
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def _page_event(event: pb.InjectionEvent) -> tuple[str, dict[str, Any]]:
+    """The SSE event name and data the pages read for one watch event."""
+    if event.kind == pb.INJECTION_EVENT_READING:
+        return "readings", {"id": event.injection_id, "readings": [as_json(event.reading)]}
+    if event.kind == pb.INJECTION_EVENT_FREEZE:
+        return "freeze", as_json(event.freeze)
+    return "injection", as_json(event)
 
 
 async def _watch(call: Any, queue: asyncio.Queue[Event]) -> None:
     try:
         async for event in call:
-            queue.put_nowait(("injection", as_json(event)))
+            queue.put_nowait(event)
     except grpc.aio.AioRpcError:
         pass  # ended by the server: the browser reconnects and re-lists
     finally:
         queue.put_nowait(None)
-
-
-async def _tick(
-    ctx: WebContext,
-    queue: asyncio.Queue[Event],
-    one: str,
-    sent: dict[str, float],
-    freeze: dict[str, Any],
-) -> None:
-    """Every guard tick: each live injection's readings newer than those sent (the last
-    one only, on the Now page), and the freeze when it changed."""
-    while True:
-        await asyncio.sleep(ctx.tick)
-        for injection in ctx.view.list(GUARDED):
-            if one and injection.id != one:
-                continue
-            since = sent.get(injection.id, -math.inf)
-            new = [r for r in injection.readings if r.at > since]
-            if not one:
-                new = new[-1:]
-            if new:
-                sent[injection.id] = new[-1].at
-                queue.put_nowait(("readings", {"id": injection.id, "readings": readings_json(new)}))
-        now_frozen = freeze_json(ctx.view.frozen())
-        if now_frozen != freeze:
-            freeze = now_frozen
-            queue.put_nowait(("freeze", freeze))
-
-
-def _last_at(injection: dict[str, Any]) -> float:
-    readings = injection.get("readings") or []
-    if not readings:
-        return -math.inf
-    return _seconds(readings[-1]["at"])
-
-
-def _seconds(rfc3339: str) -> float:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromJsonString(rfc3339)
-    return stamp.ToNanoseconds() / 1e9
 
 
 async def _send(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
@@ -157,4 +139,4 @@ async def _send(response: web.StreamResponse, name: str, data: dict[str, Any]) -
     await response.write(f"event: {name}\ndata: {payload}\n\n".encode())
 
 
-__all__ = ["stream"]
+__all__ = ["queue_rows", "stream"]

@@ -1,5 +1,5 @@
-"""The pages: Now and an experiment's (drawn in the browser from the event stream), and
-the sidecars (server-rendered). History and audit have their own modules."""
+"""The pages: Now, the queue and an experiment's (drawn in the browser from the event
+stream), and the sidecars (server-rendered). History and audit have their own modules."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from aiohttp import web
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.web.client import ApiRefused
 from faultplane.web.context import context_of
-from faultplane.web.encode import LIVE_STATES
 from faultplane.web.render import page
 from faultplane.web.sessions import SESSION
 
@@ -20,8 +19,8 @@ async def now(request: web.Request) -> web.StreamResponse:
 
 
 async def experiment(request: web.Request) -> web.StreamResponse:
-    """The page's live part comes from /events?id=; the plan is rendered here, once: what
-    each sidecar is sent for this request against today's mesh."""
+    """The page's live part comes from /events?id=; the plan is rendered here, once:
+    what each target is (or was) sent for this injection (GetInjectionPlan)."""
     ctx, session = context_of(request), request[SESSION]
     injection_id = request.match_info["id"]
     try:
@@ -31,14 +30,13 @@ async def experiment(request: web.Request) -> web.StreamResponse:
     except ApiRefused as exc:
         return page(request, "error.html", exc.status, message=exc.message)
     plan, plan_error = None, ""
-    if injection.state in LIVE_STATES:  # its own scope is taken: a plan now would overlap itself
-        plan_error = (
-            "not rendered while the experiment is live (it holds its own traffic scope); "
-            "reload once it has ended. The transitions above show what each target ACKed."
-        )
+    if injection.state == pb.QUEUED:
+        plan_error = "no target is chosen while it is queued: they are picked when it starts."
     else:
         try:
-            plan = await ctx.api.call("PlanInjection", injection.request, session)
+            plan = await ctx.api.call(
+                "GetInjectionPlan", pb.GetInjectionPlanRequest(id=injection_id), session
+            )
         except ApiRefused as exc:
             plan_error = exc.message
     sidecars = [
@@ -51,8 +49,18 @@ async def experiment(request: web.Request) -> web.StreamResponse:
         for s in (plan.sidecars if plan else [])
     ]
     return page(
-        request, "experiment.html", injection=injection, plan=sidecars, plan_error=plan_error
+        request,
+        "experiment.html",
+        injection=injection,
+        plan=sidecars,
+        plan_error=plan_error,
+        unrendered=list(plan.unrendered) if plan else [],
     )
+
+
+async def queue(request: web.Request) -> web.StreamResponse:
+    """The queue's timeline, drawn in the browser from the event stream's `queue`."""
+    return page(request, "queue.html")
 
 
 async def sidecars(request: web.Request) -> web.StreamResponse:

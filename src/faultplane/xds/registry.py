@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,9 @@ class SidecarRegistry:
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
         self._released: dict[str, asyncio.Event] = {}  # node -> set when its last stream ends
         self._keys = itertools.count(1)
+        # Told of every sidecar that (re)connects, after it is registered (the queue
+        # re-plans: a queued experiment's targets may have just come back).
+        self.on_connect: list[Callable[[str], None]] = []
 
     def connected(self, node: base_pb2.Node, peer: str = "", served: str | None = None) -> int:
         """Open a stream of `node` from connection `peer`, carrying `served` (None: ADS);
@@ -116,6 +120,8 @@ class SidecarRegistry:
             # A new connection starts from nothing: what the old one sent is not what this
             # Envoy (possibly restarted) holds.
             sidecar.types.clear()
+            for listener in self.on_connect:
+                listener(node.id)
         key = next(self._keys)
         sidecar.open_streams[key] = StreamStatus(key, peer, served)
         sidecar.peer = peer

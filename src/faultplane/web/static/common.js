@@ -1,5 +1,6 @@
 // Shared by the live pages: DOM building (text only, never HTML strings), times, the
-// confirmation dialog, CSRF-carrying POSTs, the freeze banner and the event stream.
+// confirmation dialog, CSRF-carrying POSTs, the banners, the queue's words and the event
+// stream.
 "use strict";
 const fp = (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -93,12 +94,29 @@ const fp = (() => {
       ` ${e.outcome.toUpperCase()} ${e.type} version ${e.version} at ${time(e.at)}`, e.error ? `: ${e.error}` : "")));
   }
 
-  function banner(freeze) {
+  // Banners: one line per source ("freeze"; a blackout would be another), each shown
+  // while its source sets a text, in the order sources first appeared.
+  const banners = new Map();
+  function setBanner(source, text) {
+    if (text) banners.set(source, text); else banners.delete(source);
     const node = document.getElementById("banner");
-    if (!freeze || !freeze.frozen) { node.hidden = true; return; }
-    node.hidden = false;
-    node.textContent = `❄ FROZEN: no new injection may start${freeze.until ? " until " + time(freeze.until) : " until unfrozen"}`
-      + ` (by ${freeze.by || "?"}: ${freeze.reason || "no reason given"})`;
+    node.replaceChildren(...[...banners].map(([name, line]) => el("p", { "data-banner": name, text: line })));
+    node.hidden = banners.size === 0;
+  }
+  const banner = (freeze) => setBanner("freeze", freeze && freeze.frozen
+    ? `❄ FROZEN: no new injection may start${freeze.until ? " until " + time(freeze.until) : " until unfrozen"}`
+      + ` (by ${freeze.by || "?"}: ${freeze.reason || "no reason given"})` : "");
+
+  // A ListQueue row in words: when it starts (or why not), for Now and the queue page.
+  function queueWhen(row) {
+    if (!row) return "not in the forecast yet";
+    const at = seconds(row.start);
+    switch (row.status) {
+      case "running": return "running now";
+      case "starts": return at && at > Date.now() / 1000 + 1 ? `expected to start ${time(row.start)}` : "expected to start now";
+      case "expires": return `will expire unstarted${row.end ? " at " + time(row.end) : ""}`;
+      default: return "no start in the forecast: still waiting at its horizon";
+    }
   }
 
   // EventSource reconnects by itself; each (re)connection starts with a snapshot.
@@ -112,5 +130,5 @@ const fp = (() => {
     return source;
   }
 
-  return { el, time, seconds, duration, faults, faultText, confirm, post, showResult, evidenceList, banner, stream, mayStop };
+  return { el, time, seconds, duration, faults, faultText, confirm, post, showResult, evidenceList, banner, setBanner, queueWhen, stream, mayStop };
 })();

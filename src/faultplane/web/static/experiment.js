@@ -4,7 +4,7 @@
 (() => {
   const { el } = fp;
   const id = document.getElementById("experiment").dataset.id;
-  const LIVE = new Set(["PENDING", "ACTIVE", "PENDING_APPROVAL"]);
+  const LIVE = new Set(["PENDING", "ACTIVE", "PENDING_APPROVAL", "QUEUED"]);
   let injection = null;
   let readings = [];
   let plot = null;
@@ -22,6 +22,7 @@
       ["Steady state", steady.slo ? `${steady.slo} ≥ ${steady.min !== undefined ? steady.min : "baseline"}, abort after ${steady.abort_after || 0} s${steady.compare ? ", compare " + steady.compare : ""}` : "none"],
     ];
     if (inj.approved_by) rows.push(["Approved by", inj.approved_by]);
+    if (inj.state === "QUEUED") rows.push(["Waits for", inj.waiting_reason || inj.reason || "—"]);
     document.getElementById("facts").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   }
 
@@ -89,7 +90,7 @@
         width, height: 260,
         series: [{}, { label: "reading", stroke: "#0b5cad", width: 2, points: { show: true, size: 4 } },
           { label: "min", stroke: "#b42318", dash: [6, 4], width: 1, points: { show: false } },
-          { label: "control group", stroke: "#5b6672", width: 1, points: { show: false } }],
+          { label: "control group", stroke: "#5b6672", dash: [2, 3], width: 2, points: { show: false } }],
         axes: [{ space: 90, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toISOString().slice(11, 19)) },
           { label: "SLO value" }],
         hooks: { drawClear: [drawBreaches] },
@@ -98,7 +99,7 @@
     } else plot.setData(data);
     node.dataset.points = String(readings.length);
     document.getElementById("chart-legend").textContent =
-      "Time in UTC. Blue: the faulted sidecars' SLO value; red dashed: the steady state's min; grey: the unfaulted control group (compare mode); shaded: breach.";
+      "Time in UTC. Solid blue line with dots: the faulted sidecars' SLO value; red long dashes: the steady state's min; grey dotted: the unfaulted control group (compare mode); shaded band: breach (the line above says how long).";
     guardLine();
   }
 
