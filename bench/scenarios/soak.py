@@ -5,8 +5,10 @@ sidecar may hold a fault.
 Each injection takes a fifth of one shard's pods (`shard=sN`, round robin over the ten
 shards) for a few seconds, queued if its shard is still busy; one in ten is aborted by
 the operator mid-way, the rest end at their deadline. The server's RSS is sampled all
-along: after the first minute (imports, caches and the streams' buffers warmed up) it
-must stay flat. The simulated sidecars parse every runtime layer they receive, so
+along: after a warm-up (imports, caches, the streams' buffers, and the window of recent
+finished injections the server keeps in memory filled: `--keep-finished`, 1,000 by
+default, run here with a smaller window that fills in the first minutes) it must stay
+flat. The simulated sidecars parse every runtime layer they receive, so
 "faults left" is what the sidecars hold, not what the server believes it sent.
 """
 
@@ -50,7 +52,7 @@ class Tally:
 async def run(ctx: Context, result: Result) -> None:
     k = ctx.pick(100, 1000)
     minutes = ctx.pick(0.5, 10.0)
-    warm_up, every = ctx.pick((10.0, 5.0), (60.0, 15.0))
+    warm_up, every, keep = ctx.pick((20.0, 5.0, 20), (150.0, 15.0, 200))
     result.params = {
         "streams": k,
         "minutes": minutes,
@@ -59,8 +61,11 @@ async def run(ctx: Context, result: Result) -> None:
         "fault": ABORT,
         "deadman_ttl_s": "server default (10)",
         "rss_warm_up_s": warm_up,
+        "keep_finished": keep,
     }
-    fleet = await start_server(ctx, "soak", SERVICE, k, ["--ack-timeout", "60"])
+    fleet = await start_server(
+        ctx, "soak", SERVICE, k, ["--ack-timeout", "60", "--keep-finished", str(keep)]
+    )
     try:
         await connect_sidecars(ctx, fleet, "soak", SERVICE, k, track_runtime=True)
         tally = Tally()
