@@ -12,7 +12,7 @@ WORKDIR /app
 # The package first, so that editing the mesh files does not reinstall it.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install .
+RUN pip install ".[postgresql]"
 
 COPY envoy-configs ./envoy-configs
 

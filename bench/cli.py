@@ -36,6 +36,7 @@ SCENARIOS: tuple[tuple[str, str, bool], ...] = (
     ("fidelity", "requested latency / abort % / bandwidth vs measured", True),
     ("peer", "sovereign (REST polling) vs faultplane (gRPC push) on real Envoy", True),
     ("soak", "K streams, 100 injections a minute: RSS flat, nothing left on", False),
+    ("replicas", "3 replicas on PostgreSQL: failover, cross-replica activation", False),
 )
 
 

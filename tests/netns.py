@@ -1,5 +1,6 @@
 """Network namespaces joined by a veth pair, for the kernel-fault tests (root only).
 
+The namespaces and the veth pair are faultplane.demo.netns's (the kernel demo's too).
 A `Link` is two namespaces the test creates: `pod` (where faults go, as the agent's pods
 file names it) and `far` (the far end: a database, say), on a /30 of 10.200.0.0/16 that
 exists only inside them. Sockets are opened inside a namespace by a thread that has
@@ -11,109 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import shutil
 import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-_CLONE_NEWNET = 0x40000000
-THREADS = 8  # per namespace: blocking clients (libpq) run this many at once
+from faultplane.demo.netns import Link, ip, missing_privileges, ruleset, run, veth_link
 
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: the test creates network namespaces and nftables tables"
-    missing = [tool for tool in ("nft", "ip") if shutil.which(tool) is None]
-    if missing:
-        return f"needs {', '.join(missing)} on PATH (Debian: apt-get install nftables)"
-    return None
-
+__all__ = ["Link", "ip", "ruleset", "run", "veth_link"]
 
 # Kernel tests skip, saying why, where they cannot run (not root, no nft).
-needs_root_and_nft = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
-
-
-def run(*command: str, check: bool = True) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=20)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)}: {result.stderr.strip()}")
-    return result.stdout
-
-
-def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
-    """`ip ARGV`, inside `netns` if given (`ip -n`)."""
-    return run("ip", *(("-n", netns) if netns else ()), *argv, check=check)
-
-
-def ruleset(netns: str) -> str:
-    """`nft list ruleset` inside the namespace."""
-    return run("ip", "netns", "exec", netns, "nft", "list", "ruleset")
-
-
-def _enter(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {netns}")
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class Link:
-    pod: str
-    far: str
-    pod_address: str
-    far_address: str
-    _threads: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
-
-    def executor(self, netns: str) -> ThreadPoolExecutor:
-        """Threads that have joined `netns`: what they open (sockets, libpq connections)
-        belongs to it, wherever it is used from afterwards."""
-        pool = self._threads.get(netns)
-        if pool is None:
-            pool = ThreadPoolExecutor(THREADS, initializer=_enter, initargs=(netns,))
-            self._threads[netns] = pool
-        return pool
-
-    def socket_in(self, netns: str) -> socket.socket:
-        """A non-blocking TCP socket that belongs to `netns`."""
-        sock = self.executor(netns).submit(socket.socket).result()
-        sock.setblocking(False)
-        return sock
-
-    def close(self) -> None:
-        for pool in self._threads.values():
-            pool.shutdown()
-        for netns in (self.pod, self.far):
-            ip("netns", "del", netns, check=False)
-
-
-@contextlib.contextmanager
-def veth_link(tag: str, subnet: int) -> Iterator[Link]:
-    """Namespaces `fp<tag>p` and `fp<tag>f` joined by veth, 10.200.<subnet>.{1,2}/30."""
-    link = Link(f"fp{tag}p", f"fp{tag}f", f"10.200.{subnet}.1", f"10.200.{subnet}.2")
-    try:
-        for netns in (link.pod, link.far):
-            ip("netns", "add", netns)
-            ip("link", "set", "lo", "up", netns=netns)
-        ip("link", "add", f"fp{tag}a", "netns", link.pod, "type", "veth",
-           "peer", "name", f"fp{tag}b", "netns", link.far)  # fmt: skip
-        for netns, dev, address in ((link.pod, "a", link.pod_address),
-                                    (link.far, "b", link.far_address)):  # fmt: skip
-            ip("addr", "add", f"{address}/30", "dev", f"fp{tag}{dev}", netns=netns)
-            ip("link", "set", f"fp{tag}{dev}", "up", netns=netns)
-        yield link
-    finally:
-        link.close()
+needs_root_and_nft = pytest.mark.skipif(
+    missing_privileges() is not None, reason=missing_privileges() or ""
+)
 
 
 def unique_tag() -> str:

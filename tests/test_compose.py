@@ -14,6 +14,7 @@ import yaml
 
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, envoy_argv
+from faultplane.demo.replicas import with_xds_endpoints
 from faultplane.model.mesh import Mesh, Pod, load_mesh
 
 ROOT = Path(__file__).parent.parent
@@ -22,7 +23,11 @@ BOOTSTRAP_DIR = ROOT / "envoy-configs" / "bootstrap"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
-FAULTPLANE_ROLES = ("control-server", "loadgen")
+FAULTPLANE_ROLES = ("control-server", "control-server-2", "loadgen")
+POSTGRES_IMAGE = "postgres:16"
+# The replicas' xDS ports, every sidecar's bootstrap lists both (faultplane.demo.replicas).
+REPLICA_XDS_PORTS = (18000, 18004)
+STORE_URL = "postgresql://postgres@127.0.0.1:15432/postgres"
 
 MESH: Mesh = load_mesh(MESH_FILE)
 PODS = MESH.pods
@@ -87,13 +92,14 @@ def test_the_mesh_has_pods_and_load() -> None:
 
 def test_top_level_has_only_services_and_extension_fields(compose: dict[str, Any]) -> None:
     assert "services" in compose
-    assert all(key == "services" or key.startswith("x-") for key in compose)
+    assert all(key in ("services", "volumes") or key.startswith("x-") for key in compose)
+    assert compose["volumes"] == {"faultplane-keys": {}}  # the replicas' one audit key
 
 
 def test_exactly_one_app_and_one_sidecar_per_pod_and_nothing_else(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    expected = {*FAULTPLANE_ROLES}
+    expected = {*FAULTPLANE_ROLES, "postgres"}
     expected |= {app_name(pod) for pod in PODS} | {sidecar_name(pod) for pod in PODS}
     assert set(services) == expected
 
@@ -101,7 +107,9 @@ def test_exactly_one_app_and_one_sidecar_per_pod_and_nothing_else(
     apps: dict[str, int] = {}
     sidecars: dict[str, int] = {}
     for name, service in services.items():
-        if service.get("image") == ENVOY_IMAGE:
+        if service.get("image") == POSTGRES_IMAGE:
+            assert name == "postgres"
+        elif service.get("image") == ENVOY_IMAGE:
             mounts = bind_mounts(service)
             assert len(mounts) == 1, name
             pod = Path(mounts[0][0]).stem
@@ -125,7 +133,11 @@ def test_every_container_uses_the_host_network(services: dict[str, dict[str, Any
 def test_faultplane_containers_are_built_from_the_dockerfile(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    built = [name for name, service in services.items() if service.get("image") != ENVOY_IMAGE]
+    built = [
+        name
+        for name, service in services.items()
+        if service.get("image") not in (ENVOY_IMAGE, POSTGRES_IMAGE)
+    ]
     assert set(built) == {*FAULTPLANE_ROLES} | {app_name(pod) for pod in PODS}
     for name in built:
         build = services[name].get("build")
@@ -138,7 +150,7 @@ def test_dockerfile() -> None:
     lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
     instructions = [line for line in lines if line and not line.startswith("#")]
     assert instructions[0] == "FROM python:3.11-slim"
-    assert "RUN pip install ." in instructions
+    assert 'RUN pip install ".[postgresql]"' in instructions  # the replicas' store
     assert instructions[-1] == 'CMD ["faultplane", "serve", "--mesh", "envoy-configs/mesh.yaml"]'
     copied = [line.split()[1] for line in instructions if line.startswith("COPY ")]
     for source in ("pyproject.toml", "src", "envoy-configs"):
@@ -198,15 +210,20 @@ def test_sidecar_runs_envoy_on_the_pods_committed_bootstrap(
     assert bootstrap["node"]["id"] == pod.name
     assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == pod.ports.admin
     [xds] = bootstrap["static_resources"]["clusters"]
-    endpoint = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"] == {
-        "address": HOST,
-        "port_value": MESH.control.xds_port,
-    }
+    endpoints = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"] for e in endpoints] == [
+        {"address": HOST, "port_value": port} for port in REPLICA_XDS_PORTS
+    ]
+    assert REPLICA_XDS_PORTS[0] == MESH.control.xds_port
 
 
 def test_every_mounted_file_exists(services: dict[str, dict[str, Any]]) -> None:
-    mounted = [(name, m) for name, service in services.items() for m in bind_mounts(service)]
+    mounted = [
+        (name, m)
+        for name, service in services.items()
+        for m in bind_mounts(service)
+        if not m[0].startswith("faultplane-keys")  # the named volume of the audit key
+    ]
     assert len(mounted) == len(PODS)
     for name, (source, _, _) in mounted:
         assert source.startswith("./"), f"{name}: mount {source} is not relative to the repo"
@@ -243,11 +260,32 @@ def test_committed_bootstraps_are_exactly_one_per_pod() -> None:
 @pytest.mark.parametrize("pod", PODS, ids=POD_IDS)
 def test_committed_bootstrap_is_what_render_bootstrap_produces(pod: Pod) -> None:
     """Regenerate with: faultplane mesh bootstraps --mesh envoy-configs/mesh.yaml
-    --out envoy-configs/bootstrap"""
-    expected = render_bootstrap(template_beside(MESH_FILE), pod, HOST, MESH.control.xds_port)
+    --out envoy-configs/bootstrap --xds-port 18000 --xds-port 18004"""
+    rendered = render_bootstrap(template_beside(MESH_FILE), pod, HOST, MESH.control.xds_port)
+    expected = with_xds_endpoints(rendered, HOST, REPLICA_XDS_PORTS)
     committed = (BOOTSTRAP_DIR / f"{pod.name}.yaml").read_text()
     assert committed == expected
     parsed = yaml.safe_load(committed)
     assert parsed["node"]["id"] == pod.name
     assert parsed["node"]["cluster"] == pod.service
     assert parsed["node"]["metadata"]["labels"] == dict(pod.labels)
+
+
+def test_two_replicas_share_the_postgres_store_and_the_audit_key(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    postgres = services["postgres"]
+    assert postgres["network_mode"] == "host" and "15432" in command(postgres)
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    ports = {}
+    for name, replica in (("control-server", "r1"), ("control-server-2", "r2")):
+        argv = command(services[name])
+        assert one_flag(argv, "--store") == STORE_URL
+        assert one_flag(argv, "--replica-name") == replica
+        assert one_flag(argv, "--audit-key-file") == "/run/faultplane/audit.key"
+        assert services[name]["volumes"] == ["faultplane-keys:/run/faultplane"]
+        ports[name] = [int(one_flag(argv, f"--{p}-port")) for p in ("xds", "api", "metrics")]
+    assert [ports[n][0] for n in ("control-server", "control-server-2")] == list(REPLICA_XDS_PORTS)
+    taken = {port for pod in PODS for _, port in pod.ports.items()} | {18003}  # + loadgen
+    assert not set(ports["control-server-2"]) & taken
+    assert "postgres" in services["control-server"]["depends_on"]

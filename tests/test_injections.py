@@ -454,7 +454,7 @@ async def test_restarted_sidecar_gets_the_live_fault_back(
 async def test_nacked_fault_fails_and_is_withdrawn_from_every_target(
     mesh_run: MeshRun, stub, control: ControlServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = control.source
+    source = control.source.inner  # the sidecars' plane (agents' pods are beside it)
     render = source.render
 
     def render_rejected_by_payments_api_3(node_id, faults):

@@ -117,7 +117,13 @@ def test_latency_is_refused_without_netem_with_the_probes_reason() -> None:
         "latency needs the netem qdisc, which this kernel lacks (Specified qdisc kind is unknown.)"
     )
     assert without.refusal("packet_loss") is None
-    assert "latency" in Capabilities(netem=True).kinds
+    # A kernel with netem: the agent still renders nftables rules only, so it does not
+    # offer latency (admission refuses it by name) rather than accept one it cannot apply.
+    with_netem = Capabilities(netem=True)
+    assert "latency" not in with_netem.kinds and "packet_loss" in with_netem.kinds
+    assert with_netem.refusal("latency") == (
+        "latency needs the netem qdisc, which this agent does not drive yet"
+    )
 
 
 def test_pods_file_errors_name_the_entry_and_field() -> None:

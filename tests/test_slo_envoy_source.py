@@ -322,3 +322,16 @@ async def test_a_stat_prefix_regex_sums_every_matching_hcm(
     # The default (listener: ingress) finds no such HCM on an Istio sidecar, and says so.
     missing = await source.read(SUCCESS, ["payments-api-1"])
     assert missing.value is None and "no ingress stats" in missing.error
+
+
+def test_an_unreadable_fleet_is_told_by_its_first_pods_and_a_count() -> None:
+    """Readings are kept for the whole baseline window: their text stays short however
+    many pods are unreadable."""
+    from faultplane.slo.sources import unreadable_pods
+
+    errors = [f"fleet-{i}: stats unreadable (ClientConnectorError)" for i in range(1000)]
+    told = unreadable_pods(errors)
+    assert told.startswith("fleet-0: stats unreadable") and "fleet-2:" in told
+    assert "fleet-3:" not in told and told.endswith("; and 997 more pods")
+    assert len(told) < 300
+    assert unreadable_pods(errors[:2]) == "; ".join(errors[:2])

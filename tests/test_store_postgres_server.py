@@ -62,6 +62,9 @@ async def served(
         "--store", url, "--auth", "local", "--audit-key-file", str(run_dir / "key/audit.key"),
         "--slos", str(SLO_FILE), "--baseline-min-seconds", "0",
         "--deadman-ttl", "3", "--ack-timeout", "20",
+        # A restart under the same name takes its own leases back at once (a new name
+        # would wait for them to expire, faultplane.replicas.ownership).
+        "--replica-name", "pg-1",
     ]  # fmt: skip
     processes = ProcessGroup()
     try:

@@ -3,7 +3,9 @@
 nftables drops, rejects and polices packets, but cannot delay them: kernel latency needs
 the netem qdisc, which some kernels (this CI's among them) lack. The agent says so in its
 node metadata, so admission can refuse a latency fault on its pods with the reason, and
-it NACKs one that reaches it anyway.
+it NACKs one that reaches it anyway. This agent renders nftables rules only, so it never
+offers a netem kind, even on a kernel that has netem: the probe's answer is reported for
+the operator, and the reason names whichever of the two is missing.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ class Capabilities:
 
     @property
     def kinds(self) -> list[str]:
-        """The kernel fault kinds this agent applies."""
-        return [name for name, kind in KINDS.items() if self.netem or not kind.needs_netem]
+        """The kernel fault kinds this agent applies: the nftables ones."""
+        return [name for name, kind in KINDS.items() if not kind.needs_netem]
 
     def refusal(self, kind: str) -> str | None:
         """Why a fault of `kind` cannot be applied here, or None if it can."""
-        if KINDS[kind].needs_netem and not self.netem:
+        if not KINDS[kind].needs_netem:
+            return None
+        if not self.netem:
             return f"{kind} needs the netem qdisc, which this kernel lacks ({self.netem_reason})"
-        return None
+        return f"{kind} needs the netem qdisc, which this agent does not drive yet"
 
     def metadata(self) -> dict[str, object]:
         """AgentCapabilities' fields, for the node metadata."""

@@ -9,6 +9,7 @@ among them exactly as among sidecars. YAML:
         service: app
         labels: {zone: a}
         netns: fp-app-1
+        stats_address: 127.0.0.1:9101   # optional: the app's metrics, for the guard
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$")
 _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -35,6 +37,8 @@ class Pod:
     service: str
     netns: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    # HOST:PORT of the pod's app metrics in Envoy's Prometheus form (the guard reads them).
+    stats_address: str = ""
 
     def metadata(self) -> dict[str, Any]:
         """How the pod travels in the agent's node metadata (AgentPod's fields)."""
@@ -43,6 +47,7 @@ class Pod:
             "service": self.service,
             "labels": dict(self.labels),
             "netns": self.netns,
+            **({"stats_address": self.stats_address} if self.stats_address else {}),
         }
 
 
@@ -71,7 +76,10 @@ def parse_pods(document: Any, source: str = "pods") -> list[Pod]:
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
         ):
             raise PodsError(f"{path}.labels: must map text to text")
-        pods.append(Pod(name, service, netns, dict(labels)))
+        stats = entry.get("stats_address") or ""
+        if not isinstance(stats, str) or (stats and not _HOST_PORT.match(stats)):
+            raise PodsError(f"{path}.stats_address: {stats!r} is not HOST:PORT")
+        pods.append(Pod(name, service, netns, dict(labels), stats))
     for field_name in ("name", "netns"):
         values = [getattr(pod, field_name) for pod in pods]
         duplicates = sorted({value for value in values if values.count(value) > 1})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf import json_format, timestamp_pb2
 
 from faultplane.model.injection import Evidence, Injection, SloReading, State, Transition
 from faultplane.slo.baseline import BaselineStats
 from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.xds import types
+from faultplane.xds.sidecar import SidecarStatus
 
 
 def injection_message(injection: Injection) -> pb.Injection:
@@ -93,3 +97,24 @@ def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+def xds_statuses(sidecar: SidecarStatus, type_urls: Iterable[str]) -> list[pb.XdsTypeStatus]:
+    """What the sidecar (or node agent) was sent, ACKed and NACKed, per type it uses."""
+    found = []
+    for type_url in type_urls:
+        status = sidecar.types.get(type_url)
+        if status is None:
+            continue
+        found.append(
+            pb.XdsTypeStatus(
+                type=types.short_name(type_url),
+                version_sent=status.sent_version,
+                version_acked=status.acked_version,
+                acked_at=timestamp(status.acked_at),
+                version_nacked=status.nacked_version,
+                last_error=status.last_error,
+                nacked_at=timestamp(status.nacked_at),
+            )
+        )
+    return found

@@ -12,10 +12,12 @@ from faultplane.api.governance import freeze_message
 from faultplane.lifecycle.events import (
     FREEZE,
     READING,
+    SCHEDULING,
     TRANSITION,
     Event,
     FreezeEvent,
     ReadingEvent,
+    SchedulingEvent,
 )
 from faultplane.v1 import faultplane_pb2 as pb
 
@@ -23,6 +25,7 @@ KIND_NAMES = {
     pb.INJECTION_EVENT_TRANSITION: TRANSITION,
     pb.INJECTION_EVENT_READING: READING,
     pb.INJECTION_EVENT_FREEZE: FREEZE,
+    pb.INJECTION_EVENT_SCHEDULING: SCHEDULING,
 }
 
 
@@ -56,6 +59,8 @@ def event_message(event: Event, only: str) -> pb.InjectionEvent | None:
         freeze = freeze_message(event.freeze)
         freeze.lapsed = event.lapsed
         return pb.InjectionEvent(kind=pb.INJECTION_EVENT_FREEZE, freeze=freeze)
+    if isinstance(event, SchedulingEvent):  # like a freeze, it concerns every injection
+        return pb.InjectionEvent(kind=pb.INJECTION_EVENT_SCHEDULING)
     injection, change = event
     if only and injection.id != only:
         return None

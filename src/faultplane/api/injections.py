@@ -12,6 +12,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from faultplane.api.agents_view import agent_pod_plan, is_agent_target
 from faultplane.api.convert import (
     injection_message,
     state_from_message,
@@ -31,6 +32,7 @@ from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 
 if TYPE_CHECKING:
+    from faultplane.delivery.plane import FaultPlane
     from faultplane.lifecycle.preflight import Preflight
     from faultplane.lifecycle.scheduler import Scheduler
     from faultplane.model.injection import Injection
@@ -43,6 +45,7 @@ Context = grpc.aio.ServicerContext
 
 class InjectionMethods:
     scheduler: Scheduler
+    plane: FaultPlane  # agent pods' plans show their network namespace
     mesh: Mesh | None  # None: overlay mode, any service that connects
     preflight: Preflight | None
     slos: Collection[str] | None
@@ -69,6 +72,12 @@ class InjectionMethods:
             sidecars=[
                 _sidecar_plan(node, rendered, plan.scope_of(node))
                 for node, rendered in plan.rendered.items()
+                if not is_agent_target(node)
+            ],
+            agent_pods=[
+                agent_pod_plan(node, rendered, self.plane)
+                for node, rendered in plan.rendered.items()
+                if is_agent_target(node)
             ],
         )
 
@@ -168,7 +177,7 @@ class InjectionMethods:
             async for event in self._watch_events(kinds, request.id, context):
                 yield event
             return
-        watch = self.scheduler.watch()
+        watch = self.scheduler.watch(everywhere=True)  # every replica's, with replicas
         try:
             # Headers go out once subscribed, so a client can wait for them before acting.
             await context.send_initial_metadata(())

@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from faultplane.api.convert import baseline_message, timestamp
+from faultplane.api.agents_view import agent_pod_messages, is_agent
+from faultplane.api.convert import baseline_message, timestamp, xds_statuses
 from faultplane.api.gate import ApiError, rpc
 from faultplane.auth.principal import Principal
+from faultplane.replicas.sidecars import replica_of
 from faultplane.v1 import faultplane_pb2 as pb
 from faultplane.xds import types
 from faultplane.xds.registry import SidecarRegistry, SidecarStatus
@@ -31,9 +33,14 @@ class ObserveMethods:
     ) -> pb.ListSidecarsResponse:
         listed = []
         for sidecar in self.registry.sidecars():
-            message = sidecar_message(sidecar, self.plane)
-            if not request.service or message.service == request.service:
-                listed.append(message)
+            if is_agent(sidecar):  # a node agent: its pods are the targets
+                messages = agent_pod_messages(sidecar)
+            else:
+                messages = [sidecar_message(sidecar, self.plane)]
+            for message in messages:
+                message.replica = replica_of(self.registry, sidecar)
+                if not request.service or message.service == request.service:
+                    listed.append(message)
         return pb.ListSidecarsResponse(sidecars=listed)
 
     @rpc
@@ -70,20 +77,7 @@ def sidecar_message(sidecar: SidecarStatus, plane: FaultPlane) -> pb.Sidecar:
         connected=sidecar.connected,
         admin_address=stats or "",
         connected_at=timestamp(sidecar.connected_at),
+        kind="envoy",
     )
-    for type_url in types.SEND_ORDER:
-        status = sidecar.types.get(type_url)
-        if status is None:
-            continue
-        message.xds.append(
-            pb.XdsTypeStatus(
-                type=types.short_name(type_url),
-                version_sent=status.sent_version,
-                version_acked=status.acked_version,
-                acked_at=timestamp(status.acked_at),
-                version_nacked=status.nacked_version,
-                last_error=status.last_error,
-                nacked_at=timestamp(status.nacked_at),
-            )
-        )
+    message.xds.extend(xds_statuses(sidecar, types.SEND_ORDER))
     return message

@@ -53,6 +53,12 @@ class ScheduleMethods:
     async def CreateSchedule(
         self, request: pb.CreateScheduleRequest, context: Context, principal: Principal
     ) -> pb.Schedule:
+        if self.scheduler.replicated:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "schedule: recurring experiments need the queue, which runs on a single "
+                "server; not available with replicas",
+            )
         if not request.HasField("experiment"):
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "experiment: required")
         if len(request.name) > MAX_TEXT:
@@ -71,6 +77,7 @@ class ScheduleMethods:
         except ScheduleError as exc:
             field = exc.field.removeprefix("schedule").lstrip(".") or "every"
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {exc.reason}") from None
+        self.scheduler.scheduling_changed("schedules")
         return await self._schedule_message(item)
 
     @rpc
@@ -100,13 +107,16 @@ class ScheduleMethods:
             item = await self.scheduler.schedules.remove(request.id)
         except UnknownSchedule:
             raise _unknown(request.id) from None
+        self.scheduler.scheduling_changed("schedules")
         return await self._schedule_message(item)
 
     async def _paused(self, schedule_id: str, paused: bool) -> StoredSchedule:
         try:
-            return await self.scheduler.schedules.pause(schedule_id, paused)
+            item = await self.scheduler.schedules.pause(schedule_id, paused)
         except UnknownSchedule:
             raise _unknown(schedule_id) from None
+        self.scheduler.scheduling_changed("schedules")
+        return item
 
     async def _schedule_message(self, item: StoredSchedule) -> pb.Schedule:
         """The schedule with its history, newest first, read from the injections."""

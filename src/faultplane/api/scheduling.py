@@ -67,6 +67,7 @@ class SchedulingMethods:
         with field_errors():
             item = await self.scheduler.blackouts.add(data, principal.name)
         self.scheduler.replan()
+        self.scheduler.scheduling_changed("blackouts")
         return blackout_message(item, self.scheduler.runs_into(item.rule))
 
     @rpc
@@ -85,6 +86,7 @@ class SchedulingMethods:
         except UnknownBlackout:
             raise ApiError(grpc.StatusCode.NOT_FOUND, f"id: no blackout {request.id!r}") from None
         self.scheduler.replan()  # what waited for it may start now
+        self.scheduler.scheduling_changed("blackouts")
         return blackout_message(item)
 
     @rpc
@@ -114,6 +116,7 @@ class SchedulingMethods:
         )  # fmt: skip
         saved = await self.scheduler.rules.set(limits)
         self.scheduler.replan()
+        self.scheduler.scheduling_changed("policy")
         return policy_message(saved)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from faultplane.api.validate_kernel import is_kernel, kernel_fault, kernel_scope
 from faultplane.api.validate_queue import queue_terms
 from faultplane.faults.kind import Problems
 from faultplane.faults.message import given_fault
@@ -211,6 +212,8 @@ def _part(
     target = _target(holder, mesh, problems)
     fault = _fault(holder, problems)
     fault = _with_pattern(holder.fault, fault, duration, problems)
+    if target and fault and is_kernel(holder):
+        target = kernel_scope(target, fault)
     return Part(target, fault) if target and fault else None
 
 
@@ -226,7 +229,7 @@ def _target(
     if not target.service:
         problems.add("target.service", "required")
         ok = False
-    elif service is None and mesh is not None:
+    elif service is None and mesh is not None and not is_kernel(request):
         problems.add("target.service", f"unknown service {target.service!r}")
         ok = False
     try:
@@ -284,6 +287,8 @@ def _fault(request: pb.InjectionRequest | pb.FaultPart, problems: Problems) -> F
     if not request.HasField("fault"):
         problems.add("fault", "required")
         return None
+    if is_kernel(request):  # a node agent's fault: checked by api.validate_kernel
+        return kernel_fault(request, problems)
     fault = request.fault
     given = given_fault(fault, problems)
     if given is None:

@@ -17,9 +17,16 @@ from faultplane.cli.injections import UsageError, add_commands
 from faultplane.cli.overlay import add_overlay_commands
 from faultplane.cli.run import add_run_command
 from faultplane.cli.scheduling import add_scheduling_commands
-from faultplane.cli.serve import DEFAULT_MESH, add_serve_command, until_signalled
+from faultplane.cli.serve import (
+    DEFAULT_MESH,
+    add_serve_command,
+    integer,
+    store_url,
+    until_signalled,
+)
 from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.launcher import HOST, MeshRun
+from faultplane.demo.replicas import replica_store, with_xds_endpoints
 from faultplane.model.mesh import MeshError, load_mesh
 from faultplane.observability import logs
 from faultplane.slo.catalogue import CatalogueError
@@ -70,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="passed to the control server (repeatable), e.g. "
         "--server-arg=--baseline-min-seconds=0",
     )
+    add_replica_flags(up)
     up.set_defaults(handler=cmd_mesh_up)
     boot = mesh_commands.add_parser("bootstraps", help="render each pod's Envoy bootstrap")
     boot.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
     boot.add_argument("--out", type=Path, required=True)
+    boot.add_argument(
+        "--xds-port",
+        type=integer(1, 65535),
+        action="append",
+        help="a replica's xDS port on 127.0.0.1, repeated for each (default: the mesh's)",
+    )
     boot.set_defaults(handler=cmd_mesh_bootstraps)
 
     demo = commands.add_parser("demo", help="bring the mesh up, drive traffic, tear it down")
@@ -86,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same stories on sidecars configured by another control plane, "
         "with faultplane as `serve --overlay` (only the fault layer)",
     )
+    demo.add_argument(
+        "--kernel",
+        action="store_true",
+        help="root only: kernel faults by a node agent on an app's link to a real PostgreSQL",
+    )
+    add_replica_flags(demo)
     demo.set_defaults(handler=cmd_demo)
 
     add_commands(commands)
@@ -101,11 +121,17 @@ def cmd_mesh_up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="faultplane-mesh-"))
 
     async def run() -> None:
+        with replica_store(args.store, args.replicas) as store_url:
+            await up(store_url)
+
+    async def up(store_url: str | None) -> None:
         async with MeshRun(
             args.mesh,
             run_dir,
             declared_ports=args.declared_ports,
             server_args=tuple(args.server_arg),
+            replicas=args.replicas,
+            store_url=store_url,
         ) as mesh:
             mesh.write_state(args.state_file)
             print(f"mesh up: {len(mesh.pods)} sidecars, API {mesh.api_address}, "
@@ -123,11 +149,45 @@ def cmd_mesh_bootstraps(args: argparse.Namespace) -> None:
     template = template_beside(args.mesh)
     args.out.mkdir(parents=True, exist_ok=True)
     for pod in mesh.pods:
-        rendered = render_bootstrap(template, pod, HOST, mesh.control.xds_port)
+        ports = args.xds_port or [mesh.control.xds_port]
+        rendered = render_bootstrap(template, pod, HOST, ports[0])
+        if len(ports) > 1:  # every replica, for Envoy to fail over between
+            rendered = with_xds_endpoints(rendered, HOST, ports)
         (args.out / f"{pod.name}.yaml").write_text(rendered)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int | str:
+    if args.kernel:
+        from faultplane.demo.kernel import run_kernel_demo
+
+        return asyncio.run(run_kernel_demo(args.duration, args.json))
     from faultplane.demo.stories import run_demo
 
+    if args.replicas > 1:
+        if args.overlay:
+            raise UsageError("demo: --replicas runs the full mesh; it takes no --overlay")
+        from faultplane.demo.replica_stories import run_replica_demo
+
+        with replica_store(args.store, args.replicas) as store_url:
+            assert store_url is not None
+            return asyncio.run(
+                run_replica_demo(args.mesh, args.duration, args.json, args.replicas, store_url)
+            )
     return asyncio.run(run_demo(args.mesh, args.duration, args.json, overlay=args.overlay))
+
+
+def add_replica_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--replicas",
+        type=integer(1, 9),
+        default=1,
+        help="control-server replicas sharing one PostgreSQL store; every sidecar lists "
+        "them all and fails over between them (default 1)",
+    )
+    parser.add_argument(
+        "--store",
+        type=store_url,
+        metavar="URL",
+        help="the replicas' PostgreSQL store (default with --replicas > 1: a throwaway local "
+        "PostgreSQL server, started as the postgres user)",
+    )

@@ -44,8 +44,10 @@ def add_overlay_commands(commands: argparse._SubParsersAction) -> None:
             "--xds-address",
             type=xds_address,
             required=True,
+            action="append",
             metavar="HOST:PORT",
-            help="where sidecars reach faultplane's xDS port (`serve --overlay`)",
+            help="where sidecars reach faultplane's xDS port (`serve --overlay`); repeat it "
+            "for each replica on one store: Envoy fails over between them",
         )
         parser.add_argument(
             "--slots",

@@ -148,6 +148,12 @@ def add_serve_command(commands: Any) -> None:
         "in $FAULTPLANE_STATE_DIR)",
     )
     serve.add_argument(
+        "--replica-name",
+        metavar="NAME",
+        help="with --store: this process's name among the replicas sharing the database "
+        "(default HOSTNAME-PID; 1 to 63 letters, digits, '.', '_', '-')",
+    )
+    serve.add_argument(
         "--audit-key-file",
         type=Path,
         help="the secret keying the audit chain, kept outside the store (default: audit.key "
@@ -342,6 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             notify=tuple(args.notify),
             web_url=args.web_url,
             dependency_graph=_dependency_graph(args.dependency_graph),
+            replica_name=args.replica_name,
         )
     except ValueError as exc:  # e.g. local auth on a non-loopback --api-listen
         raise UsageError(f"serve: {exc}") from exc

@@ -26,7 +26,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-XDS_COLUMNS = ("cds", "eds", "lds", "rds", "ecds", "rtds")
+XDS_COLUMNS = ("cds", "eds", "lds", "rds", "ecds", "rtds", "kernel")
 FULL_MESH_COLUMNS = ("cds", "eds", "lds", "rds", "rtds")
 
 
@@ -35,22 +35,29 @@ def sidecars_table(sidecars: Sequence[pb.Sidecar]) -> str:
     sidecar's ECDS and RTDS."""
     seen = {status.type for sidecar in sidecars for status in sidecar.xds}
     xds_types = tuple(t for t in XDS_COLUMNS if t in seen) or FULL_MESH_COLUMNS
+    agents = any(sidecar.kind == "agent" for sidecar in sidecars)
     rows = []
     for sidecar in sidecars:
         acked = {status.type: status.version_acked or "-" for status in sidecar.xds}
         errors = "; ".join(f"{s.type}: {s.last_error}" for s in sidecar.xds if s.last_error)
+        # A node agent's pod: the kernel fault kinds its agent can apply, and why not more.
+        kinds = ",".join(sidecar.capabilities) + (f" ({sidecar.capability_note})"
+                                                  if sidecar.capability_note else "")  # fmt: skip
         rows.append(
             [
                 sidecar.node_id,
+                sidecar.kind or "envoy",
                 sidecar.service,
                 ",".join(f"{k}={v}" for k, v in sorted(sidecar.labels.items())),
                 "yes" if sidecar.connected else "no",
                 *(acked.get(t, "-") for t in xds_types),
                 errors or "-",
+                *([kinds or "-"] if agents else []),
             ]
         )
-    headers = ["SIDECAR", "SERVICE", "LABELS", "CONNECTED", *(t.upper() for t in xds_types)]
-    return table([*headers, "LAST NACK"], rows)
+    headers = ["SIDECAR", "KIND", "SERVICE", "LABELS", "CONNECTED",
+               *(t.upper() for t in xds_types), "LAST NACK"]  # fmt: skip
+    return table([*headers, *(["KERNEL FAULTS"] if agents else [])], rows)
 
 
 def natural_key(name: str) -> list[int | str]:
@@ -88,6 +95,9 @@ def plan_summary(plan: pb.InjectionPlan, request: pb.InjectionRequest) -> str:
         lines.append(f"\n{names}: route config {route_config!r}")
         lines.append(json.dumps(json.loads(config_json), indent=2))
         lines += [f"  runtime {key} = {percent:g} %" for key, percent in runtime]
+    for pod in plan.agent_pods:  # kernel faults: the nftables transaction, verbatim
+        lines.append(f"\n{pod.target}: nft in netns {pod.netns or '?'} (one transaction)")
+        lines += [f"  {command}" for command in pod.nft_commands]
     return "\n".join(lines)
 
 

@@ -106,6 +106,11 @@ def _labels(value: object) -> dict[str, str] | None:
     return labels
 
 
+def host_port(value: object) -> str | None:
+    """`value` if it is HOST:PORT, else None (never raises: metadata is untrusted)."""
+    return _host_port(value)
+
+
 def _host_port(value: object) -> str | None:
     """`value` if it is HOST:PORT (an IPv6 host in brackets) with a port in 1..65535."""
     text = _text(value)

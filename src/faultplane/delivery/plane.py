@@ -273,7 +273,8 @@ class Delivery:
             self._faults[node] = faults
             generation = self.plane.set_faults(node, list(faults.values()), self._lease_of(node))
             waits.append((node, generation[type_url]))
-        short = types.short_name(type_url)
+        # What each answer is evidence about (an agent pod's: its kernel set, whatever phase).
+        about = getattr(self.plane, "evidence_type", lambda node, type_url: type_url)
         gone = {node for node, _ in waits if not wait_gone and not self.plane.is_connected(node)}
         awaited = [wait for wait in waits if wait[0] not in gone]
         answers = dict(
@@ -284,9 +285,9 @@ class Delivery:
             )
         )
         return tuple(
-            Evidence(node, short, "", "disconnected")
+            Evidence(node, types.short_name(about(node, type_url)), "", "disconnected")
             if node in gone
-            else self._evidence(node, short, answers[node])
+            else self._evidence(node, types.short_name(about(node, type_url)), answers[node])
             for node, _ in waits
         )
 

@@ -29,6 +29,7 @@ from faultplane.demo.bootstrap import render_bootstrap, template_beside
 from faultplane.demo.overlay_run import OverlayMesh
 from faultplane.demo.ports import PortAllocator
 from faultplane.demo.processes import Child, ProcessGroup, envoy_binary, wait_until
+from faultplane.demo.replicas import Replica, plan_replicas, with_xds_endpoints
 from faultplane.model.mesh import Mesh, Pod, load_mesh
 from faultplane.server.config import HOST
 
@@ -57,6 +58,8 @@ class MeshRun:
         spawn_server: bool = True,
         overlay: bool = False,
         istio_nodes: Collection[str] = (),
+        replicas: int = 1,
+        store_url: str | None = None,
     ) -> None:
         """`mesh` overrides the file's model (ports included); without `spawn_server` the
         control server is expected to be running already on the mesh's control ports
@@ -79,6 +82,14 @@ class MeshRun:
         self.loadgen_port: int | None = None
         self.web_port: int | None = None  # the dashboard, when this run spawns the server
         self._processes = ProcessGroup()
+        # Several control-server replicas on one PostgreSQL store (faultplane.demo.replicas):
+        # `server` is r1's process, `replicas` every replica's.
+        if replicas > 1 and (store_url is None or overlay):
+            raise ValueError("replicas: several need a PostgreSQL store (store_url), full mesh")
+        self.replica_count = replicas
+        self.store_url = store_url
+        self.replica_plan: list[Replica] = []
+        self.replicas: dict[str, Child] = {}
 
     async def __aenter__(self) -> MeshRun:
         try:
@@ -112,6 +123,8 @@ class MeshRun:
         if self.mesh is None and not self.declared_ports:
             mesh = mesh.with_ports(allocate)
         self.mesh = mesh
+        if self.store_url is not None:
+            self.replica_plan = plan_replicas(mesh.control, self.replica_count, allocate)
         resolved = self.run_dir / "mesh.yaml"
         resolved.write_text(yaml.safe_dump(mesh.to_dict(), sort_keys=False))
 
@@ -138,6 +151,13 @@ class MeshRun:
         new = Child("control-server", old.argv, old.log_path)
         self.server = self._processes.replace(old, new, kill)
         return self.server
+
+    def restart_replica(self, name: str, kill: bool = False) -> Child:
+        """A fresh process for replica `name` on the same ports and store."""
+        self.replicas[name] = self._processes.replace(
+            self.replicas[name], _restarted(self.replicas[name]), kill
+        )
+        return self.replicas[name]
 
     def restart_base_server(self, kill: bool = False) -> Child:
         """A fresh base control server (overlay mode) on the same port: the other control
@@ -183,6 +203,15 @@ class MeshRun:
             "run_dir": str(self.run_dir),
             "base_xds": self.overlay.address if self.overlay else None,
             "base_server_pid": self.base_server.pid if self.base_server else None,
+            "replicas": [
+                {
+                    "name": r.name,
+                    "api": f"{HOST}:{r.api_port}",
+                    "xds": f"{HOST}:{r.xds_port}",
+                    "pid": self.replicas[r.name].pid if r.name in self.replicas else None,
+                }
+                for r in self.replica_plan
+            ],
             "pods": [
                 {
                     "pod": p.pod.name,
@@ -221,20 +250,34 @@ class MeshRun:
         else:
             mode = ["--mesh", str(resolved_mesh)]
         # The local mesh is a single-user demo on loopback: no tokens; its own store.
-        argv = [
-            sys.executable, "-m", "faultplane", "serve", *mode,
-            "--auth", "local", "--db", str(self.run_dir / "faultplane.db"),
-        ]  # fmt: skip
+        argv = [sys.executable, "-m", "faultplane", "serve", *mode, "--auth", "local"]
         catalogue = self.mesh_file.parent / "slos.yaml"
         if "--slos" not in self.server_args and catalogue.exists():
             argv += ["--slos", str(catalogue)]  # the mesh's SLO catalogue, by default
-        if self.web_port:
-            argv += ["--web-listen", f"{HOST}:{self.web_port}"]  # the dashboard, by default
         argv += self.server_args
-        self.server = self._processes.spawn(
-            Child("control-server", argv, self.run_dir / "server.log")
-        )
-        await self.wait_server_healthy()
+        if not self.replica_plan:
+            store = ["--db", str(self.run_dir / "faultplane.db")]
+            web = ["--web-listen", f"{HOST}:{self.web_port}"] if self.web_port else []
+            self.server = self._processes.spawn(
+                Child("control-server", [*argv, *store, *web], self.run_dir / "server.log")
+            )
+            await self.wait_server_healthy()
+            return
+        assert self.store_url is not None
+        for replica in self.replica_plan:
+            extra = replica.serve_args(self.store_url, self.run_dir)
+            if replica is self.replica_plan[0] and self.web_port:
+                extra += ["--web-listen", f"{HOST}:{self.web_port}"]
+            log = self.run_dir / f"server-{replica.name}.log"
+            self.replicas[replica.name] = self._processes.spawn(
+                Child(f"control-server {replica.name}", [*argv, *extra], log)
+            )
+        self.server = self.replicas[self.replica_plan[0].name]
+        for replica in self.replica_plan:
+            address = f"{HOST}:{replica.api_port}"
+            children = list(self.replicas.values())
+            what = f"control server {replica.name}"
+            await wait_until(lambda a=address: grpc_serving(a), START_TIMEOUT, what, children)
 
     async def _start_pods(self, mesh: Mesh) -> None:
         envoy = envoy_binary()
@@ -284,7 +327,10 @@ class MeshRun:
         xds_port = self.mesh.control.xds_port
         if self.overlay is not None:
             return self.overlay.bootstrap(pod, xds_port)
-        return render_bootstrap(template_beside(self.mesh_file), pod, HOST, xds_port)
+        rendered = render_bootstrap(template_beside(self.mesh_file), pod, HOST, xds_port)
+        if len(self.replica_plan) > 1:  # every replica, for Envoy to fail over between
+            return with_xds_endpoints(rendered, HOST, [r.xds_port for r in self.replica_plan])
+        return rendered
 
     async def _start_load(self, mesh: Mesh, port: int) -> None:
         assert mesh.load is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from faultplane.faults.kernel import KERNEL, parse_kernel_fault
 from faultplane.faults.kind import FaultKind, FieldValues, Problems
 from faultplane.faults.registry import kind_named, kind_names
 from faultplane.v1 import faultplane_pb2 as pb
@@ -78,6 +79,10 @@ def _own_fields(
 def describe_fault(fault: pb.Fault) -> str:
     """A few words for tables (`abort http 503`); a fault no registered kind accepts is
     shown by the name it was given, never as some other kind."""
+    if fault.HasField("layer"):  # a node agent's fault (faultplane.faults.kernel)
+        fields = {f.name: value for f, value in fault.ListFields()}
+        kernel = parse_kernel_fault(fields, Problems())
+        return KERNEL.describe(kernel) if kernel else f"kernel {fault.type or '-'}"
     given = given_fault(fault, Problems())
     spec = given.kind.parse(given.fields, given.path, Problems()) if given else None
     if given is None or spec is None:

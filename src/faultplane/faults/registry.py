@@ -9,6 +9,7 @@ from typing import Any
 
 from faultplane.faults.abort import ABORT
 from faultplane.faults.bandwidth import BANDWIDTH
+from faultplane.faults.kernel import KERNEL
 from faultplane.faults.kind import FaultKind
 from faultplane.faults.latency import LATENCY
 from faultplane.faults.partition import PARTITION
@@ -17,11 +18,13 @@ _BY_NAME: dict[str, FaultKind[Any]] = {}
 _BY_SPEC: dict[type, FaultKind[Any]] = {}
 
 
-def register(kind: FaultKind[Any]) -> None:
-    """Make `kind` known to the API, rendering and the CLI's tables."""
+def register(kind: FaultKind[Any], named: bool = True) -> None:
+    """Make `kind` known to the API, rendering and the CLI's tables. Not `named`: known by
+    its spec only, never a document's `type` (the kernel layer, chosen by `layer`)."""
     if kind.name in _BY_NAME or kind.spec_type in _BY_SPEC:
         raise ValueError(f"fault kind {kind.name!r} is already registered")
-    _BY_NAME[kind.name] = kind
+    if named:
+        _BY_NAME[kind.name] = kind
     _BY_SPEC[kind.spec_type] = kind
 
 
@@ -50,3 +53,4 @@ register(LATENCY)
 register(ABORT)
 register(BANDWIDTH)
 register(PARTITION)
+register(KERNEL, named=False)

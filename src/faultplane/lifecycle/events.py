@@ -23,7 +23,8 @@ from faultplane.lifecycle.watch import DEFAULT_MAX_BACKLOG, Watch, WatchHub
 from faultplane.model.injection import Injection, SloReading, Transition
 
 TRANSITION, READING, FREEZE = "transition", "reading", "freeze"
-KINDS = frozenset({TRANSITION, READING, FREEZE})
+SCHEDULING = "scheduling"
+KINDS = frozenset({TRANSITION, READING, FREEZE, SCHEDULING})
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,16 @@ class FreezeEvent:
     lapsed: bool = False
 
 
+@dataclass(frozen=True)
+class SchedulingEvent:
+    """The scheduler's calendar changed (`what`: "blackouts", "policy", "schedules"):
+    watchers that show it (the dashboard) re-read it through the API, as the caller."""
+
+    what: str
+
+
 TransitionEvent = tuple[Injection, Transition]
-Event = TransitionEvent | ReadingEvent | FreezeEvent
+Event = TransitionEvent | ReadingEvent | FreezeEvent | SchedulingEvent
 
 
 def kind_of(event: Event) -> str:
@@ -54,6 +63,8 @@ def kind_of(event: Event) -> str:
         return READING
     if isinstance(event, FreezeEvent):
         return FREEZE
+    if isinstance(event, SchedulingEvent):
+        return SCHEDULING
     return TRANSITION
 
 

@@ -22,6 +22,7 @@ from faultplane.lifecycle.records import injection_record, reading_body, transit
 from faultplane.model.injection import Injection, SloReading, Transition
 from faultplane.observability import metrics
 from faultplane.store import AuditEntry, Store, StoredReading, TransitionRecord
+from faultplane.store.replica_rows import LeaseLost
 
 audit_log = structlog.get_logger("faultplane.audit")
 log = structlog.get_logger("faultplane.journal")
@@ -106,6 +107,10 @@ class Journal:
         while True:
             try:
                 await write()
+                return
+            except LeaseLost as exc:  # another replica owns it now: its record, not ours
+                log.warning("record refused, not retried", injection=key, what=what,
+                            error=str(exc))  # fmt: skip
                 return
             except Exception as exc:
                 metrics.STORE_ERRORS.labels("record").inc()

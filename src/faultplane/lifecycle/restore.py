@@ -17,8 +17,9 @@ Finished injections stay in the store, found there on demand.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -31,6 +32,7 @@ from faultplane.lifecycle.registry import InjectionRegistry
 from faultplane.lifecycle.uptime import ServerRun, outage_reason
 from faultplane.model.injection import Injection, State
 from faultplane.render.faults import FaultAssignment
+from faultplane.store import StoredInjection
 
 log = structlog.get_logger("faultplane.scheduler")
 LIVE_STATES = tuple(state.value for state in State if state.live)
@@ -38,6 +40,8 @@ LIVE_STATES = tuple(state.value for state in State if state.live)
 # Runs a restored injection's lifecycle: (injection, seconds to its deadline if it
 # resumes ACTIVE, None while it waits for approval).
 Start = Callable[[Injection, float | None], object]
+# With replicas: whether this replica takes the injection's lease (faultplane.replicas).
+Claim = Callable[[str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -76,39 +80,63 @@ async def restore_live(
     delivery: Delivery,
     transitions: Transitions,
     start: Start,
+    claim: Claim | None = None,
 ) -> None:
     """Reload every injection the store holds as live into `registry`: resume the ones
     still due (recording the outage `previous`, the last server's run, put them through:
     an ACTIVE -> ACTIVE transition saying when the fault was off), keep the ones waiting
-    for approval waiting, finish the rest (their faults already went with the lease)."""
+    for approval waiting, finish the rest (their faults already went with the lease).
+    With `claim` (replicas), only those whose lease this replica takes."""
     store = journal.store
     for stored in await journal.read(store.injections.load, LIVE_STATES):
+        if claim is not None and not await claim(stored.id):
+            continue  # another replica owns it
         readings = await journal.read(store.readings.load, stored.id)
-        try:
-            injection = injection_from_record(stored, readings, parse_spec, strict=False)
-        except Exception:
-            # Unreadable: nothing of it can be put back (its lease has ended whatever
-            # was on); the server starts for everything else.
-            log.exception("cannot reload a stored injection; left as it is", id=stored.id)
-            continue
-        registry.add(injection)
-        if not injection.state.live or injection.state is State.QUEUED:
-            continue  # the scheduler re-plans the queue once everything is back
-        now = time.time()
-        decision = restore_decision(injection, now, parse_spec)
-        if not isinstance(decision, Finish):
-            decision = _put_back(injection, decision, delivery) or decision
-        if isinstance(decision, Finish):
-            # Recorded in the background, retried: the start goes on.
-            transitions.make(injection, decision.state, decision.reason, verdict=decision.verdict)
-            registry.retire(injection)
-            continue
-        remaining = None
-        if isinstance(decision, Resume):
-            remaining = decision.remaining
-            reason = outage_reason(previous, injection, now, remaining)
-            transitions.make(injection, State.ACTIVE, reason)
-        start(injection, remaining)
+        restore_one(
+            stored, readings, parse_spec, previous, registry=registry, delivery=delivery,
+            transitions=transitions, start=start,
+        )  # fmt: skip
+
+
+def restore_one(
+    stored: StoredInjection,
+    readings: list[tuple[float, dict[str, Any]]],
+    parse_spec: SpecParser,
+    previous: ServerRun | None,
+    *,
+    registry: InjectionRegistry,
+    delivery: Delivery,
+    transitions: Transitions,
+    start: Start,
+    reason: str | None = None,
+) -> None:
+    """`restore_live` for one stored injection: at a restart, or when a replica takes
+    it over from one that died (`reason` then says so in its ACTIVE -> ACTIVE)."""
+    try:
+        injection = injection_from_record(stored, readings, parse_spec, strict=False)
+    except Exception:
+        # Unreadable: nothing of it can be put back (its lease has ended whatever
+        # was on); the server starts for everything else.
+        log.exception("cannot reload a stored injection; left as it is", id=stored.id)
+        return
+    registry.add(injection)
+    if not injection.state.live or injection.state is State.QUEUED:
+        return  # the scheduler re-plans the queue once everything is back
+    now = time.time()
+    decision = restore_decision(injection, now, parse_spec)
+    if not isinstance(decision, Finish):
+        decision = _put_back(injection, decision, delivery) or decision
+    if isinstance(decision, Finish):
+        # Recorded in the background, retried: the start goes on.
+        transitions.make(injection, decision.state, decision.reason, verdict=decision.verdict)
+        registry.retire(injection)
+        return
+    remaining = None
+    if isinstance(decision, Resume):
+        remaining = decision.remaining
+        why = reason or outage_reason(previous, injection, now, remaining)
+        transitions.make(injection, State.ACTIVE, why)
+    start(injection, remaining)
 
 
 def _put_back(injection: Injection, decision: Resume | None, delivery: Delivery) -> Finish | None:

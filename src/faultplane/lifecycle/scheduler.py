@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
@@ -25,14 +26,14 @@ from faultplane.delivery.plane import Delivery, FaultPlane
 from faultplane.lifecycle.admission import Admission, Refused, admit, new_injection_id
 from faultplane.lifecycle.approval import ApprovalPolicy, Freeze
 from faultplane.lifecycle.blackouts import Blackouts
-from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent
+from faultplane.lifecycle.events import EventHub, KindWatch, ReadingEvent, SchedulingEvent
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.lifecycle import Lifecycle, Transitions
 from faultplane.lifecycle.policy import PolicyRules
 from faultplane.lifecycle.queueing import Queueing, future
 from faultplane.lifecycle.records import SpecParser
 from faultplane.lifecycle.registry import KEEP_FINISHED, InjectionRegistry, PageKey, page_key
-from faultplane.lifecycle.restore import restore_live
+from faultplane.lifecycle.restore import Claim, restore_live, restore_one
 from faultplane.lifecycle.schedules import Schedules
 from faultplane.lifecycle.sent import SentPlan, sent_plan
 from faultplane.lifecycle.uptime import Uptime
@@ -77,6 +78,9 @@ class Scheduler(Queueing):
         self._uptime = Uptime(journal, deadman_ttl)
         self._watchers = WatchHub()
         self._events = EventHub()  # transitions, readings and freeze changes
+        # With replicas, API watchers also see the other replicas' transitions (the
+        # notifier and metrics do not: each replica tells of its own injections only).
+        self._everywhere = WatchHub()
         self._transitions = Transitions(journal, self._publish)
         self._freeze: Freeze | None = None
         self._clock = clock
@@ -84,6 +88,15 @@ class Scheduler(Queueing):
         self.rules = PolicyRules(journal, graph)  # limits, graph, cool-down memory
         self.blackouts = Blackouts(journal)
         self.schedules = Schedules(journal, clock)  # recurring experiments
+        # Replicas (faultplane.replicas.ownership): which live injections this replica
+        # takes at a restart, and where an abort of one it does not own goes.
+        self.claim: Claim | None = None
+        self.stop_elsewhere: Callable[[str, str, str], Awaitable[Injection]] | None = None
+        self.stop_all_elsewhere: Callable[[str, str], Awaitable[list[Injection]]] | None = None
+        # ...and admission across replicas: one at a time, seeing the others' live ones.
+        self.admission_gate: Callable[[], AbstractAsyncContextManager[list[Injection]]] | None
+        self.admission_gate = None
+        self._others: list[Injection] = []
 
     # -- admission -------------------------------------------------------------------
 
@@ -101,7 +114,29 @@ class Scheduler(Queueing):
         self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
     ) -> Injection:
         """Admit, record, and start an injection (or park it for approval, or queue it);
-        returns once it is on disk."""
+        returns once it is on disk. With replicas, under their shared admission lock,
+        which is released only once the new injection is on disk for the next to see."""
+        if self.admission_gate is None:
+            return await self._create(spec, document, principal)
+        async with self.admission_gate() as others:
+            # Another replica may have changed the blackouts or the policy, or started an
+            # experiment that begins a cool-down: read them again under the lock.
+            await self.rules.load()
+            await self.blackouts.load()
+            self._others = [o for o in others if self._injections.get(o.id) is None]
+            try:
+                return await self._create(spec, document, principal)
+            finally:
+                self._others = []
+
+    async def _create(
+        self, spec: InjectionSpec, document: Mapping[str, Any], principal: str
+    ) -> Injection:
+        if self.replicated and (spec.queue.on_conflict == "queue" or future(spec, self._clock())):
+            raise Refused(
+                "on_conflict, not_before: the queue runs on a single server; with replicas an "
+                "experiment starts now or is refused (submit without --queue and not_before)"
+            )
         injection_id = new_injection_id()
         wait = self._queue_reason(spec, injection_id)
         if wait is not None and (spec.queue.on_conflict == "queue" or future(spec, self._clock())):
@@ -141,8 +176,9 @@ class Scheduler(Queueing):
         first, *more = self._sidecars(spec)
         nodes = [node for sidecars in (first, *more) for node, _ in sidecars]
         carried = {node: self._delivery.planned(node) for node in nodes}
+        live = [*self._injections, *self._others]  # others: other replicas' (if any)
         return admit(
-            spec, injection_id or new_injection_id(), first, self._injections, carried,
+            spec, injection_id or new_injection_id(), first, live, carried,
             self._plane.render, approval=self._approval, freeze=freeze, now=time.time(),
             enabled=enabled, more_sidecars=more,
         )  # fmt: skip
@@ -248,14 +284,23 @@ class Scheduler(Queueing):
         `after`, and whether more follow. Store-listed ones carry no readings."""
         return await self._injections.page(states, service, after, limit)
 
-    def watch(self) -> Watch:
+    def watch(self, everywhere: bool = False) -> Watch:
         """Every transition from now on; subscribed before this returns."""
-        return self._watchers.subscribe()
+        return (self._everywhere if everywhere else self._watchers).subscribe()
+
+    def publish_remote(self, injection: Injection, change: Transition) -> None:
+        """Another replica's transition, for the watchers that asked for every one."""
+        self._everywhere.publish((injection, change))
 
     def watch_events(self, kinds: set[str]) -> KindWatch:
         """Every event of these kinds (faultplane.lifecycle.events) from now on:
         transitions, the guard's readings, freeze changes; subscribed before this returns."""
         return self._events.subscribe_kinds(kinds)
+
+    def scheduling_changed(self, what: str) -> None:
+        """A blackout, the policy or a schedule changed through the API: tell the
+        watchers that show them (the dashboard), which re-read them as their caller."""
+        self._events.publish(SchedulingEvent(what))
 
     # -- rollback --------------------------------------------------------------------
 
@@ -266,6 +311,8 @@ class Scheduler(Queueing):
             self._cancel_queued(injection, reason, principal)
             return injection
         lifecycle = self._live.get(injection_id)
+        if lifecycle is None and injection.state.live and self.stop_elsewhere is not None:
+            return await self.stop_elsewhere(injection_id, reason, principal)  # its owner's
         if lifecycle is None or not injection.state.live:
             raise Refused(f"injection {injection_id} is already {injection.state.value}")
         lifecycle.abort(reason, principal)
@@ -280,8 +327,11 @@ class Scheduler(Queueing):
         live = list(self._live.values())
         for lifecycle in live:
             lifecycle.abort(reason, principal)
+        # Replicas: the other replicas' injections are stopped by their owners, at once.
+        others = self.stop_all_elsewhere(reason, principal) if self.stop_all_elsewhere else None
         await asyncio.gather(*(asyncio.shield(lc.task) for lc in live), return_exceptions=True)
-        return queued + [lc.injection for lc in live if not lc.never_admitted]
+        remote = await others if others is not None else []
+        return queued + [lc.injection for lc in live if not lc.never_admitted] + remote
 
     async def record_reading(self, injection_id: str, reading: SloReading) -> None:
         """Kept in memory at once; the store write is best effort (a failure is logged,
@@ -346,9 +396,12 @@ class Scheduler(Queueing):
             journal=self._journal, registry=self._injections, delivery=self._delivery,
             transitions=self._transitions,
             start=lambda injection, remaining: self._start(injection, True, remaining),
+            claim=self.claim,
         )  # fmt: skip
         await self._uptime.begin()
         self._replan()  # the persisted queue: what may start now, and the next wake
+        if self.replicated:
+            return  # no queue, so no recurring occurrences: every replica would fire them
         await self.schedules.start(
             self._exists, self._enqueue_occurrence, lambda document: parse_spec(document, False)
         )
@@ -367,6 +420,52 @@ class Scheduler(Queueing):
         wait = self._queue_reason(spec, injection_id)
         await self._enqueue(spec, document, injection_id, wait[1] if wait else "scheduled")
 
+    # -- replicas (faultplane.replicas) -------------------------------------------------
+
+    def running(self) -> list[str]:
+        """The injections whose lifecycle runs here."""
+        return list(self._live)
+
+    async def take_over(self, injection_id: str, reason: str) -> None:
+        """Run the lifecycle of a live injection whose owner died, from the store: the
+        restart path (`restore_one`) for one injection."""
+        assert self._injections.parse_spec is not None, "restore first"
+        store = self._journal.store
+        stored = await self._journal.read(store.injections.get, injection_id)
+        if stored is None or injection_id in self._live:
+            return
+        readings = await self._journal.read(store.readings.load, injection_id)
+        restore_one(
+            stored, readings, self._injections.parse_spec, None, registry=self._injections,
+            delivery=self._delivery, transitions=self._transitions,
+            start=lambda injection, remaining: self._start(injection, True, remaining),
+            reason=reason,
+        )  # fmt: skip
+
+    def relinquish(self, injection_id: str) -> None:
+        """Another replica owns the injection now: stop its lifecycle here without a
+        withdrawal, drop its faults from what this replica serves, forget it (its state
+        is read from the store)."""
+        lifecycle = self._live.pop(injection_id, None)
+        if lifecycle is not None:
+            lifecycle.close()
+            self._injections.remove(lifecycle.injection)
+        self._delivery.drop(injection_id)
+
+    async def reload_freeze(self) -> None:
+        """Another replica froze or unfroze: read the freeze again."""
+        freeze = await self._journal.read(self._journal.store.settings.get, "freeze")
+        previous, self._freeze = self._freeze, Freeze.from_body(freeze) if freeze else None
+        if self._freeze != previous:  # this replica's dashboards and notifier hear of it
+            self._events.freeze_changed(self._freeze, previous, time.time())
+        self._replan()
+
+    @property
+    def replicated(self) -> bool:
+        """Several replicas share the store (faultplane.replicas attached its gate)."""
+        return self.admission_gate is not None
+
     def _publish(self, injection: Injection, change: Transition) -> None:
         self._watchers.publish((injection, change))
         self._events.publish((injection, change))
+        self._everywhere.publish((injection, change))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -118,18 +118,26 @@ def config_source() -> dict[str, Any]:
     }
 
 
-def xds_cluster(address: XdsAddress) -> dict[str, Any]:
-    """The bootstrap cluster for faultplane's xDS: HTTP/2, STATIC for an IP, else STRICT_DNS."""
-    endpoint = {
-        "address": {"socket_address": {"address": address.host, "port_value": address.port}}
-    }
+# One xDS address, or several: the replicas of faultplane on one store, between which
+# Envoy fails over (faultplane.replicas).
+Addresses = XdsAddress | Sequence[XdsAddress]
+
+
+def xds_cluster(address: Addresses) -> dict[str, Any]:
+    """The bootstrap cluster for faultplane's xDS: HTTP/2, STATIC for IPs, else STRICT_DNS;
+    one endpoint per replica address."""
+    addresses = [address] if isinstance(address, XdsAddress) else list(address)
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": a.host, "port_value": a.port}}}}
+        for a in addresses
+    ]
     return {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if address.is_ip else "STRICT_DNS",
+        "type": "STATIC" if all(a.is_ip for a in addresses) else "STRICT_DNS",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+            "endpoints": [{"lb_endpoints": endpoints}],
         },
         "typed_extension_protocol_options": {
             HTTP_PROTOCOL_OPTIONS: {
@@ -165,7 +173,7 @@ def slot_filter(name: str) -> dict[str, Any]:
     }
 
 
-def envoy_overlay(address: XdsAddress, slots: int = DEFAULT_SLOTS) -> dict[str, Any]:
+def envoy_overlay(address: Addresses, slots: int = DEFAULT_SLOTS) -> dict[str, Any]:
     """The plain-Envoy snippet: `{"clusters", "layers", "http_filters": {inbound, outbound}}`."""
     return {
         "clusters": [xds_cluster(address)],
@@ -177,7 +185,7 @@ def envoy_overlay(address: XdsAddress, slots: int = DEFAULT_SLOTS) -> dict[str, 
     }
 
 
-def custom_bootstrap(address: XdsAddress) -> dict[str, Any]:
+def custom_bootstrap(address: Addresses) -> dict[str, Any]:
     """What Istio merges into its bootstrap (`--config-yaml`: repeated fields are appended)."""
     return {
         "static_resources": {"clusters": [xds_cluster(address)]},
@@ -186,7 +194,7 @@ def custom_bootstrap(address: XdsAddress) -> dict[str, Any]:
 
 
 def istio_overlay(
-    address: XdsAddress,
+    address: Addresses,
     slots: int = DEFAULT_SLOTS,
     namespace: str | None = None,
     selector: Mapping[str, str] = DEFAULT_SELECTOR,

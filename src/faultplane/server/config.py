@@ -127,6 +127,9 @@ class ServerConfig:
     # The dependency rule's graph (who calls whom): None takes the mesh's `dependencies`
     # (overlay mode: none, unless `serve --dependency-graph FILE` declares one).
     dependency_graph: DependencyGraph | None = None
+    # This process's name among the replicas sharing store_url (faultplane.replicas);
+    # None with a PostgreSQL store: HOSTNAME-PID. Needs store_url.
+    replica_name: str | None = None
 
     def __post_init__(self) -> None:
         # The CLI refuses these with friendlier ranges; in-process callers get this floor.
@@ -154,3 +157,24 @@ class ServerConfig:
                 f"store_url: must start with {' or '.join(STORE_URL_SCHEMES)}, "
                 f"not {self.store_url.split('://')[0]!r}"
             )
+        if self.replica_name is not None:
+            check_replica_name(self.replica_name, self.store_url)
+
+
+REPLICA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+REPLICA_NAME_MAX = 63
+
+
+def check_replica_name(name: str, store_url: str | None) -> None:
+    """A replica name is shown in listings and logs and keys the store's replica rows:
+    1 to 63 letters, digits, '.', '_' or '-'; and only replicas of a shared store have one."""
+    if store_url is None:
+        raise ValueError(
+            "replica_name (--replica-name): needs a PostgreSQL store (--store); "
+            "the SQLite store is one process"
+        )
+    if not 0 < len(name) <= REPLICA_NAME_MAX or not set(name) <= REPLICA_NAME_CHARS:
+        raise ValueError(
+            f"replica_name (--replica-name): {name!r} must be 1 to {REPLICA_NAME_MAX} "
+            "letters, digits, '.', '_' or '-'"
+        )

@@ -84,6 +84,7 @@ class ControlServer:
         self._metrics_http: Any = None
         self.web: WebServer | None = None  # the dashboard, with config.web_port
         self._stopped = False
+        self._health_services: tuple[str, ...] = ()
 
     async def start(self) -> None:
         config, parts = self.config, self.parts
@@ -120,8 +121,9 @@ class ControlServer:
             await self.web.start()
             if config.web_url is None:  # notifications link to this dashboard
                 self.notifier.link_to(self.web.url)
-        for service in ("", FAULT_SERVICE, *xds_services):
-            await parts.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._health_services = ("", FAULT_SERVICE, *xds_services)
+        await self._start_replication()
+        await self._set_serving(True)
         if config.auth == "local":
             log.warning(LOCAL_MODE_WARNING)
         log.info(
@@ -136,10 +138,35 @@ class ControlServer:
             pods=len(config.mesh.pods) if config.mesh is not None else None,
             instance=self.cache.instance,
             db=str(self.store.path),
+            replica=self.parts.replication.name if self.parts.replication else None,
             audit_key=str(self.store.audit_key.path) if self.store.audit_key else None,
             auth=config.auth,
             tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
         )
+
+    async def _start_replication(self) -> None:
+        """Replicas on one PostgreSQL store (faultplane.replicas): started once this
+        replica's ports are known, before it reports SERVING."""
+        replication = self.parts.replication
+        if replication is None:
+            return
+        self._tasks += await replication.start(
+            self.parts.parse_spec,
+            listen_address(self.config.xds_host, self.xds_port),
+            listen_address(self.config.api_host, self.api_port),
+            self._set_serving,
+        )
+
+    async def _set_serving(self, serving: bool) -> None:
+        """gRPC health of every service: NOT_SERVING while a replica's store is out of
+        reach (faultplane.replicas), never after a stop began."""
+        if self._stopped:
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )  # fmt: skip
+        for service in self._health_services:
+            await self.parts.health.set(service, status)
 
     async def _load_baseline(self) -> None:
         """The baseline survives restarts too: the stored samples of the last window."""
@@ -202,6 +229,8 @@ class ControlServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.parts.replication is not None:
+            await self.parts.replication.stop()
         await self.notifier.stop()
         await self.injection_metrics.stop()
         await self.journal.drain(timeout=DRAIN_SECONDS)

@@ -22,8 +22,10 @@ from faultplane.api.ratelimit import RefusalLimiter
 from faultplane.api.service import FaultService
 from faultplane.api.validate import validate_request
 from faultplane.auth.principal import Authenticator
+from faultplane.delivery.agents import AgentPlane
 from faultplane.delivery.overlay import OverlaySource
 from faultplane.delivery.source import MeshSource
+from faultplane.delivery.with_agents import PlaneWithAgents
 from faultplane.guard.steady_state import SteadyStateGuard
 from faultplane.lifecycle.journal import Journal
 from faultplane.lifecycle.preflight import Preflight
@@ -31,6 +33,10 @@ from faultplane.lifecycle.retention import Retention
 from faultplane.lifecycle.scheduler import Scheduler
 from faultplane.model.spec import InjectionSpec
 from faultplane.render.resources import SidecarLayout
+from faultplane.replicas import default_replica_name
+from faultplane.replicas.plane import ReplicatedPlane
+from faultplane.replicas.replication import Replication
+from faultplane.replicas.sidecars import SharedSidecarRegistry
 from faultplane.scheduling.feed import graph_of_mesh
 from faultplane.scheduling.graph import DependencyGraph
 from faultplane.server.config import ServerConfig
@@ -63,7 +69,7 @@ class Parts:
     journal: Journal
     cache: SnapshotCache
     registry: SidecarRegistry
-    source: MeshSource | OverlaySource
+    source: PlaneWithAgents  # sidecars (mesh or overlay) and node agents' pods
     scheduler: Scheduler
     retention: Retention
     http: HttpClient
@@ -73,6 +79,9 @@ class Parts:
     health: health.aio.HealthServicer
     duplicates: DuplicateSidecars  # audits a second connection claiming a held node id
     scratch: Path | None  # a throwaway database's directory, removed at stop
+    # With a PostgreSQL store: this replica's heartbeat, shared registry, and faults
+    # across replicas (faultplane.replicas).
+    replication: Replication | None = None
 
     def parse_spec(self, document: Mapping[str, Any], strict: bool = True) -> InjectionSpec:
         """A stored request document back to its spec (it was validated when accepted).
@@ -93,14 +102,21 @@ class Parts:
 def build(config: ServerConfig) -> Parts:
     store, scratch = _open_store(config)
     journal = Journal(store)
-    cache, registry = SnapshotCache(), SidecarRegistry()
-    source = _build_source(config, cache, registry)
+    cache = SnapshotCache()
+    registry = _build_registry(config, store)
+    source = PlaneWithAgents(
+        _build_source(config, cache, registry), AgentPlane(cache, registry, config.deadman_ttl)
+    )
+    replication = _build_replication(config, store, registry, source)
+    plane = replication.plane if replication else source  # lifecycles push through it
     scheduler = Scheduler(
-        source, journal, ack_timeout=config.ack_timeout, approval=config.approval,
+        plane, journal, ack_timeout=config.ack_timeout, approval=config.approval,
         deadman_ttl=config.deadman_ttl, keep_finished=config.keep_finished,
         clock=config.clock, graph=dependency_graph(config),
     )  # fmt: skip
     registry.on_connect.append(scheduler.replan_soon)  # its targets may have come back
+    if replication is not None:
+        replication.attach(scheduler)
     retention = Retention(
         scheduler, journal, config.retain_days, config.baseline_window, config.prune_every
     )
@@ -120,8 +136,30 @@ def build(config: ServerConfig) -> Parts:
     return Parts(
         config, store, journal, cache, registry, source, scheduler, retention, http,
         guarding, gate, service, health.aio.HealthServicer(), DuplicateSidecars(journal),
-        scratch,
+        scratch, replication,
     )  # fmt: skip
+
+
+def _build_registry(config: ServerConfig, store: SqliteStore | PostgresStore) -> SidecarRegistry:
+    """The xDS registry; on a PostgreSQL store, one that also sees the other replicas'
+    sidecars (faultplane.replicas)."""
+    if getattr(store, "replicas", None) is None:
+        return SidecarRegistry()
+    return SharedSidecarRegistry(config.replica_name or default_replica_name())
+
+
+def _build_replication(
+    config: ServerConfig,
+    store: SqliteStore | PostgresStore,
+    registry: SidecarRegistry,
+    source: PlaneWithAgents,
+) -> Replication | None:
+    """A replica's machinery on a PostgreSQL store; None on SQLite (one process)."""
+    if not isinstance(registry, SharedSidecarRegistry):
+        return None
+    faults = store.faults  # type: ignore[union-attr]  # a PostgresStore, as registry says
+    plane = ReplicatedPlane(source, registry, faults)
+    return Replication(store, registry, plane, config.ack_timeout)  # type: ignore[arg-type]
 
 
 def _open_store(config: ServerConfig) -> tuple[SqliteStore | PostgresStore, Path | None]:
@@ -159,7 +197,7 @@ def _build_source(
 def _build_guarding(
     config: ServerConfig,
     scheduler: Scheduler,
-    source: MeshSource | OverlaySource,
+    source: PlaneWithAgents,
     journal: Journal,
     http: HttpClient,
 ) -> Guarding | None:

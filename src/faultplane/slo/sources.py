@@ -96,7 +96,7 @@ class EnvoySource:
     async def read(self, slo: SloDef, pods: Sequence[str]) -> Reading:
         errors = [self._errors[pod] for pod in pods if pod in self._errors]
         if errors:
-            return Reading(None, "; ".join(errors))
+            return Reading(None, unreadable_pods(errors))
         increases = []
         for pod in pods:
             if pod not in self._sampled:
@@ -288,3 +288,15 @@ def _latency_share(match: str, window: str, threshold_ms: float) -> str:
     below = count(lower) if lower else "0"
     within = f"({below} + {fraction:g} * ({count(upper)} - {below}))"
     return f"{within} / {count('+Inf')}"
+
+
+SHOWN_ERRORS = 3
+
+
+def unreadable_pods(errors: Sequence[str]) -> str:
+    """The first few pods' errors and how many more: a reading is kept for the whole
+    baseline window every tick, so its text must not grow with the fleet (1,000
+    unreadable pods would otherwise make each reading ~50 KB)."""
+    shown = "; ".join(errors[:SHOWN_ERRORS])
+    more = len(errors) - SHOWN_ERRORS
+    return f"{shown}; and {more} more pods" if more > 0 else shown

@@ -17,8 +17,11 @@ from typing import Self
 from faultplane.store.audit_key import AuditKey
 from faultplane.store.postgres_audit import PostgresAudit
 from faultplane.store.postgres_db import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PostgresDb
+from faultplane.store.postgres_faults import PostgresFaults
 from faultplane.store.postgres_injections import PostgresInjections
+from faultplane.store.postgres_leases import PostgresLeases
 from faultplane.store.postgres_readings import PostgresReadings
+from faultplane.store.postgres_replicas import PostgresReplicas
 from faultplane.store.postgres_settings import PostgresSettings
 from faultplane.store.postgres_tokens import PostgresTokens
 from faultplane.store.scheduling_rows import PostgresScheduling
@@ -54,12 +57,21 @@ class PostgresStore:
         self.tokens = PostgresTokens(self._db)
         self.settings = PostgresSettings(self._db)
         self.scheduling = PostgresScheduling(self._db)
+        self.replicas = PostgresReplicas(self._db)  # not in `Store`: faultplane.replicas
+        self.faults = PostgresFaults(self._db)  # likewise
+        self.leases = PostgresLeases(self._db)  # likewise
 
     @property
     def path(self) -> str:
         """Where the store is, for logs: the URL without its password (named like
         `SqliteStore.path` so a log line names either store)."""
         return self._db.where
+
+    @property
+    def url(self) -> str:
+        """The connection string (with its password: never log it; `path` is for logs),
+        for a connection of its own, such as a LISTEN (faultplane.store.postgres_listen)."""
+        return self._db.url
 
     @property
     def audit_key(self) -> AuditKey | None:

@@ -25,8 +25,11 @@ from faultplane.store.base import (
 )
 from faultplane.store.postgres_audit import PostgresAudit
 from faultplane.store.postgres_db import PostgresDb, Tx
+from faultplane.store.postgres_leases import check
+from faultplane.store.replica_rows import Fence
 from faultplane.store.sqlite_db import dumps_body
 
+TRANSITIONS_CHANNEL = "faultplane_transitions"
 _COLUMNS = "id, state, service, created_at, body"  # a Row, in order
 
 
@@ -36,21 +39,37 @@ class PostgresInjections:
     def __init__(self, db: PostgresDb, audit: PostgresAudit) -> None:
         self._db = db
         self._audit = audit
+        # Set by faultplane.replicas.ownership: every write checks the injection's lease.
+        self.fence: Fence | None = None
 
     def save(self, injection: InjectionRecord) -> None:
         with self._db.write() as tx:
+            self._fenced(tx, injection.id)
             _upsert(tx, injection)
 
     def record_transition(
         self, transition: TransitionRecord, injection: InjectionRecord, audit: JsonDict | None
     ) -> bool:
         with self._db.write() as tx:
+            self._fenced(tx, injection.id)
             if not _insert_transition(tx, transition):
                 return False
             _upsert(tx, injection)
             if audit is not None:
                 self._audit.append_in(tx, audit)
+            # Other replicas' watchers hear of it once it is committed (faultplane.replicas).
+            writer = self.fence.owner if self.fence is not None else ""
+            payload = f"{transition.injection_id} {transition.seq} {writer}"
+            tx.execute("SELECT pg_notify(%s, %s)", (TRANSITIONS_CHANNEL, payload))
             return True
+
+    def _fenced(self, tx: Tx, injection_id: str) -> None:
+        """With replicas: only the injection's owner writes it (raises LeaseLost)."""
+        fence = self.fence
+        if fence is None:
+            return
+        token = check(tx, injection_id, fence.owner, fence.token(injection_id), fence.ttl)
+        tx.after_commit(lambda: fence.granted(injection_id, token))
 
     def get(self, injection_id: str) -> StoredInjection | None:
         with self._db.read() as conn:

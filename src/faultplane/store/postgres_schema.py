@@ -25,6 +25,7 @@ from faultplane.store.base import SchemaVersionError
 # our own ("fp" in the high bytes) keeps them apart from other applications' locks.
 MIGRATION_LOCK = 0x6670_0000_0001
 AUDIT_CHAIN_LOCK = 0x6670_0000_0002
+ADMISSION_LOCK = 0x6670_0000_0003  # replicas admit one injection at a time
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: injections, transitions, the audit chain, tokens, SLO data, settings: the shape of
@@ -104,6 +105,75 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             body TEXT NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (kind, id)
+        )""",
+    ),
+    # 3: replicas (faultplane.replicas): each serving process and its heartbeat, and the
+    # shared sidecar registry (which replica holds each sidecar's stream)
+    (
+        """CREATE TABLE replicas (
+            name TEXT PRIMARY KEY,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            xds_address TEXT NOT NULL DEFAULT '',
+            api_address TEXT NOT NULL DEFAULT '',
+            stopped_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE replica_sidecars (
+            node_id TEXT PRIMARY KEY,
+            replica TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            connected BOOLEAN NOT NULL,
+            connected_at DOUBLE PRECISION,
+            disconnected_at DOUBLE PRECISION,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX replica_sidecars_replica ON replica_sidecars (replica, connected)",
+    ),
+    # 4: faults across replicas (faultplane.replicas.plane): each owner's desired faults
+    # per sidecar, and the evidence the sidecar's holding replica records for them
+    (
+        "CREATE SEQUENCE fault_seq",
+        """CREATE TABLE fault_desired (
+            node_id TEXT NOT NULL,
+            fault_key TEXT NOT NULL,
+            injection_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            level DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            removed BOOLEAN NOT NULL,
+            seq BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, fault_key)
+        )""",
+        "CREATE INDEX fault_desired_owner ON fault_desired (owner, node_id)",
+        """CREATE TABLE fault_evidence (
+            node_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            replica TEXT NOT NULL,
+            acked BOOLEAN NOT NULL,
+            version TEXT NOT NULL,
+            error TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (node_id, owner)
+        )""",
+    ),
+    # 5: one owner per live injection (faultplane.replicas.ownership): its lease, and the
+    # fencing token that grows with every change of owner
+    (
+        """CREATE TABLE injection_leases (
+            injection_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE injection_stop_requests (
+            injection_id TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
         )""",
     ),
 )

@@ -9,6 +9,8 @@ from faultplane.store.base import JsonDict
 from faultplane.store.postgres_db import PostgresDb
 from faultplane.store.sqlite_db import dumps_body
 
+SETTINGS_CHANNEL = "faultplane_settings"
+
 
 class PostgresSettings:
     """Rows of `settings`; written durably, since the freeze is one of them."""
@@ -27,6 +29,7 @@ class PostgresSettings:
         with self._db.write() as tx:
             if text is None:
                 tx.execute("DELETE FROM settings WHERE key = %s", (key,))
+                tx.execute("SELECT pg_notify(%s, %s)", (SETTINGS_CHANNEL, key))
                 return
             tx.execute(
                 "INSERT INTO settings (key, value, updated_at) VALUES (%s, %s, %s) "
@@ -34,3 +37,5 @@ class PostgresSettings:
                 "updated_at = excluded.updated_at",
                 (key, text, time.time()),
             )
+            # Replicas re-read a changed setting (the freeze) when told, after this commits.
+            tx.execute("SELECT pg_notify(%s, %s)", (SETTINGS_CHANNEL, key))

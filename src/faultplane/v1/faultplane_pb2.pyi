@@ -32,6 +32,7 @@ class InjectionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INJECTION_EVENT_TRANSITION: _ClassVar[InjectionEventKind]
     INJECTION_EVENT_READING: _ClassVar[InjectionEventKind]
     INJECTION_EVENT_FREEZE: _ClassVar[InjectionEventKind]
+    INJECTION_EVENT_SCHEDULING: _ClassVar[InjectionEventKind]
 ON_CONFLICT_REFUSE: OnConflict
 ON_CONFLICT_QUEUE: OnConflict
 STATE_UNSPECIFIED: State
@@ -46,6 +47,7 @@ EXPIRED: State
 INJECTION_EVENT_TRANSITION: InjectionEventKind
 INJECTION_EVENT_READING: InjectionEventKind
 INJECTION_EVENT_FREEZE: InjectionEventKind
+INJECTION_EVENT_SCHEDULING: InjectionEventKind
 
 class ApproveInjectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -235,7 +237,7 @@ class Match(_message.Message):
     def __init__(self, path_prefix: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Fault(_message.Message):
-    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth", "jitter_ms", "pattern", "direction")
+    __slots__ = ("type", "fixed_ms", "p50_ms", "p99_ms", "http_status", "grpc_status", "kbps", "percentage", "max_active", "latency", "abort", "bandwidth", "jitter_ms", "pattern", "direction", "layer", "cidr", "port")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FIXED_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,9 @@ class Fault(_message.Message):
     JITTER_MS_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
     type: str
     fixed_ms: float
     p50_ms: float
@@ -266,7 +271,10 @@ class Fault(_message.Message):
     jitter_ms: float
     pattern: Pattern
     direction: str
-    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ..., jitter_ms: _Optional[float] = ..., pattern: _Optional[_Union[Pattern, _Mapping]] = ..., direction: _Optional[str] = ...) -> None: ...
+    layer: str
+    cidr: str
+    port: int
+    def __init__(self, type: _Optional[str] = ..., fixed_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., kbps: _Optional[int] = ..., percentage: _Optional[float] = ..., max_active: _Optional[int] = ..., latency: _Optional[_Union[LatencyFault, _Mapping]] = ..., abort: _Optional[_Union[AbortFault, _Mapping]] = ..., bandwidth: _Optional[_Union[BandwidthFault, _Mapping]] = ..., jitter_ms: _Optional[float] = ..., pattern: _Optional[_Union[Pattern, _Mapping]] = ..., direction: _Optional[str] = ..., layer: _Optional[str] = ..., cidr: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Pattern(_message.Message):
     __slots__ = ("kind", "on_seconds", "off_seconds", "from_percentage", "to_percentage", "steps", "on_probability", "tick_seconds", "seed")
@@ -413,16 +421,18 @@ class SidecarEvidence(_message.Message):
     def __init__(self, sidecar: _Optional[str] = ..., type: _Optional[str] = ..., version: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class InjectionPlan(_message.Message):
-    __slots__ = ("targets", "matched", "sidecars", "unrendered")
+    __slots__ = ("targets", "matched", "sidecars", "unrendered", "agent_pods")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     SIDECARS_FIELD_NUMBER: _ClassVar[int]
     UNRENDERED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_PODS_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedScalarFieldContainer[str]
     matched: _containers.RepeatedScalarFieldContainer[str]
     sidecars: _containers.RepeatedCompositeFieldContainer[SidecarPlan]
     unrendered: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ..., unrendered: _Optional[_Iterable[str]] = ...) -> None: ...
+    agent_pods: _containers.RepeatedCompositeFieldContainer[AgentPodPlan]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., matched: _Optional[_Iterable[str]] = ..., sidecars: _Optional[_Iterable[_Union[SidecarPlan, _Mapping]]] = ..., unrendered: _Optional[_Iterable[str]] = ..., agent_pods: _Optional[_Iterable[_Union[AgentPodPlan, _Mapping]]] = ...) -> None: ...
 
 class SidecarPlan(_message.Message):
     __slots__ = ("sidecar", "route_config_json", "route_config", "runtime")
@@ -558,7 +568,7 @@ class ListSidecarsResponse(_message.Message):
     def __init__(self, sidecars: _Optional[_Iterable[_Union[Sidecar, _Mapping]]] = ...) -> None: ...
 
 class Sidecar(_message.Message):
-    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds")
+    __slots__ = ("node_id", "cluster", "service", "labels", "connected", "admin_address", "connected_at", "xds", "kind", "capabilities", "capability_note", "netns", "replica")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -574,6 +584,11 @@ class Sidecar(_message.Message):
     ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
     XDS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_NOTE_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster: str
     service: str
@@ -582,7 +597,12 @@ class Sidecar(_message.Message):
     admin_address: str
     connected_at: _timestamp_pb2.Timestamp
     xds: _containers.RepeatedCompositeFieldContainer[XdsTypeStatus]
-    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ...) -> None: ...
+    kind: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    capability_note: str
+    netns: str
+    replica: str
+    def __init__(self, node_id: _Optional[str] = ..., cluster: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., admin_address: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xds: _Optional[_Iterable[_Union[XdsTypeStatus, _Mapping]]] = ..., kind: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., capability_note: _Optional[str] = ..., netns: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class XdsTypeStatus(_message.Message):
     __slots__ = ("type", "version_sent", "version_acked", "acked_at", "version_nacked", "last_error", "nacked_at")
@@ -763,3 +783,17 @@ class ScheduleIdRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class AgentPodPlan(_message.Message):
+    __slots__ = ("target", "agent", "pod", "netns", "nft_commands")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    POD_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    NFT_COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    agent: str
+    pod: str
+    netns: str
+    nft_commands: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target: _Optional[str] = ..., agent: _Optional[str] = ..., pod: _Optional[str] = ..., netns: _Optional[str] = ..., nft_commands: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -60,7 +60,7 @@ async def abort(request: web.Request) -> web.StreamResponse:
     """POST /actions/abort {id}: returns once every target answered the withdrawal, with
     the injection (ABORTED, and each target's evidence in its last transition)."""
     ctx, session = context_of(request), request[SESSION]
-    fields = await _fields(request)
+    fields = await fields_of(request)
     injection_id = str(fields.get("id", ""))
     if not injection_id:
         return web.json_response({"error": "id: required"}, status=400)
@@ -77,7 +77,7 @@ async def abort_all(request: web.Request) -> web.StreamResponse:
     """POST /actions/abort-all: freeze first (nothing new starts meanwhile), then abort
     every live injection; returns the freeze and every aborted injection."""
     ctx, session = context_of(request), request[SESSION]
-    fields = await _fields(request)
+    fields = await fields_of(request)
     reason = str(fields.get("reason", "")).strip() or REASON
     try:
         freeze = await ctx.api.call("Freeze", pb.FreezeRequest(reason=reason), session)
@@ -91,7 +91,7 @@ async def abort_all(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _fields(request: web.Request) -> dict[str, Any]:
+async def fields_of(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             body = await request.json()

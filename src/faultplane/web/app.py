@@ -16,7 +16,7 @@ from aiohttp import web
 from faultplane.auth.principal import Principal
 from faultplane.server.config import listen_address
 from faultplane.server.parts import Parts
-from faultplane.web import actions, audit, events, history, pages
+from faultplane.web import actions, audit, events, history, pages, schedules
 from faultplane.web.client import ApiClient
 from faultplane.web.context import CONTEXT, WebContext
 from faultplane.web.guard import require_session, security_headers
@@ -43,11 +43,13 @@ def build_app(ctx: WebContext) -> web.Application:
     routes.add_get("/experiments/{id}", pages.experiment)
     routes.add_get("/sidecars", pages.sidecars)
     routes.add_get("/queue", pages.queue)
+    routes.add_get("/schedules", schedules.schedules)
     routes.add_get("/history", history.history)
     routes.add_get("/audit", audit.audit)
     routes.add_get("/events", events.stream)
     routes.add_post("/actions/abort", actions.abort)
     routes.add_post("/actions/abort-all", actions.abort_all)
+    routes.add_post("/actions/schedule", schedules.schedule_action)
     routes.add_static("/static/", STATIC)
     return app
 

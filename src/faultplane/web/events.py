@@ -3,10 +3,14 @@
 Subscribe first, then list: the watch is open (its headers arrived) before the snapshot
 is read, so no transition between the two is lost. One watch carries every kind the
 pages show: transitions, the guard's readings as it records them, and freeze changes
-(`kinds`); nothing here polls. The Now and queue pages also get the queue's timeline
-(ListQueue) in the snapshot and again after each transition or freeze change, which are
-what move it. A dropped watch (server stopping, subscriber lagging) ends the response
-and the browser's EventSource reconnects, getting a fresh snapshot.
+(`kinds`); nothing here polls. Blackouts: the snapshot carries which is in effect and
+which begins soon (faultplane.web.calendar); the stream sends `blackouts` again at the
+next instant that changes (a timer) and after each scheduling event (one added or
+removed), which also goes to the page as `scheduling` (the schedules page re-reads).
+The Now and queue pages also get the queue's timeline (ListQueue) in the snapshot and
+again after each transition, freeze or scheduling change, which are what move it. A
+dropped watch (server stopping, subscriber lagging) ends the response and the
+browser's EventSource reconnects, getting a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -22,6 +27,7 @@ from aiohttp import web
 
 from faultplane.model.injection import State
 from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.web.calendar import blackout_state, seconds_until
 from faultplane.web.client import ApiRefused
 from faultplane.web.context import WebContext, context_of
 from faultplane.web.encode import LIVE_STATES, as_json, readings_json
@@ -29,21 +35,42 @@ from faultplane.web.sessions import SESSION, Session
 
 GUARDED = {State.PENDING, State.ACTIVE}
 KEEPALIVE_SECONDS = 15.0  # a comment line, so a closed tab is noticed and let go
-KINDS = (pb.INJECTION_EVENT_TRANSITION, pb.INJECTION_EVENT_READING, pb.INJECTION_EVENT_FREEZE)
+KINDS = (
+    pb.INJECTION_EVENT_TRANSITION,
+    pb.INJECTION_EVENT_READING,
+    pb.INJECTION_EVENT_FREEZE,
+    pb.INJECTION_EVENT_SCHEDULING,
+)
+# ?only=changes (the schedules page): the freeze, the calendar and transitions (a
+# schedule's occurrence queued or judged), with no listing and no readings.
+CHANGE_KINDS = (
+    pb.INJECTION_EVENT_TRANSITION,
+    pb.INJECTION_EVENT_FREEZE,
+    pb.INJECTION_EVENT_SCHEDULING,
+)
 Event = pb.InjectionEvent | None  # None: the watch ended
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    """GET /events[?id=ID]: `snapshot`, then `injection`, `readings`, `freeze` and (all
-    experiments, not one) `queue` events."""
+    """GET /events[?id=ID | ?only=changes]: `snapshot`, then `injection`, `readings`,
+    `freeze`, `blackouts`, `scheduling` and (all experiments, not one) `queue` events;
+    with only=changes, a snapshot of the freeze and blackouts only, and no readings or
+    queue."""
     ctx, session = context_of(request), request[SESSION]
     injection_id = request.query.get("id", "")
-    watch = pb.WatchInjectionsRequest(id=injection_id, kinds=KINDS)
-    call = ctx.api.watch(watch, session)
+    changes_only = request.query.get("only") == "changes"
+    kinds = CHANGE_KINDS if changes_only else KINDS
+    call = ctx.api.watch(pb.WatchInjectionsRequest(id=injection_id, kinds=kinds), session)
     try:
         try:
             await call.initial_metadata()  # subscribed: nothing after this is missed
-            snapshot = await _snapshot(ctx, session, injection_id)
+            if changes_only:
+                freeze = await ctx.api.call("GetFreeze", pb.GetFreezeRequest(), session)
+                snapshot = {"freeze": as_json(freeze), "server_time": time.time()}
+            else:
+                snapshot = await _snapshot(ctx, session, injection_id)
+            blackouts = Blackouts(ctx, session)
+            snapshot["blackouts"] = await blackouts.read()
         except ApiRefused as exc:
             return web.json_response({"error": exc.message}, status=exc.status)
         except grpc.aio.AioRpcError as exc:  # the watch itself was refused or cut
@@ -54,7 +81,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         await _send(response, "snapshot", snapshot)
-        await _pump(ctx, session, call, response, with_queue=not injection_id)
+        with_queue = not (injection_id or changes_only)
+        await _pump(ctx, session, call, response, blackouts, with_queue=with_queue)
         return response
     finally:
         call.cancel()
@@ -86,22 +114,63 @@ async def _snapshot(ctx: WebContext, session: Session, injection_id: str) -> dic
     return snapshot
 
 
+class Blackouts:
+    """The blackouts as the session's user reads them, and when their state next changes."""
+
+    def __init__(self, ctx: WebContext, session: Session) -> None:
+        self._ctx, self._session = ctx, session
+        self._listed: list[pb.SchedulingBlackout] = []
+        self.changes_at: float | None = None
+
+    async def read(self) -> dict[str, Any]:
+        """Re-list them (after a change), then `now()`."""
+        reply = await self._ctx.api.call("ListBlackouts", pb.ListBlackoutsRequest(), self._session)
+        self._listed = list(reply.blackouts)
+        return self.now()
+
+    def due(self, now: float) -> bool:
+        """Has the instant the state changes at come?"""
+        return self.changes_at is not None and now >= self.changes_at
+
+    def now(self) -> dict[str, Any]:
+        """In effect now and coming up, from the last list (the clock moved, nothing else)."""
+        state = blackout_state(self._listed, datetime.now(UTC))
+        self.changes_at = state.changes_at
+        return state.as_json()
+
+
 async def _pump(
-    ctx: WebContext, session: Session, call: Any, response: web.StreamResponse, with_queue: bool
+    ctx: WebContext,
+    session: Session,
+    call: Any,
+    response: web.StreamResponse,
+    blackouts: Blackouts,
+    with_queue: bool,
 ) -> None:
     queue: asyncio.Queue[Event] = asyncio.Queue()
     reader = asyncio.create_task(_watch(call, queue))
     stale = False  # the queue's timeline moved since it was last sent
     try:
         while True:
+            # Checked on every turn, not only on a quiet timeout: a busy stream (readings
+            # twice a second) must not hold back a blackout's start or end.
+            if blackouts.due(time.time()):
+                await _send(response, "blackouts", blackouts.now())  # one began or ended
+            wait = seconds_until(blackouts.changes_at, time.time(), KEEPALIVE_SECONDS)
             try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                if not blackouts.due(time.time()):
+                    await response.write(b": keepalive\n\n")
                 continue
             if event is None:
                 return
-            await _send(response, *_page_event(event))
+            if event.kind == pb.INJECTION_EVENT_SCHEDULING:
+                with contextlib.suppress(ApiRefused):  # refused: the page keeps the last
+                    await _send(response, "blackouts", await blackouts.read())
+                await _send(response, "scheduling", {})
+            else:
+                await _send(response, *_page_event(event))
             stale = stale or event.kind != pb.INJECTION_EVENT_READING
             if with_queue and stale and queue.empty():  # once per burst of changes
                 stale = False

@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.web.calendar import HORIZON
 from faultplane.web.client import ApiRefused
 from faultplane.web.context import context_of
 from faultplane.web.render import page
@@ -60,7 +61,7 @@ async def experiment(request: web.Request) -> web.StreamResponse:
 
 async def queue(request: web.Request) -> web.StreamResponse:
     """The queue's timeline, drawn in the browser from the event stream's `queue`."""
-    return page(request, "queue.html")
+    return page(request, "queue.html", horizon_hours=round(HORIZON.total_seconds() / 3600))
 
 
 async def sidecars(request: web.Request) -> web.StreamResponse:

@@ -255,7 +255,8 @@ def add_xds_services(
 ) -> tuple[str, ...]:
     """Serve sidecars on `server`: ADS for a full mesh (faultplane owns every type), or,
     `per_type`, RTDS and ECDS on their own services for overlay sidecars (their ADS
-    belongs to another control plane). Delta xDS is not offered (UNIMPLEMENTED).
+    belongs to another control plane), and ADS for node agents. Delta xDS is not offered
+    (UNIMPLEMENTED).
 
     Returns the full names of the services added, for health checking.
     """
@@ -268,7 +269,10 @@ def add_xds_services(
     _add_stream(server, RTDS_SERVICE, "StreamRuntime", runtime)
     slots = ExtensionConfigServer(*parts, on_duplicate=on_duplicate)
     _add_stream(server, ECDS_SERVICE, "StreamExtensionConfigs", slots)
-    return (RTDS_SERVICE, ECDS_SERVICE)
+    # ADS too, for node agents (their kernel faults): overlay sidecars never open it here.
+    ads = AdsServer(*parts, on_duplicate=on_duplicate)
+    _add_stream(server, ADS_SERVICE, "StreamAggregatedResources", ads)
+    return (RTDS_SERVICE, ECDS_SERVICE, ADS_SERVICE)
 
 
 def _add_stream(server: grpc.aio.Server, service: str, method: str, servicer: object) -> None:

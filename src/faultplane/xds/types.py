@@ -9,12 +9,14 @@ ROUTE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 # ECDS: an HTTP filter's config (overlay mode's fault slots), `TypedExtensionConfig`.
 EXTENSION_CONFIG: Final = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 RUNTIME: Final = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
+# A node agent's kernel faults (faultplane.delivery.agents), leased like the runtime layer.
+NETWORK_FAULT: Final = "type.googleapis.com/faultplane.kernel.v1.NetworkFault"
 
 # Every type, in the order a change goes out. Make-before-break: clusters before the
 # endpoints that fill them, listeners before the routes they name, fault slots (ECDS)
 # armed before the runtime keys that switch them on, runtime (which only flips
 # percentages) last.
-SEND_ORDER: Final = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG, RUNTIME)
+SEND_ORDER: Final = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG, RUNTIME, NETWORK_FAULT)
 
 # The types a full-mesh sidecar subscribes to over ADS, in SEND_ORDER. ECDS is not among
 # them: only overlay sidecars get it, one per-type stream per slot.
@@ -22,7 +24,7 @@ PUSH_ORDER: Final = (CLUSTER, ENDPOINT, LISTENER, ROUTE, RUNTIME)
 
 # Types a sidecar subscribes to as a wildcard (every resource it should have); the others
 # it subscribes to by name.
-WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER})
+WILDCARD_TYPES: Final = frozenset({CLUSTER, LISTENER, NETWORK_FAULT})
 
 # Types Envoy subscribes to with one stream per resource name (ECDS: one per filter slot),
 # so that each stream's ACK is evidence about its own resources only, and an error names
@@ -36,6 +38,7 @@ SHORT_NAMES: Final = {
     ROUTE: "rds",
     EXTENSION_CONFIG: "ecds",
     RUNTIME: "rtds",
+    NETWORK_FAULT: "kernel",
 }
 
 

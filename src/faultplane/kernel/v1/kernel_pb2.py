@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!faultplane/kernel/v1/kernel.proto\x12\x14\x66\x61ultplane.kernel.v1\"\x98\x01\n\x0cNetworkFault\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0c\n\x04\x63idr\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12\x12\n\npercentage\x18\x07 \x01(\x01\x12\x0c\n\x04kbps\x18\x08 \x01(\r\x12\x10\n\x08\x64\x65lay_ms\x18\t \x01(\r\"\xa3\x01\n\x08\x41gentPod\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.faultplane.kernel.v1.AgentPod.LabelsEntry\x12\r\n\x05netns\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x11\x41gentCapabilities\x12\r\n\x05netem\x18\x01 \x01(\x08\x12\x14\n\x0cnetem_reason\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\"x\n\tAgentInfo\x12,\n\x04pods\x18\x01 \x03(\x0b\x32\x1e.faultplane.kernel.v1.AgentPod\x12=\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\'.faultplane.kernel.v1.AgentCapabilitiesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!faultplane/kernel/v1/kernel.proto\x12\x14\x66\x61ultplane.kernel.v1\"\x98\x01\n\x0cNetworkFault\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0c\n\x04\x63idr\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12\x12\n\npercentage\x18\x07 \x01(\x01\x12\x0c\n\x04kbps\x18\x08 \x01(\r\x12\x10\n\x08\x64\x65lay_ms\x18\t \x01(\r\"\xba\x01\n\x08\x41gentPod\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.faultplane.kernel.v1.AgentPod.LabelsEntry\x12\r\n\x05netns\x18\x04 \x01(\t\x12\x15\n\rstats_address\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x11\x41gentCapabilities\x12\r\n\x05netem\x18\x01 \x01(\x08\x12\x14\n\x0cnetem_reason\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\"x\n\tAgentInfo\x12,\n\x04pods\x18\x01 \x03(\x0b\x32\x1e.faultplane.kernel.v1.AgentPod\x12=\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\'.faultplane.kernel.v1.AgentCapabilitiesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NETWORKFAULT']._serialized_start=60
   _globals['_NETWORKFAULT']._serialized_end=212
   _globals['_AGENTPOD']._serialized_start=215
-  _globals['_AGENTPOD']._serialized_end=378
-  _globals['_AGENTPOD_LABELSENTRY']._serialized_start=333
-  _globals['_AGENTPOD_LABELSENTRY']._serialized_end=378
-  _globals['_AGENTCAPABILITIES']._serialized_start=380
-  _globals['_AGENTCAPABILITIES']._serialized_end=451
-  _globals['_AGENTINFO']._serialized_start=453
-  _globals['_AGENTINFO']._serialized_end=573
+  _globals['_AGENTPOD']._serialized_end=401
+  _globals['_AGENTPOD_LABELSENTRY']._serialized_start=356
+  _globals['_AGENTPOD_LABELSENTRY']._serialized_end=401
+  _globals['_AGENTCAPABILITIES']._serialized_start=403
+  _globals['_AGENTCAPABILITIES']._serialized_end=474
+  _globals['_AGENTINFO']._serialized_start=476
+  _globals['_AGENTINFO']._serialized_end=596
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,7 @@ class NetworkFault(_message.Message):
     def __init__(self, pod: _Optional[str] = ..., id: _Optional[str] = ..., kind: _Optional[str] = ..., direction: _Optional[str] = ..., cidr: _Optional[str] = ..., port: _Optional[int] = ..., percentage: _Optional[float] = ..., kbps: _Optional[int] = ..., delay_ms: _Optional[int] = ...) -> None: ...
 
 class AgentPod(_message.Message):
-    __slots__ = ("name", "service", "labels", "netns")
+    __slots__ = ("name", "service", "labels", "netns", "stats_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,11 +41,13 @@ class AgentPod(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
+    STATS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     service: str
     labels: _containers.ScalarMap[str, str]
     netns: str
-    def __init__(self, name: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., netns: _Optional[str] = ...) -> None: ...
+    stats_address: str
+    def __init__(self, name: _Optional[str] = ..., service: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., netns: _Optional[str] = ..., stats_address: _Optional[str] = ...) -> None: ...
 
 class AgentCapabilities(_message.Message):
     __slots__ = ("netem", "netem_reason", "kinds")

@@ -94,7 +94,7 @@ const fp = (() => {
       ` ${e.outcome.toUpperCase()} ${e.type} version ${e.version} at ${time(e.at)}`, e.error ? `: ${e.error}` : "")));
   }
 
-  // Banners: one line per source ("freeze"; a blackout would be another), each shown
+  // Banners: one line per source ("freeze", "blackout"), each shown
   // while its source sets a text, in the order sources first appeared.
   const banners = new Map();
   function setBanner(source, text) {
@@ -106,6 +106,12 @@ const fp = (() => {
   const banner = (freeze) => setBanner("freeze", freeze && freeze.frozen
     ? `❄ FROZEN: no new injection may start${freeze.until ? " until " + time(freeze.until) : " until unfrozen"}`
       + ` (by ${freeze.by || "?"}: ${freeze.reason || "no reason given"})` : "");
+
+  // The blackouts in effect now (the stream's `blackouts`, sent again when one begins or
+  // ends): named, with when each ends; nothing starts until then.
+  const blackoutBanner = (state) => setBanner("blackout", state && state.active && state.active.length
+    ? "⛔ BLACKOUT: no experiment starts now — " + state.active.map((b) => `${b.name} until ${time(b.ends)}`).join("; ")
+    : "");
 
   // A ListQueue row in words: when it starts (or why not), for Now and the queue page.
   function queueWhen(row) {
@@ -130,5 +136,5 @@ const fp = (() => {
     return source;
   }
 
-  return { el, time, seconds, duration, faults, faultText, confirm, post, showResult, evidenceList, banner, setBanner, queueWhen, stream, mayStop };
+  return { el, time, seconds, duration, faults, faultText, confirm, post, showResult, evidenceList, banner, setBanner, blackoutBanner, queueWhen, stream, mayStop };
 })();

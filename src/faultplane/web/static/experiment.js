@@ -121,9 +121,10 @@
   }
 
   fp.stream(`/events?id=${encodeURIComponent(id)}`, {
-    snapshot(data) { readings = []; if (data.injections[0]) show(data.injections[0]); fp.banner(data.freeze); },
+    snapshot(data) { readings = []; if (data.injections[0]) show(data.injections[0]); fp.banner(data.freeze); fp.blackoutBanner(data.blackouts); },
     injection(event) { show(event.injection); },
     readings(data) { if (data.id === id) { readings = readings.concat(data.readings); chart(); } },
     freeze: fp.banner,
+    blackouts: fp.blackoutBanner,
   });
 })();

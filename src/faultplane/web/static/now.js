@@ -111,6 +111,7 @@
       for (const inj of data.injections) live.set(inj.id, inj);
       setForecast(data.queue || []);
       fp.banner(data.freeze);
+      fp.blackoutBanner(data.blackouts);
       render();
     },
     injection(event) {
@@ -131,6 +132,7 @@
     },
     queue(data) { setForecast(data.rows); render(); },
     freeze: fp.banner,
+    blackouts: fp.blackoutBanner,
   }, (text) => { summary.textContent = text; });
 
   function setForecast(rows) {

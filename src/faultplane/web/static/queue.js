@@ -26,16 +26,28 @@
     summary.textContent = `${rows.length - waiting} running, ${waiting} queued · updated ${fp.time(new Date().toISOString())}`;
   }
 
+  // In effect now (the banner) and beginning within the next hours (the list).
+  const ahead = document.getElementById("blackouts-ahead");
+  function blackouts(state) {
+    fp.blackoutBanner(state);
+    const upcoming = (state && state.upcoming) || [];
+    ahead.replaceChildren(...upcoming.map((b) => el("li", { "data-blackout": b.id },
+      el("strong", { text: b.name }), ` begins ${fp.time(b.starts)}, ends ${fp.time(b.ends)}`)));
+    if (!upcoming.length) ahead.append(el("li", { class: "note", text: `None begins in the next ${ahead.dataset.hours} hours.` }));
+  }
+
   fp.stream("/events", {
     snapshot(data) {
       known.clear();
       for (const inj of data.injections) known.set(inj.id, inj);
       rows = data.queue || [];
       fp.banner(data.freeze);
+      blackouts(data.blackouts);
       render();
     },
     injection(event) { known.set(event.injection.id, event.injection); },
     queue(data) { rows = data.rows; render(); },
     freeze: fp.banner,
+    blackouts,
   }, (text) => { summary.textContent = text; });
 })();

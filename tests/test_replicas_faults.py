@@ -1,0 +1,158 @@
+"""Faults across replicas: an injection created on one replica reaches the real Envoys
+held by another, becomes ACTIVE on their evidence (recorded in the store by the replica
+holding them), faults their traffic, and its withdrawal leaves them everywhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from faultplane.demo.launcher import MeshRun
+from faultplane.demo.ports import PortAllocator
+from faultplane.demo.processes import wait_until
+from faultplane.model.mesh import load_mesh
+from faultplane.render.faults import INJECTION_HEADER
+from faultplane.replicas.plane import ReplicatedPlane
+from faultplane.server.control import ControlServer
+from faultplane.store.postgres import PostgresStore
+from faultplane.v1 import faultplane_pb2 as pb
+from faultplane.v1 import faultplane_pb2_grpc
+from tests.conftest import MESH_FILE, server_config
+from tests.helpers import injection_request, send, until, wait_state
+from tests.postgres import PostgresCluster, postgres_cluster  # noqa: F401  (a fixture)
+from tests.test_restart import ABORT_ALL_PAYMENTS
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class Trio:
+    """Replicas a and c hold no sidecar; b holds every Envoy of the mesh."""
+
+    a: ControlServer
+    b: ControlServer
+    c: ControlServer
+    run: MeshRun
+    url: str
+
+    def stub(self, server: ControlServer) -> faultplane_pb2_grpc.FaultServiceStub:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
+        return faultplane_pb2_grpc.FaultServiceStub(channel)
+
+    def ingress(self, pod: str) -> str:
+        assert self.run.mesh is not None
+        return f"http://127.0.0.1:{self.run.mesh.pod(pod).ports.ingress}/merchant-write"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def trio(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_cluster: PostgresCluster,  # noqa: F811
+) -> AsyncIterator[Trio]:
+    url = postgres_cluster.create_database()
+    mesh = load_mesh(MESH_FILE).with_ports(PortAllocator())
+    run_dir = tmp_path_factory.mktemp("replica-faults")
+    common = {
+        "store_url": url,
+        "audit_key_file": run_dir / "key" / "audit.key",
+        "deadman_ttl": 3.0,
+        "ack_timeout": 20.0,
+    }
+    b = ControlServer(server_config(mesh, replica_name="b", **common))
+    others = [
+        ControlServer(
+            replace(server_config(mesh, replica_name=n, **common), xds_port=0, api_port=0)
+        )
+        for n in ("a", "c")
+    ]
+    started: list[ControlServer] = []
+    try:
+        for server in (b, *others):
+            await server.start()
+            started.append(server)
+        async with MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run:
+            pods = {pod.name for pod in mesh.pods}
+            await until(lambda: set(b.registry.local_nodes()) == pods, 60, "Envoys on b")  # type: ignore[attr-defined]
+            yield Trio(others[0], b, others[1], run, url)
+    finally:
+        for server in reversed(started):
+            await server.stop(grace=0)
+
+
+async def statuses(url: str) -> list[int]:
+    return [reply.status for reply in await send(url, method="POST")]
+
+
+async def test_created_on_a_active_on_evidence_from_b_and_withdrawn_everywhere(trio: Trio) -> None:
+    a = trio.stub(trio.a)
+    request = injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=120)
+    started = time.monotonic()
+    created = await a.CreateInjection(request, timeout=30)
+    active = await wait_state(a, created.id, {pb.ACTIVE})
+    latency = time.monotonic() - started
+    assert active.state == pb.ACTIVE, active.reason
+    targets = set(active.targets)
+    assert targets and all(t.startswith("payments-api") for t in targets)
+    evidence = active.transitions[-1].evidence
+    assert {e.sidecar for e in evidence} == targets
+    assert {e.outcome for e in evidence} == {"acked"}
+    # The answers were b's: its cache instance names the versions they ACKed.
+    assert {e.version.rsplit("-", 1)[0] for e in evidence} == {trio.b.cache.instance}
+    print(f"cross-replica create -> ACTIVE: {latency:.2f}s")
+
+    # b recorded them in the store, for owner a.
+    with PostgresStore(trio.url, anchor_writes=False) as store:
+        recorded = store.faults.evidence("a", sorted(targets))
+    assert {(e.node_id, e.replica, e.acked) for e in recorded} == {(t, "b", True) for t in targets}
+
+    # The fault is in the traffic of every target; other replicas see the same state.
+    for target in targets:
+        reply = (await send(trio.ingress(target), method="POST"))[0]
+        assert reply.status == 503 and reply.headers.get(INJECTION_HEADER) == created.id
+    seen_on_c = await trio.stub(trio.c).GetInjection(pb.GetInjectionRequest(id=created.id))
+    assert seen_on_c.state == pb.ACTIVE
+
+    aborted = await a.AbortInjection(pb.AbortInjectionRequest(id=created.id), timeout=30)
+    assert aborted.state == pb.ABORTED
+    off = aborted.transitions[-1].evidence
+    assert {e.sidecar for e in off} >= targets and {e.outcome for e in off} == {"acked"}
+    for target in targets:
+        assert await statuses(trio.ingress(target)) == [200]
+
+
+async def test_an_injection_on_the_holding_replica_still_works_locally(trio: Trio) -> None:
+    b = trio.stub(trio.b)
+    created = await b.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=2))
+    active = await wait_state(b, created.id, {pb.ACTIVE})
+    assert active.state == pb.ACTIVE
+    done = await wait_state(b, created.id, {pb.COMPLETED}, timeout=30)
+    assert done.state == pb.COMPLETED
+    for target in done.targets:
+        assert await statuses(trio.ingress(target)) == [200]
+
+
+async def test_a_sidecar_reconnecting_to_another_replica_keeps_the_fault(trio: Trio) -> None:
+    """The store, not the owner's memory, says what a sidecar carries: b's sidecars
+    handed to c (b signs off, they reconnect to c) are served a's fault by c."""
+    a = trio.stub(trio.a)
+    created = await a.CreateInjection(injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=120))
+    active = await wait_state(a, created.id, {pb.ACTIVE})
+    target = active.targets[0]
+    # c takes the sidecar the way a survivor would: it delivers a's desired faults.
+    foreign = trio.c.parts.replication.foreign  # type: ignore[union-attr]
+    assert foreign is not None
+    plane = trio.c.parts.replication.plane  # type: ignore[union-attr]
+    await foreign.refresh([target])
+    assert [f.injection_id for f, _ in plane.foreign.get(target, [])] == [created.id]
+    await a.AbortInjection(pb.AbortInjectionRequest(id=created.id), timeout=30)
+    await foreign.refresh([target])
+    await wait_until(lambda: _no_foreign(plane, target), 10, "c to drop the aborted fault")
+
+
+async def _no_foreign(plane: ReplicatedPlane, target: str) -> bool:
+    return not plane.foreign.get(target)
