@@ -221,6 +221,7 @@ async def test_held_experiment_completes_and_chaos_exits_0(
 
 
 @pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.timeout(2 * RUN_TIMEOUT + 60)  # start-up, then the interrupted run's end
 @pytest.mark.parametrize("interruption", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
 async def test_interrupted_run_still_aborts_its_injection(
     mesh_run: MeshRun, chaos: StartChaos, tmp_path: Path, interruption: signal.Signals

@@ -138,7 +138,10 @@ def test_latency_without_netem_and_sidecar_faults_are_refused_for_an_agent_pod()
     envoy = FaultAssignment("i2", FaultSpec(object()), Scope(), True)
     with pytest.raises(AgentRefusal, match="only kernel faults"):
         plane.render("agent/node-a/app-1", [envoy])
-    assert _plane(netem=True)[0].render("agent/node-a/app-1", [latency])
+    # With netem in the kernel the agent still offers no latency (it renders nftables
+    # rules only): refused as not offered, before anything reaches the agent.
+    with pytest.raises(AgentRefusal, match="agent node-a does not offer latency"):
+        _plane(netem=True)[0].render("agent/node-a/app-1", [latency])
 
 
 def test_switched_on_faults_of_every_pod_are_one_leased_set_and_arming_changes_nothing() -> None:

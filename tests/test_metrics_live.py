@@ -21,6 +21,7 @@ import grpc
 import pytest
 import pytest_asyncio
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from faultplane.demo.launcher import MeshRun
@@ -168,6 +169,8 @@ def guarded(minimum: float, abort_after: float) -> dict[str, Any]:
 async def test_live_injection_is_in_every_metric_and_leaves_them_when_aborted(
     start: Start, stub: faultplane_pb2_grpc.FaultServiceStub
 ) -> None:
+    # The gauge is the process's: other tests' registries in this worker count in it.
+    elsewhere = REGISTRY.get_sample_value("faultplane_sidecars_connected") or 0.0
     server = await start()
     before = await scrape(server)
     assert {value(before, "faultplane_injections", state=s.value) for s in State} == {0.0}
@@ -191,7 +194,7 @@ async def test_live_injection_is_in_every_metric_and_leaves_them_when_aborted(
     reading = value(live, "faultplane_guard_reading", injection=created.id,
                     slo="merchant-write-success")  # fmt: skip
     assert reading is not None and 0.0 <= reading <= 1.0
-    assert live[("faultplane_sidecars_connected", frozenset())] == 7  # the xDS ones stay
+    assert live[("faultplane_sidecars_connected", frozenset())] == elsewhere + 7  # xDS ones
 
     await stub.Freeze(pb.FreezeRequest(reason="incident INC-7"))
     assert value(await scrape(server), "faultplane_frozen") == 1
