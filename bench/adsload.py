@@ -6,7 +6,9 @@ its first request only, as Envoy does with `set_node_on_first_message_only`; sub
 like a sidecar of a dependency-less service (CDS and LDS wildcard, RDS ingress+egress,
 RTDS faultplane) and ACKs every response with its version and nonce. Each stream has its
 own connection (its own subchannel pool), as each Envoy does. Progress is written to the
-status file as JSON twice a second.
+status file as JSON twice a second. With `--track-runtime` the runtime layer (RTDS) of each
+response is parsed too, and the status counts the sidecars whose last layer holds a
+fault (the soak scenario's "faults left").
 
 The load must cost less than the server it measures, on its own core: responses are not
 parsed beyond their version, type and nonce (a scan of the top-level wire fields, the
@@ -28,6 +30,7 @@ from pathlib import Path
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.runtime.v3 import rtds_pb2
 from google.protobuf import struct_pb2
 
 from faultplane.xds import types
@@ -60,6 +63,8 @@ class Fleet:
     response_bytes: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     waiting: set[str] = field(default_factory=set)  # node ids not synced yet
+    track_runtime: bool = False
+    faulted: set[str] = field(default_factory=set)  # node ids whose runtime layer has keys
 
     def count(self, short: str, size: int) -> None:
         self.responses[short] = self.responses.get(short, 0) + 1
@@ -76,6 +81,8 @@ class Fleet:
             "response_bytes": dict(self.response_bytes),
             "last_error": self.last_error,
             "waiting": sorted(self.waiting)[:20],
+            "faulted": len(self.faulted),
+            "faulted_nodes": sorted(self.faulted)[:20],
             "at": time.time(),
         }
 
@@ -131,6 +138,20 @@ def scan(response: bytes) -> tuple[bytes, str, bytes]:
         else:
             raise ValueError(f"DiscoveryResponse: wire type {wire} of field {key >> 3}")
     return found.get(_VERSION, b""), found.get(_TYPE_URL, b"").decode(), found.get(_NONCE, b"")
+
+
+def runtime_has_fault(response: bytes) -> bool:
+    """Whether a serialized RTDS DiscoveryResponse sets any runtime key (its layers
+    unwrapped from their TTL envelopes); an empty layer means no fault is on."""
+    for packed in discovery_pb2.DiscoveryResponse.FromString(response).resources:
+        if packed.Is(discovery_pb2.Resource.DESCRIPTOR):
+            envelope = discovery_pb2.Resource()
+            packed.Unpack(envelope)
+            packed = envelope.resource
+        runtime = rtds_pb2.Runtime()
+        if packed.Unpack(runtime) and runtime.layer.fields:
+            return True
+    return False
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -189,6 +210,11 @@ async def stream(
                 version, type_url, nonce = scan(response)
                 short = types.short_name(type_url)
                 fleet.count(short, len(response))
+                if fleet.track_runtime and type_url == types.RUNTIME:
+                    if runtime_has_fault(response):
+                        fleet.faulted.add(node_id)
+                    else:
+                        fleet.faulted.discard(node_id)
                 await call.write(ack(version, type_url, nonce))
                 if short not in seen:
                     seen.add(short)
@@ -221,7 +247,7 @@ async def report(fleet: Fleet, path: Path) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    fleet = Fleet(args.count)
+    fleet = Fleet(args.count, track_runtime=args.track_runtime)
     reporter = asyncio.create_task(report(fleet, args.status))
     indexes = range(args.first, args.first + args.count)
     fleet.waiting = {f"{args.service}-{i}" for i in indexes}
@@ -245,6 +271,9 @@ def main() -> None:
     parser.add_argument("--status", type=Path, required=True)
     parser.add_argument(
         "--connecting", type=int, default=50, help="streams connecting at once (default 50)"
+    )
+    parser.add_argument(
+        "--track-runtime", action="store_true", help="count sidecars with a fault on (RTDS)"
     )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):

@@ -35,6 +35,7 @@ SCENARIOS: tuple[tuple[str, str, bool], ...] = (
     ("overhead", "idle fault slots vs none: latency and throughput through Envoy", False),
     ("fidelity", "requested latency / abort % / bandwidth vs measured", True),
     ("peer", "sovereign (REST polling) vs faultplane (gRPC push) on real Envoy", True),
+    ("soak", "K streams, 100 injections a minute: RSS flat, nothing left on", False),
     ("replicas", "3 replicas on PostgreSQL: failover, cross-replica activation", False),
     ("replica_fanout", "K simulated sidecars on 1 replica vs 2: convergence, CPU each", False),
 )

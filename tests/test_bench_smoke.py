@@ -91,3 +91,32 @@ async def test_replica_fanout_over_two_replicas_measures_each_replica(
     for replica in ("r1", "r2"):
         name = f"K=10 over 2 replicas: {replica} CPU per sidecar update (response + ACK)"
         assert figures[name].samples[0] > 0
+
+
+def test_simulated_sidecars_tell_a_runtime_layer_with_a_fault_from_an_empty_one() -> None:
+    """The soak's "faults left" counts what sidecars hold: a layer with keys, leased (in
+    its TTL envelope) or not, is a fault; an empty layer is none."""
+    from envoy.service.discovery.v3 import discovery_pb2
+    from envoy.service.runtime.v3 import rtds_pb2
+    from google.protobuf import duration_pb2
+
+    from bench import adsload
+
+    def response(keys: dict[str, float], leased: bool) -> bytes:
+        runtime = rtds_pb2.Runtime(name="faultplane")
+        runtime.layer.update(keys)
+        message = discovery_pb2.DiscoveryResponse(version_info="1")
+        if leased:
+            envelope = discovery_pb2.Resource(
+                name="faultplane", ttl=duration_pb2.Duration(seconds=9)
+            )
+            envelope.resource.Pack(runtime)
+            message.resources.add().Pack(envelope)
+        else:
+            message.resources.add().Pack(runtime)
+        return message.SerializeToString()
+
+    assert adsload.runtime_has_fault(response({"faultplane.x.abort.percent": 50.0}, leased=True))
+    assert adsload.runtime_has_fault(response({"faultplane.x.abort.percent": 50.0}, leased=False))
+    assert not adsload.runtime_has_fault(response({}, leased=True))
+    assert not adsload.runtime_has_fault(response({}, leased=False))

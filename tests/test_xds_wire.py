@@ -50,3 +50,22 @@ def test_sidecars_with_the_same_content_share_one_serialized_body() -> None:
     a = wire.unstamped(types.RUNTIME, "v-1", [("faultplane", resource)], 10_000)
     b = wire.unstamped(types.RUNTIME, "v-2", [("faultplane", resource)], 10_000)
     assert a.replace(b"v-1", b"v-2") == b
+
+
+def test_the_interner_stays_bounded_and_keeps_what_a_fleet_shares() -> None:
+    """A stream of one-off renders (each injection's) must not grow the server: both maps
+    are bounded, the object a whole fleet shares stays hot, and content packed again after
+    eviction is the same bytes (sharing lost, never correctness)."""
+    from envoy.service.runtime.v3 import rtds_pb2
+
+    from faultplane.xds.cache import AnyInterner
+
+    interner = AnyInterner(limit=8, identities=4)
+    shared = rtds_pb2.Runtime(name="base")
+    first = interner.pack(shared)
+    for i in range(100):
+        interner.pack(rtds_pb2.Runtime(name=f"one-off-{i}"))
+        assert interner.pack(shared) is first
+    assert len(interner._packed) <= 8 and len(interner._by_identity) <= 4
+    again = interner.pack(rtds_pb2.Runtime(name="one-off-0"))
+    assert again.value == rtds_pb2.Runtime(name="one-off-0").SerializeToString(deterministic=True)

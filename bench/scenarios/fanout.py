@@ -20,27 +20,22 @@ faultplane's CPU per update is reported as a ratio to it.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench import api, floor, serverflags
+from bench import api, floor
 from bench.core import Context, Result
-from bench.meshes import placeholder_mesh, write_mesh
+from bench.fleet import STREAMS_PER_CLIENT, connect_sidecars, start_server
 from bench.procs import usage
 from bench.stats import Figure, Goal, Ratio
-from faultplane.demo.processes import Child, wait_until
 from faultplane.v1 import faultplane_pb2 as pb
 
 SERVICE = "fleet"
 ABORT = {"type": "abort", "http_status": 418}
-STREAMS_PER_CLIENT = 2500
 DEADMAN_TTL = 30.0
 DEFAULT_TTL = 10.0  # `faultplane serve`'s default: lease upkeep is reported for it too
 CONVERGE_TIMEOUT = 180.0
@@ -49,34 +44,6 @@ CONVERGED = Goal("p99", "<=", 2000.0)
 PER_STREAM = Goal("max", "<=", 75.0, "<= 75 KB (istiod/10)")
 PER_UPDATE = Goal("p99", "<=", 100.0)
 LEASES = Goal("p99", "<=", 20.0)
-
-
-@dataclass
-class Fleet:
-    server: Child
-    clients: list[Child]
-    status_files: list[Path]
-    api: str
-
-    def synced(self) -> int:
-        total = 0
-        for path in self.status_files:
-            if path.exists():
-                total += int(json.loads(path.read_text())["synced"])
-        return total
-
-    def client_cpu(self) -> float:
-        return sum(usage(c.pid).cpu_seconds for c in self.clients if c.alive())
-
-    def responses(self) -> tuple[int, int]:
-        """(responses, bytes) the simulated sidecars received so far, all types."""
-        count = size = 0
-        for path in self.status_files:
-            if path.exists():
-                status = json.loads(path.read_text())
-                count += sum(status["responses"].values())
-                size += sum(status.get("response_bytes", {}).values())
-        return count, size
 
 
 async def run(ctx: Context, result: Result) -> None:
@@ -102,55 +69,13 @@ async def run(ctx: Context, result: Result) -> None:
 async def one_size(ctx: Context, result: Result, k: int, reps: int, window: float = 5.0) -> str:
     """One fleet size; `window` is how long CPU shares are sampled."""
     directory = ctx.dir(f"fanout-{k}")
-    mesh = placeholder_mesh(SERVICE, k)
-    mesh_file = write_mesh(mesh, directory)
-    control = mesh.control
-    server = ctx.procs.python(
-        f"fanout-{k}-server",
-        "faultplane",
-        "serve",
-        "--mesh",
-        str(mesh_file),
-        "--ack-timeout",
-        "120",
-        "--deadman-ttl",
-        str(DEADMAN_TTL),
-        *serverflags.standalone_args(directory),
-        cpu=0,
-    )
-    fleet = Fleet(server, [], [], f"127.0.0.1:{control.api_port}")
+    server_args = ["--ack-timeout", "120", "--deadman-ttl", str(DEADMAN_TTL)]
+    fleet = await start_server(ctx, f"fanout-{k}", SERVICE, k, server_args)
+    server = fleet.server
     try:
-        await wait_until(lambda: api.serving(fleet.api), 180, "fan-out server", [server])
         before = usage(server.pid)
         connect_started = time.monotonic()
-        clients = max(1, math.ceil(k / STREAMS_PER_CLIENT))
-        for index in range(clients):
-            first, count = index * k // clients, (index + 1) * k // clients - index * k // clients
-            status = directory / f"load-{index}.json"
-            status.unlink(missing_ok=True)
-            fleet.status_files.append(status)
-            fleet.clients.append(
-                ctx.procs.python(
-                    f"fanout-{k}-load-{index}",
-                    "bench.adsload",
-                    "--xds",
-                    f"127.0.0.1:{control.xds_port}",
-                    "--service",
-                    SERVICE,
-                    "--first",
-                    str(first),
-                    "--count",
-                    str(count),
-                    "--status",
-                    str(status),
-                    cpu=1,
-                )
-            )
-
-        async def all_synced() -> bool:
-            return fleet.synced() >= k
-
-        await wait_until(all_synced, 900, f"{k} streams", [server, *fleet.clients], 0.5)
+        await connect_sidecars(ctx, fleet, f"fanout-{k}", SERVICE, k)
         connected_s = time.monotonic() - connect_started
         await asyncio.sleep(window / 2)
         held = usage(server.pid)
@@ -219,7 +144,7 @@ async def one_size(ctx: Context, result: Result, k: int, reps: int, window: floa
         )
         lease_figures(result, k, on_cpu, resends, idle_cpu)
     finally:
-        for child in [*fleet.clients, server]:
+        for child in fleet.children():
             ctx.procs.stop(child)
     size = round(sum(sizes) / len(sizes))
     floor_run = await floor.measure(ctx.procs, directory, k, size)

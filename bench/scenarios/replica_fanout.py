@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import api
 from bench.core import Context, Result
+from bench.fleet import Fleet
 from bench.meshes import placeholder_mesh, write_mesh
 from bench.procs import usage
 from bench.scenarios.fanout import (
@@ -26,7 +27,6 @@ from bench.scenarios.fanout import (
     CONVERGE_TIMEOUT,
     DEADMAN_TTL,
     SERVICE,
-    Fleet,
     cpu_share,
 )
 from bench.stats import Ratio
@@ -95,7 +95,8 @@ async def one_layout(
                 "--xds", f"127.0.0.1:{replica.xds_port}", "--service", SERVICE,
                 "--first", str(first), "--count", str(last - first), "--status", str(status),
             )  # fmt: skip
-            fleets.append(Fleet(server, [load], [status], where))
+            xds = f"127.0.0.1:{replica.xds_port}"
+            fleets.append(Fleet(server, where, xds, [load], [status]))
         everything: list[Child] = [*servers, *(c for f in fleets for c in f.clients)]
 
         async def all_synced() -> bool:

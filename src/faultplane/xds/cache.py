@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-INTERN_LIMIT = 65_536
+# Distinct contents kept packed. An evicted one that is still desired only loses sharing
+# (equal resources are compared by bytes), so this bounds memory, not correctness: the
+# soak (bench/scenarios/soak.py) saw 65,536 grow the server ~40 KB per injection.
+INTERN_LIMIT = 8192
+# Message objects already packed, by identity: the renders shared by a fleet (base routes
+# per service) are hit on every sidecar and stay; one-off renders leave soon.
+IDENTITY_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -47,13 +53,14 @@ class AnyInterner:
     of N sidecars holds one packed copy per distinct resource, not N.
     """
 
-    def __init__(self, limit: int = INTERN_LIMIT) -> None:
+    def __init__(self, limit: int = INTERN_LIMIT, identities: int = IDENTITY_LIMIT) -> None:
         self._packed: OrderedDict[tuple[str, bytes], any_pb2.Any] = OrderedDict()
         # The same message object handed in again (a rendering shared by a whole fleet)
         # is not serialized again. The message is kept alive with its entry, so its id()
         # cannot be reused while the entry exists; callers never mutate what they hand in.
         self._by_identity: OrderedDict[int, tuple[Message, any_pb2.Any]] = OrderedDict()
         self._limit = limit
+        self._identities = identities
 
     def pack(self, message: Message) -> any_pb2.Any:
         known = self._by_identity.get(id(message))
@@ -62,7 +69,7 @@ class AnyInterner:
             return known[1]
         packed = self._pack(message)
         self._by_identity[id(message)] = (message, packed)
-        if len(self._by_identity) > self._limit:
+        if len(self._by_identity) > self._identities:
             self._by_identity.popitem(last=False)
         return packed
 

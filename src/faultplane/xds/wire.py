@@ -21,7 +21,7 @@ from google.protobuf import any_pb2, duration_pb2
 # DiscoveryResponse field numbers (envoy/service/discovery/v3/discovery.proto).
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
 _RESOURCE_TYPE_URL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
-BODY_CACHE_SIZE = 4096
+BODY_CACHE_SIZE = 1024  # distinct bodies due at once are few; see INTERN_LIMIT
 
 
 @dataclass(frozen=True)
