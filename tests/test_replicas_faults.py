@@ -112,9 +112,19 @@ async def test_created_on_a_active_on_evidence_from_b_and_c_and_withdrawn_everyw
     trio: Trio,
 ) -> None:
     a = trio.stub(trio.a)
-    # Every replica's fleet view says who holds each sidecar (Sidecar.replica).
-    listed = (await a.ListSidecars(pb.ListSidecarsRequest(), timeout=10)).sidecars
-    assert {s.node_id: s.replica for s in listed if s.connected} == HOLDERS
+    # Every replica's fleet view says who holds each sidecar (Sidecar.replica); a sees the
+    # others' through the store, a heartbeat behind what each holder knows.
+    seen: list[dict[str, str]] = [{}]
+
+    async def a_sees_every_holder() -> bool:
+        listed = (await a.ListSidecars(pb.ListSidecarsRequest(), timeout=10)).sidecars
+        seen[0] = {s.node_id: s.replica for s in listed if s.connected}
+        return seen[0] == HOLDERS
+
+    try:
+        await wait_until(a_sees_every_holder, 30, "a's view of every holder")
+    except TimeoutError:
+        assert seen[0] == HOLDERS  # says which sidecar a does not see where
 
     request = injection_request(**ABORT_ALL_PAYMENTS, duration_seconds=120)
     started = time.monotonic()
