@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -22,10 +22,10 @@ from faultplane.render.faults import INJECTION_HEADER
 from faultplane.replicas.sync import LOST_AFTER_SECONDS
 from faultplane.server.control import ControlServer
 from faultplane.v1 import faultplane_pb2 as pb
-from faultplane.v1 import faultplane_pb2_grpc
-from tests.conftest import MESH_FILE, server_config
+from tests.conftest import MESH_FILE
 from tests.helpers import injection_request, send, until, wait_state
 from tests.postgres import PostgresCluster, postgres_cluster  # noqa: F401  (a fixture)
+from tests.replicas import OnReplicas, started_replicas
 from tests.test_restart import ABORT_ALL_PAYMENTS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,19 +36,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
-class Pair:
+class Pair(OnReplicas):
     a: ControlServer  # creates the injection
     b: ControlServer  # holds every Envoy
     run: MeshRun
     database: PostgresCluster
-
-    def stub(self, server: ControlServer) -> faultplane_pb2_grpc.FaultServiceStub:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
-        return faultplane_pb2_grpc.FaultServiceStub(channel)
-
-    def ingress(self, pod: str) -> str:
-        assert self.run.mesh is not None
-        return f"http://127.0.0.1:{self.run.mesh.pod(pod).ports.ingress}/merchant-write"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -59,28 +51,15 @@ async def pair(
     url = postgres_cluster.create_database()
     mesh = load_mesh(MESH_FILE).with_ports(PortAllocator())
     run_dir = tmp_path_factory.mktemp("replica-failsafe")
-    common = {
-        "store_url": url,
-        "audit_key_file": run_dir / "key" / "audit.key",
-        "deadman_ttl": DEADMAN_TTL,
-        "ack_timeout": 20.0,
-    }
-    b = ControlServer(server_config(mesh, replica_name="b", **common))
-    a = ControlServer(
-        replace(server_config(mesh, replica_name="a", **common), xds_port=0, api_port=0)
-    )
-    started: list[ControlServer] = []
-    try:
-        for server in (b, a):
-            await server.start()
-            started.append(server)
-        async with MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run:
-            pods = {pod.name for pod in mesh.pods}
-            await until(lambda: set(b.registry.local_nodes()) == pods, 60, "Envoys on b")  # type: ignore[attr-defined]
-            yield Pair(a, b, run, postgres_cluster)
-    finally:
-        for server in reversed(started):
-            await server.stop(grace=0)
+    settings = {"deadman_ttl": DEADMAN_TTL, "ack_timeout": 20.0}
+    async with (
+        started_replicas(mesh, url, run_dir, ["b", "a"], **settings) as servers,
+        MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run,
+    ):
+        b = servers["b"]
+        pods = {pod.name for pod in mesh.pods}
+        await until(lambda: set(b.registry.local_nodes()) == pods, 60, "Envoys on b")  # type: ignore[attr-defined]
+        yield Pair(servers["a"], b, run, postgres_cluster)
 
 
 async def health(server: ControlServer) -> int:

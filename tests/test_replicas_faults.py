@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import grpc
 import pytest
 import pytest_asyncio
 
@@ -23,10 +22,10 @@ from faultplane.replicas.plane import ReplicatedPlane
 from faultplane.server.control import ControlServer
 from faultplane.store.postgres import PostgresStore
 from faultplane.v1 import faultplane_pb2 as pb
-from faultplane.v1 import faultplane_pb2_grpc
-from tests.conftest import MESH_FILE, server_config
+from tests.conftest import MESH_FILE
 from tests.helpers import injection_request, send, until, wait_state
 from tests.postgres import PostgresCluster, postgres_cluster  # noqa: F401  (a fixture)
+from tests.replicas import OnReplicas, started_replicas
 from tests.test_restart import ABORT_ALL_PAYMENTS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,7 +41,7 @@ HOLDERS = {
 
 
 @dataclass
-class Trio:
+class Trio(OnReplicas):
     """Three replicas on one PostgreSQL, each holding the Envoys HOLDERS gives it."""
 
     a: ControlServer
@@ -50,14 +49,6 @@ class Trio:
     c: ControlServer
     run: MeshRun
     url: str
-
-    def stub(self, server: ControlServer) -> faultplane_pb2_grpc.FaultServiceStub:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.api_port}")
-        return faultplane_pb2_grpc.FaultServiceStub(channel)
-
-    def ingress(self, pod: str) -> str:
-        assert self.run.mesh is not None
-        return f"http://127.0.0.1:{self.run.mesh.pod(pod).ports.ingress}/merchant-write"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -68,40 +59,23 @@ async def trio(
     url = postgres_cluster.create_database()
     mesh = load_mesh(MESH_FILE).with_ports(PortAllocator())
     run_dir = tmp_path_factory.mktemp("replica-faults")
-    common = {
-        "store_url": url,
-        "audit_key_file": run_dir / "key" / "audit.key",
-        "deadman_ttl": 3.0,
-        "ack_timeout": 20.0,
-    }
-    b = ControlServer(server_config(mesh, replica_name="b", **common))
-    others = [
-        ControlServer(
-            replace(server_config(mesh, replica_name=n, **common), xds_port=0, api_port=0)
-        )
-        for n in ("a", "c")
-    ]
-    servers = {"a": others[0], "b": b, "c": others[1]}
-    assert set(HOLDERS.values()) == set(servers) and set(HOLDERS) == {p.name for p in mesh.pods}
-    started: list[ControlServer] = []
-    try:
-        for server in (b, *others):
-            await server.start()
-            started.append(server)
-        async with MeshRun(
+    assert set(HOLDERS.values()) == {"a", "b", "c"}
+    assert set(HOLDERS) == {p.name for p in mesh.pods}
+    settings = {"deadman_ttl": 3.0, "ack_timeout": 20.0}
+    async with (
+        started_replicas(mesh, url, run_dir, ["b", "a", "c"], **settings) as servers,
+        MeshRun(
             MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False,
             xds_ports=lambda pod: [servers[HOLDERS[pod.name]].xds_port],
-        ) as run:  # fmt: skip
-            for name, server in servers.items():
-                held = {pod for pod, holder in HOLDERS.items() if holder == name}
-                await until(
-                    lambda s=server, h=held: set(s.registry.local_nodes()) == h,  # type: ignore[attr-defined]
-                    60, f"Envoys on {name}",
-                )  # fmt: skip
-            yield Trio(others[0], b, others[1], run, url)
-    finally:
-        for server in reversed(started):
-            await server.stop(grace=0)
+        ) as run,
+    ):  # fmt: skip
+        for name, server in servers.items():
+            held = {pod for pod, holder in HOLDERS.items() if holder == name}
+            await until(
+                lambda s=server, h=held: set(s.registry.local_nodes()) == h,  # type: ignore[attr-defined]
+                60, f"Envoys on {name}",
+            )  # fmt: skip
+        yield Trio(servers["a"], servers["b"], servers["c"], run, url)
 
 
 async def statuses(url: str) -> list[int]:

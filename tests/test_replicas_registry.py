@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,6 +24,7 @@ from faultplane.v1 import faultplane_pb2_grpc
 from tests.conftest import MESH_FILE, server_config
 from tests.helpers import injection_request, run_cli, until
 from tests.postgres import PostgresCluster, postgres_cluster, postgres_url  # noqa: F401
+from tests.replicas import started_replicas
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
@@ -97,22 +98,11 @@ async def pair(
     url = postgres_cluster.create_database()
     mesh = load_mesh(MESH_FILE).with_ports(PortAllocator())
     run_dir = tmp_path_factory.mktemp("replicas")
-    key = run_dir / "key" / "audit.key"
-    common = {"store_url": url, "audit_key_file": key}
-    b = ControlServer(server_config(mesh, replica_name="b", **common))
-    a = ControlServer(
-        replace(server_config(mesh, replica_name="a", **common), xds_port=0, api_port=0)
-    )
-    started: list[ControlServer] = []
-    try:
-        for server in (b, a):
-            await server.start()
-            started.append(server)
-        async with MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run:
-            yield Pair(a, b, run)
-    finally:
-        for server in started:
-            await server.stop(grace=0)
+    async with (
+        started_replicas(mesh, url, run_dir, ["b", "a"]) as servers,
+        MeshRun(MESH_FILE, run_dir, mesh=mesh, spawn_server=False, load=False) as run,
+    ):
+        yield Pair(servers["a"], servers["b"], run)
 
 
 async def listed(server: ControlServer) -> dict[str, pb.Sidecar]:
