@@ -34,6 +34,7 @@ from envoy.service.runtime.v3 import rtds_pb2
 from google.protobuf import struct_pb2
 
 from faultplane.xds import types
+from faultplane.xds.wire import field as wire_field
 
 SUBSCRIPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (types.CLUSTER, ()),
@@ -94,31 +95,17 @@ def node_for(service: str, index: int) -> base_pb2.Node:
     return base_pb2.Node(id=pod, cluster=service, metadata=metadata)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, value: bytes) -> bytes:
-    """One length-delimited field, wire-encoded."""
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
 # Per type: the ACK's bytes after its version (names, type) and the subscription request.
 _ACK_MIDDLE = {
-    type_url: b"".join(_field(_RESOURCE_NAMES, n.encode()) for n in names)
-    + _field(_TYPE_URL, type_url.encode())
+    type_url: b"".join(wire_field(_RESOURCE_NAMES, n.encode()) for n in names)
+    + wire_field(_TYPE_URL, type_url.encode())
     for type_url, names in SUBSCRIPTIONS
 }
 
 
 def ack(version: bytes, type_url: str, nonce: bytes) -> bytes:
     """A serialized DiscoveryRequest ACKing (version, nonce) of `type_url`, without node."""
-    return _field(_VERSION, version) + _ACK_MIDDLE[type_url] + _field(_NONCE, nonce)
+    return wire_field(_VERSION, version) + _ACK_MIDDLE[type_url] + wire_field(_NONCE, nonce)
 
 
 def scan(response: bytes) -> tuple[bytes, str, bytes]:

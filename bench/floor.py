@@ -23,11 +23,12 @@ from pathlib import Path
 
 import grpc
 
-from bench.adsload import ADS_METHOD, _field, scan
+from bench.adsload import ADS_METHOD, scan
 from bench.procs import Processes, usage
 from faultplane.demo.ports import free_port
 from faultplane.demo.processes import wait_until
 from faultplane.xds import types
+from faultplane.xds.wire import field as wire_field
 
 PUSH_METHOD = "/bench.Floor/Push"
 # DiscoveryResponse field numbers: version_info, resources, type_url, nonce.
@@ -37,10 +38,10 @@ _VERSION, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
 def response_body(size: int, version: str, type_url: str = types.RUNTIME) -> bytes:
     """A DiscoveryResponse without its nonce, about `size` bytes with the nonce: one
     resource of opaque bytes (the client never parses resources)."""
-    version_field = _field(_VERSION, version.encode())
-    type_field = _field(_TYPE_URL, type_url.encode())
+    version_field = wire_field(_VERSION, version.encode())
+    type_field = wire_field(_TYPE_URL, type_url.encode())
     payload = max(0, size - len(version_field) - len(type_field) - 12)
-    return version_field + _field(_RESOURCES, b"\0" * payload) + type_field
+    return version_field + wire_field(_RESOURCES, b"\0" * payload) + type_field
 
 
 class Floor:
@@ -76,7 +77,7 @@ class Floor:
         return str(len(streams)).encode()
 
     def _stamp(self, body: bytes) -> bytes:
-        return body + _field(_NONCE, str(next(self._nonces)).encode())
+        return body + wire_field(_NONCE, str(next(self._nonces)).encode())
 
 
 async def serve(port: int) -> None:

@@ -23,7 +23,7 @@ from faultplane.kernel.fault import NetworkFaultSpec
 from faultplane.render.faults import FaultAssignment
 from faultplane.render.resources import Resources
 from faultplane.xds import types
-from faultplane.xds.registry import AckOutcome, AckTimeout, Answer, SidecarStatus
+from faultplane.xds.registry import AckOutcome, Answer, SidecarStatus, one_answer
 
 
 class PlaneWithAgents:
@@ -74,10 +74,7 @@ class PlaneWithAgents:
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome:
-        [answer] = await self.wait_many([(node_id, generation)], type_url, timeout)
-        if isinstance(answer, AckTimeout):
-            raise answer
-        return answer
+        return await one_answer(self.wait_many, node_id, type_url, generation, timeout)
 
     async def wait_many(
         self, waits: list[tuple[str, int]], type_url: str, timeout: float

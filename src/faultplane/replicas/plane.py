@@ -35,7 +35,7 @@ from faultplane.render.resources import Resources
 from faultplane.replicas.sidecars import SharedSidecarRegistry
 from faultplane.store.base import StoreError
 from faultplane.store.replica_rows import FaultChange, FaultEvidence
-from faultplane.xds.registry import AckOutcome, AckTimeout, Answer, SidecarStatus
+from faultplane.xds.registry import AckOutcome, AckTimeout, Answer, SidecarStatus, one_answer
 
 if TYPE_CHECKING:
     from faultplane.store.postgres_faults import PostgresFaults
@@ -182,10 +182,7 @@ class ReplicatedPlane:
     async def wait_for(
         self, node_id: str, type_url: str, generation: int, timeout: float
     ) -> AckOutcome:
-        [answer] = await self.wait_many([(node_id, generation)], type_url, timeout)
-        if isinstance(answer, AckTimeout):
-            raise answer
-        return answer
+        return await one_answer(self.wait_many, node_id, type_url, generation, timeout)
 
     async def wait_many(
         self, waits: list[tuple[str, int]], type_url: str, timeout: float

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,10 +262,7 @@ class SidecarRegistry:
         neither happens within `timeout` seconds; its `later_nack` tells whether a later
         response carrying this change was NACKed meanwhile.
         """
-        [answer] = await self.wait_many([(node_id, generation)], type_url, timeout)
-        if isinstance(answer, AckTimeout):
-            raise answer
-        return answer
+        return await one_answer(self.wait_many, node_id, type_url, generation, timeout)
 
     async def wait_many(
         self, waits: list[tuple[str, int]], type_url: str, timeout: float
@@ -367,3 +364,16 @@ def _metrics(type_url: str) -> _TypeMetrics:
             metrics.XDS_PUSH_TO_ACK.labels(short),
         )
     return found
+
+
+WaitMany = Callable[[list[tuple[str, int]], str, float], Awaitable[list[Answer]]]
+
+
+async def one_answer(
+    wait_many: WaitMany, node_id: str, type_url: str, generation: int, timeout: float
+) -> AckOutcome:
+    """`wait_for` from a plane's `wait_many`: the one answer, a timeout raised."""
+    [answer] = await wait_many([(node_id, generation)], type_url, timeout)
+    if isinstance(answer, AckTimeout):
+        raise answer
+    return answer
